@@ -1,0 +1,550 @@
+"""Chronicle's PostgreSQL event store, as an eventsourcing persistence module.
+
+Applications use it through the library's own seams (recorders and an infrastructure factory), so
+the repository, snapshots, upcasting and notification log keep working. What differs from the
+library's stock recorder:
+
+- **Writers never serialize.** No `LOCK TABLE`, no sequence in the order, no `NOTIFY` inside the
+  append: an append is one statement, one round trip, in its own transaction.
+- **Readers still get one gap-free total order.** Every event's `notification_id` is its writer's
+  top-level transaction id shifted left by `TXN_SHIFT` bits, plus its index in the append. Readers
+  see only events below the visibility gate (`GATE` below): events of transactions that have all
+  finished. Whatever commits later sorts after everything a reader has already seen, so a reader
+  that moves its checkpoint forward can never skip an event that commits late.
+- **Who and why.** Every event stores its event id, the actor, the command, the correlation id and
+  the causation id (`AppendMeta`, passed as `meta=` to `Application.save`).
+
+Readers are woken by a `NOTIFY` that each process sends after its appends (coalesced, outside the
+appending transaction, by `AppendNotifier`); they must also poll, because a notification is only a
+hint.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, cast
+from uuid import UUID
+
+import psycopg
+import psycopg.errors
+import psycopg.pq
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    ListenNotifySubscription,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
+
+log = logging.getLogger(__name__)
+
+TXN_SHIFT = 20
+MAX_EVENTS_PER_APPEND = 1 << TXN_SHIFT
+GATE = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
+NOTIFY_CHANNEL = "chronicle_events"
+_BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
+_COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
+            " actor_id, command, correlation_id, causation_id")
+
+INSERT_ONE = (
+    f"INSERT INTO events ({_COLUMNS}) "
+    f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "RETURNING notification_id")
+INSERT_MANY = (
+    f"INSERT INTO events ({_COLUMNS}) "
+    f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
+    " %s, %s, %s, %s, %s "
+    "FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
+    " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, ord) "
+    "ORDER BY e.ord RETURNING notification_id")
+
+
+@dataclass(frozen=True)
+class AppendMeta:
+    """Who and why: recorded with every event of one append."""
+
+    actor_id: str | None = None
+    command: str | None = None
+    correlation_id: UUID | None = None
+    causation_id: UUID | None = None
+
+
+NO_META = AppendMeta()
+
+
+def new_event_id() -> UUID:
+    """A UUIDv7: time-ordered, so the event-id index grows at its right edge."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return UUID(int=value)
+
+
+@lru_cache(maxsize=4096)
+def event_type(topic: str) -> str:
+    """`domain.work:Task.Assigned` -> `Task.Assigned`: the name auditors and subjects use."""
+    return topic.rpartition(":")[2]
+
+
+def position_of_transaction(xid: int) -> int:
+    return xid << TXN_SHIFT
+
+
+# -- the database: one pool per process, shared by every recorder -----------------------------
+
+
+@dataclass
+class _Pooled:
+    conn: psycopg.Connection[Any]
+    cursor: psycopg.Cursor[Any]
+
+
+class EventStoreDatabase:
+    """The process's PostgreSQL connections for the event store, and its append notifier.
+
+    The pool is a LIFO stack of autocommit connections bounded by a semaphore: appends are one
+    statement each, so a checkout must cost next to nothing (psycopg_pool's richer bookkeeping cost
+    a fifth of the append rate in `chronicle bench appends`). A connection that broke, or that was
+    left inside a transaction, is closed instead of returned.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 16, idle_in_transaction_timeout_ms: int = 5000,
+                 connect_timeout: float = 30.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        # A writer that stalls inside a transaction holds the visibility gate for every reader;
+        # the server ends such a transaction after this long.
+        self._options = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout_ms)}"
+        self._idle: collections.deque[_Pooled] = collections.deque()
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self.notifier = AppendNotifier(url)
+        self._closed = False
+
+    def open(self) -> None:
+        """Checks that the server answers; connections are made as they are needed."""
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pooled() as pooled:
+            yield pooled.conn
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A reused binary cursor on a pooled connection: the cheapest way to run one statement."""
+        with self._pooled() as pooled:
+            yield pooled.cursor
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[_Pooled]:
+        if self._closed:
+            raise PersistenceError("the event store database has been closed")
+        if not self._slots.acquire(timeout=self.connect_timeout):
+            raise OperationalError(f"no event store connection free within {self.connect_timeout}s")
+        pooled: _Pooled | None = None
+        try:
+            pooled = self._checkout()
+            yield pooled
+        except psycopg.errors.UniqueViolation as e:
+            raise IntegrityError(str(e)) from e
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            raise OperationalError(str(e)) from e
+        except psycopg.Error as e:
+            raise PersistenceError(str(e)) from e
+        finally:
+            if pooled is not None:
+                self._checkin(pooled)
+            self._slots.release()
+
+    def _checkout(self) -> _Pooled:
+        while True:
+            try:
+                pooled = self._idle.pop()
+            except IndexError:
+                conn = psycopg.connect(self.url, autocommit=True, options=self._options,
+                                       connect_timeout=int(self.connect_timeout))
+                return _Pooled(conn, conn.cursor(binary=True))
+            if not (pooled.conn.closed or pooled.conn.broken):
+                return pooled
+            pooled.conn.close()
+
+    def _checkin(self, pooled: _Pooled) -> None:
+        conn = pooled.conn
+        reusable = (not conn.closed and not conn.broken and not self._closed
+                    and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+        if reusable:
+            self._idle.append(pooled)
+        else:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.notifier.close()
+        while self._idle:
+            with contextlib.suppress(psycopg.Error, IndexError):
+                self._idle.pop().conn.close()
+
+
+class AppendNotifier:
+    """Sends `NOTIFY chronicle_events` after appends, at most once per `interval`, off the write path.
+
+    A NOTIFY inside the appending transaction would take PostgreSQL's cluster-wide notify lock at
+    every commit and serialize all writers again. Here appends only set a flag; one thread per
+    process turns bursts of appends into one notification. It is a wake-up hint: readers also poll.
+    """
+
+    def __init__(self, url: str, interval: float = 0.005) -> None:
+        self.url = url
+        self.interval = interval
+        self._pending = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def poke(self) -> None:
+        self._pending.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(target=self._run, name="append-notifier", daemon=True)
+                    self._thread.start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._pending.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while not self._closed:
+            self._pending.wait()
+            if self._closed:
+                break
+            self._pending.clear()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.url, autocommit=True)
+                conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            except psycopg.Error as e:  # a lost hint only delays readers, who also poll
+                log.warning("could not send the append notification (%s); readers will poll", e)
+                conn = None
+                time.sleep(0.5)
+            time.sleep(self.interval)
+        if conn is not None:
+            conn.close()
+
+
+# -- recorders --------------------------------------------------------------------------------
+
+
+class ChronicleAggregateRecorder(AggregateRecorder):
+    """Snapshots (and any other per-aggregate sequence): a plain table keyed by (stream, version)."""
+
+    def __init__(self, database: EventStoreDatabase, table: str = "snapshots") -> None:
+        self.database = database
+        self.table = table
+        self._select = f"SELECT stream_id, version, topic, data FROM {table} WHERE stream_id = %s"
+        self._insert = (f"INSERT INTO {table} (stream_id, version, topic, data) "
+                        "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])")
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if stored_events:
+            with self.database.connection() as conn:
+                conn.execute(self._insert, _columns(stored_events))
+        return None
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
+        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc,
+                             limit=limit)
+
+
+_retry_reads = retry((OperationalError,), max_attempts=5, wait=0.2)
+"""Reads are idempotent: a dropped connection is retried on a fresh one."""
+
+
+@_retry_reads
+def select_stream(database: EventStoreDatabase, select: str, originator_id: UUID | str, *,
+                  gt: int | None, lte: int | None, desc: bool, limit: int | None) -> list[StoredEvent]:
+    sql, params = select, [originator_id]
+    if gt is not None:
+        sql += " AND version > %s"
+        params.append(gt)
+    if lte is not None:
+        sql += " AND version <= %s"
+        params.append(lte)
+    sql += " ORDER BY version DESC" if desc else " ORDER BY version"
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    with database.connection() as conn:
+        rows = conn.execute(sql, params).fetchall()
+    return [StoredEvent(originator_id=r[0], originator_version=r[1], topic=r[2], state=bytes(r[3]))
+            for r in rows]
+
+
+class ChronicleApplicationRecorder(ApplicationRecorder):
+    """The events table: appends without serializing writers, reads in one gap-free total order."""
+
+    def __init__(self, database: EventStoreDatabase) -> None:
+        self.database = database
+        self._select = "SELECT stream_id, version, topic, data FROM events WHERE stream_id = %s"
+
+    # writing
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        if len(stored_events) > MAX_EVENTS_PER_APPEND:
+            raise ProgrammingError(f"at most {MAX_EVENTS_PER_APPEND} events fit in one append")
+        meta: AppendMeta = kwargs.get("meta") or NO_META
+        event_ids = [new_event_id() for _ in stored_events]
+        recorded_at = datetime.now(UTC)
+        ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"))
+        self.database.notifier.poke()
+        return ids
+
+    def _append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
+                meta: AppendMeta, tracking: Tracking | None) -> list[int]:
+        """One attempt, and on a lost connection a careful second one.
+
+        If the connection drops during the commit we cannot know whether the append landed. The
+        event ids were chosen here, so looking them up tells: found means it committed.
+        """
+        try:
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking)
+        except OperationalError:
+            log.warning("connection lost while appending; checking whether the append landed")
+            time.sleep(0.2)
+            landed = self._ids_of(event_ids)
+            if landed:
+                return landed
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking)
+
+    def _execute_append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
+                        meta: AppendMeta, tracking: Tracking | None) -> list[int]:
+        tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
+        if tracking is None:
+            with self.database.cursor() as cur:
+                return self._insert(cur, events, event_ids, tail)
+        with self.database.connection() as conn, conn.transaction():
+            insert_tracking(conn, tracking)
+            return self._insert(conn.cursor(binary=True), events, event_ids, tail)
+
+    @staticmethod
+    def _insert(cur: psycopg.Cursor[Any], events: Sequence[StoredEvent], event_ids: list[UUID],
+                tail: tuple[Any, ...]) -> list[int]:
+        if not events:
+            return []
+        if len(events) == 1:
+            e = events[0]
+            row = cur.execute(INSERT_ONE, (event_ids[0], e.originator_id, e.originator_version, e.topic,
+                                           event_type(e.topic), e.state, *tail)).fetchone()
+            assert row is not None
+            return [row[0]]
+        stream_ids, versions, topics, states = _columns(events)
+        params = (*tail, event_ids, stream_ids, versions, topics, [event_type(t) for t in topics], states)
+        return sorted(row[0] for row in cur.execute(INSERT_MANY, params).fetchall())
+
+    def _ids_of(self, event_ids: list[UUID]) -> list[int]:
+        with self.database.connection() as conn:
+            rows = conn.execute("SELECT notification_id FROM events WHERE event_id = ANY(%s)"
+                                " ORDER BY notification_id", (event_ids,)).fetchall()
+        return [r[0] for r in rows] if len(rows) == len(event_ids) else []
+
+    # reading one stream
+
+    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
+                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
+        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc,
+                             limit=limit)
+
+    # reading the total order
+
+    @_retry_reads
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
+                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True
+                             ) -> Sequence[Notification]:
+        """Events below the visibility gate, in total order: what every reader may safely move past."""
+        sql = ("SELECT notification_id, stream_id, version, topic, data FROM events"
+               f" WHERE notification_id < {GATE}")
+        params: list[Any] = []
+        if start is not None:
+            sql += " AND notification_id >= %s" if inclusive_of_start else " AND notification_id > %s"
+            params.append(start)
+        if stop is not None:
+            sql += " AND notification_id <= %s"
+            params.append(stop)
+        if topics:
+            sql += " AND topic = ANY(%s)"
+            params.append(list(topics))
+        sql += " ORDER BY notification_id LIMIT %s"
+        params.append(limit)
+        with self.database.connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [Notification(id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3],
+                             state=bytes(r[4])) for r in rows]
+
+    @_retry_reads
+    def max_notification_id(self) -> int | None:
+        """The head of the total order: the last event every reader can see."""
+        with self.database.connection() as conn:
+            row = conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
+                               ).fetchone()
+        return None if row is None else cast(int | None, row[0])
+
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+        return ChronicleSubscription(self, gt=gt, topics=topics)
+
+
+class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorder]):
+    """Follows the total order: wakes on NOTIFY and polls, because a notification is only a hint."""
+
+    POLL_INTERVAL = 0.5
+
+    def __init__(self, recorder: ChronicleApplicationRecorder, gt: int | None = None,
+                 topics: Sequence[str] = ()) -> None:
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._listen_thread = threading.Thread(target=self._listen, daemon=True)
+        self._listen_thread.start()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._listen_thread.join()
+
+    def _listen(self) -> None:
+        try:
+            with psycopg.connect(self._recorder.database.url, autocommit=True) as conn:
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not self._has_been_stopped and not self._thread_error:
+                    for _ in conn.notifies(timeout=self.POLL_INTERVAL, stop_after=1):
+                        break
+                    self._has_been_notified.set()
+        except BaseException as e:
+            if self._thread_error is None:
+                self._thread_error = e
+            self.stop()
+
+
+def insert_tracking(conn: psycopg.Connection[Any], tracking: Tracking) -> None:
+    """Records a consumer's position; refuses to record the same or an earlier one again."""
+    row = conn.execute(
+        "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
+        " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+        " WHERE t.notification_id < excluded.notification_id RETURNING notification_id",
+        (tracking.application_name, tracking.notification_id)).fetchone()
+    if row is None:
+        raise IntegrityError(
+            f"{tracking.application_name} has already recorded position {tracking.notification_id} or later")
+
+
+class ChronicleTrackingRecorder(TrackingRecorder):
+    def __init__(self, database: EventStoreDatabase) -> None:
+        self.database = database
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        with self.database.connection() as conn:
+            insert_tracking(conn, tracking)
+
+    @_retry_reads
+    def max_tracking_id(self, application_name: str) -> int | None:
+        with self.database.connection() as conn:
+            row = conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
+                               (application_name,)).fetchone()
+        return None if row is None else cast(int, row[0])
+
+
+class ChronicleProcessRecorder(ChronicleTrackingRecorder, ChronicleApplicationRecorder, ProcessRecorder):
+    """Events and the position of what caused them, in one transaction."""
+
+    def __init__(self, database: EventStoreDatabase) -> None:
+        ChronicleApplicationRecorder.__init__(self, database)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events and kwargs.get("tracking") is not None:
+            with self.database.connection() as conn:
+                insert_tracking(conn, kwargs["tracking"])
+            return []
+        return ChronicleApplicationRecorder.insert_events(self, stored_events, **kwargs)
+
+
+# -- the factory the eventsourcing Application uses ------------------------------------------
+
+
+class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
+    """Builds Chronicle's recorders over one shared `EventStoreDatabase`.
+
+    The composition root passes the database in. Constructed by the library from the environment
+    alone (`PERSISTENCE_MODULE=infra.eventstore`), it opens its own pool on
+    `CHRONICLE_DATABASE_URL`. It never creates tables: `chronicle migrate` does.
+    """
+
+    aggregate_recorder_class = ChronicleAggregateRecorder
+    application_recorder_class = ChronicleApplicationRecorder
+    tracking_recorder_class = ChronicleTrackingRecorder
+    process_recorder_class = ChronicleProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None, database: EventStoreDatabase | None = None):
+        super().__init__(env)
+        self._owns_database = database is None
+        if database is None:
+            url = self.env.get("CHRONICLE_DATABASE_URL") or os.environ.get("CHRONICLE_DATABASE_URL")
+            if not url:
+                raise OSError("CHRONICLE_DATABASE_URL is not set")
+            database = EventStoreDatabase(url)
+        self.database = database
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        if purpose == "snapshots":
+            return ChronicleAggregateRecorder(self.database, "snapshots")
+        return ChronicleApplicationRecorder(self.database)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        return ChronicleApplicationRecorder(self.database)
+
+    def tracking_recorder(self, tracking_recorder_class: type[Any] | None = None) -> ChronicleTrackingRecorder:
+        if tracking_recorder_class is None:
+            topic = self.env.get(self.TRACKING_RECORDER_TOPIC)
+            tracking_recorder_class = resolve_topic(topic) if topic else ChronicleTrackingRecorder
+        if not issubclass(tracking_recorder_class, ChronicleTrackingRecorder):
+            raise ProgrammingError(f"{tracking_recorder_class} is not a ChronicleTrackingRecorder")
+        return cast(ChronicleTrackingRecorder, tracking_recorder_class(self.database))
+
+    def process_recorder(self) -> ProcessRecorder:
+        return ChronicleProcessRecorder(self.database)
+
+    def close(self) -> None:
+        if self._owns_database:
+            self.database.close()
+
+
+def _columns(events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
+    return ([e.originator_id for e in events], [e.originator_version for e in events],
+            [e.topic for e in events], [e.state for e in events])

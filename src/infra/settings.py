@@ -1,0 +1,91 @@
+"""Settings: read from the environment once, into one frozen object, and passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".chronicle"
+DEFAULT_PORT = 8000
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Chronicle process needs to know about its surroundings.
+
+    `namespace` isolates one deployment (or one test run) from another on shared servers:
+    it prefixes the JetStream stream and subjects and every Redis key.
+    """
+
+    database_url: str | None = None
+    nats_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    namespace: str = "chronicle"
+    db_pool_size: int = 16
+    idle_in_transaction_timeout_ms: int = 5000
+    log_level: str = "INFO"
+
+    @property
+    def servers_configured(self) -> bool:
+        return bool(self.database_url and self.nats_url and self.redis_url)
+
+    def with_servers(self, database_url: str, nats_url: str, redis_url: str) -> Settings:
+        return replace(self, database_url=database_url, nats_url=nats_url, redis_url=redis_url)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError("CHRONICLE_DATABASE_URL is not set")
+        return self.database_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        urls = {name: env.get(f"CHRONICLE_{name.upper()}") or None
+                for name in ("database_url", "nats_url", "redis_url")}
+        set_urls = [name for name, value in urls.items() if value]
+        if set_urls and len(set_urls) != len(urls):
+            missing = sorted(f"CHRONICLE_{n.upper()}" for n, v in urls.items() if not v)
+            raise SettingsError(
+                f"set all three server URLs or none; missing: {', '.join(missing)}")
+        namespace = env.get("CHRONICLE_NAMESPACE", "chronicle")
+        if not _NAMESPACE.match(namespace):
+            raise SettingsError(
+                "CHRONICLE_NAMESPACE must be lower-case letters, digits and '_', "
+                f"starting with a letter, at most 40 characters: {namespace!r}")
+        return cls(
+            database_url=urls["database_url"],
+            nats_url=urls["nats_url"],
+            redis_url=urls["redis_url"],
+            data_dir=Path(env.get("CHRONICLE_DATA_DIR") or DEFAULT_DATA_DIR),
+            host=env.get("CHRONICLE_HOST") or "127.0.0.1",
+            port=_int(env, "CHRONICLE_PORT", DEFAULT_PORT, low=0, high=65535),
+            namespace=namespace,
+            db_pool_size=_int(env, "CHRONICLE_DB_POOL_SIZE", 16, low=1, high=1000),
+            idle_in_transaction_timeout_ms=_int(
+                env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
+            log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value

@@ -1,0 +1,62 @@
+"""Test fixtures. Integration tests run against real servers: the ones named by
+CHRONICLE_DATABASE_URL / CHRONICLE_NATS_URL / CHRONICLE_REDIS_URL, else embedded ones started once
+per test session. Every run isolates itself: its own databases, stream names and key prefixes."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.embedded import EmbeddedServers, ServerUrls
+from infra.migrate import migrate
+from infra.settings import Settings
+from infra.scratch import create_database, drop_database
+
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[ServerUrls]:
+    configured = Settings.from_env()
+    if configured.servers_configured:
+        assert configured.database_url and configured.nats_url and configured.redis_url
+        yield ServerUrls(configured.database_url, configured.nats_url, configured.redis_url)
+        return
+    with tempfile.TemporaryDirectory(prefix="chronicle-test-servers-") as tmp:
+        embedded = EmbeddedServers(Path(tmp), durable=False)
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(servers: ServerUrls) -> Iterator[str]:
+    """The run's own migrated database (shared by the tests of this run)."""
+    url = create_database(servers.database_url)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def fresh_database_url(servers: ServerUrls) -> Iterator[str]:
+    """A migrated database of the test's own, for tests that need an empty event log."""
+    url = create_database(servers.database_url)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def settings(servers: ServerUrls, database_url: str) -> Settings:
+    return Settings(database_url=database_url, nats_url=servers.nats_url, redis_url=servers.redis_url,
+                    namespace=f"t{RUN_ID}")
+
+
+def new_namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
