@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import psycopg
@@ -79,17 +79,31 @@ INSERT_MANY = (
     "ORDER BY e.ord RETURNING notification_id")
 
 
-@dataclass(frozen=True)
-class AppendMeta:
-    """Who and why: recorded with every event of one append."""
+class AppendMeta(Protocol):
+    """Who and why, recorded with every event of one append (`commands.base.Context` is one)."""
 
+    @property
+    def actor_id(self) -> str | None: ...
+
+    @property
+    def command(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> UUID | None: ...
+
+    @property
+    def causation_id(self) -> UUID | None: ...
+
+
+@dataclass(frozen=True)
+class Meta:
     actor_id: str | None = None
     command: str | None = None
     correlation_id: UUID | None = None
     causation_id: UUID | None = None
 
 
-NO_META = AppendMeta()
+NO_META = Meta()
 
 
 def new_event_id() -> UUID:

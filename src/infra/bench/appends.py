@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from infra.eventstore import AppendMeta, ChronicleApplicationRecorder, EventStoreDatabase, new_event_id
+from infra.eventstore import ChronicleApplicationRecorder, Meta, EventStoreDatabase, new_event_id
 from infra.migrate import migrate
 
 STATE = b'{"title":"Write the quarterly report","priority":"normal","timestamp":"2026-11-26T04:27:26+00:00"}'
@@ -79,7 +79,7 @@ def run_writers(writers: int, seconds: float, make_writer: Callable[[], Writer])
 
 def chronicle_writer(database: EventStoreDatabase) -> Callable[[], Writer]:
     recorder = ChronicleApplicationRecorder(database)
-    meta = AppendMeta(actor_id="bench", command="bench.append", correlation_id=uuid.uuid4())
+    meta = Meta(actor_id="bench", command="bench.append", correlation_id=uuid.uuid4())
 
     def append() -> None:
         recorder.insert_events([StoredEvent(uuid.uuid4(), 1, TOPIC, STATE)], meta=meta)

@@ -1,0 +1,41 @@
+"""The Litestar application. Command routes and query routes live in their own modules; this
+module only assembles them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from api.health import HealthController
+from api.problems import EXCEPTION_HANDLERS
+from api.runtime import runtime_lifespan
+from infra.settings import Settings
+
+MAX_BODY = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with runtime_lifespan(app, settings):
+            yield
+
+    return Litestar(
+        route_handlers=[HealthController],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_BODY,
+        openapi_config=OpenAPIConfig(
+            title="Chronicle", version="0.1.0", path="/schema",
+            description="An event-sourced CQRS backend: commands append events, queries read views.",
+            render_plugins=[ScalarRenderPlugin()]),
+        debug=False,
+    )

@@ -1,0 +1,78 @@
+"""What one API process holds while it serves: the write side, and clients of NATS and Redis.
+
+Built in the Litestar lifespan (never at import time) and reached by handlers through
+`Provide(runtime)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import redis.asyncio as aioredis
+from anyio import CapacityLimiter, to_thread
+from litestar import Litestar
+from litestar.datastructures import State
+from nats.aio.client import Client as NATS
+
+from infra.bootstrap import Chronicle, bootstrap
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    chronicle: Chronicle
+    redis: aioredis.Redis
+    limiter: CapacityLimiter
+    nats: NATS | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs the synchronous write side in a worker thread, at most as many at once as the
+        event store has connections."""
+        return await to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+
+
+async def keep_nats(runtime: Runtime, url: str) -> None:
+    """The API never needs NATS to serve (the relay publishes, queries read views): it only reports
+    on it. So it connects in the background, and retries forever while NATS is away."""
+    while runtime.nats is None:
+        try:
+            runtime.nats = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1,
+                                              connect_timeout=2, name="chronicle-api")
+        except Exception as e:  # not reachable yet: health says so, and we try again
+            log.info("NATS not reachable yet (%s); retrying", e)
+            await asyncio.sleep(2)
+
+
+@contextlib.asynccontextmanager
+async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[None]:
+    chronicle = await asyncio.to_thread(bootstrap, settings)
+    redis_client = aioredis.from_url(settings.redis_url or "", decode_responses=False)
+    runtime = Runtime(settings, chronicle, redis_client, CapacityLimiter(settings.db_pool_size))
+    app.state.runtime = runtime
+    nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
+    try:
+        yield
+    finally:
+        nats_task.cancel()
+        with contextlib.suppress(BaseException):
+            await nats_task
+        if runtime.nats is not None:
+            with contextlib.suppress(Exception):
+                await runtime.nats.close()
+        await redis_client.aclose()
+        await asyncio.to_thread(chronicle.close)
+
+
+def get_runtime(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
+    return runtime

@@ -1,0 +1,160 @@
+"""Identity's write side: register, log in, rotate refresh tokens, log out, grant and revoke roles."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+from pwdlib import PasswordHash
+
+from commands.base import FactoryMaker, ChronicleApplication, CommandResult, ConcurrentUpdate, Context, check_version
+from domain.errors import Conflict, Forbidden, Invalid
+from domain.identity import EmailClaim, Role, Session, User, email_claim_id
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+class Unauthorized(Exception):
+    """Bad credentials or a dead refresh token. Deliberately vague: it never says which."""
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user_id: uuid.UUID
+    roles: frozenset[Role]
+    session_id: uuid.UUID
+    refresh_token: str
+
+
+class IdentityApplication(ChronicleApplication):
+    name = "identity"
+
+    def __init__(self, make_factory: FactoryMaker, *, hasher: PasswordHash | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 refresh_ttl: timedelta = timedelta(days=14)) -> None:
+        super().__init__(make_factory)
+        self.hasher = hasher or PasswordHash.recommended()
+        self.clock = clock
+        self.refresh_ttl = refresh_ttl
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+
+    def register(self, ctx: Context, email: str, name: str, password: str) -> CommandResult:
+        check_password(password)
+        user = User.register(email, name, self.hasher.hash(password))
+        claim = EmailClaim(email=user.email, user_id=user.id)
+        try:
+            return self.record(ctx, user, claim, result_of=user)
+        except ConcurrentUpdate:
+            raise Conflict("an account with that email already exists", field="email") from None
+
+    def user(self, user_id: uuid.UUID) -> User:
+        return self.load(User, user_id, "user")
+
+    def user_exists(self, user_id: uuid.UUID) -> bool:
+        try:
+            return isinstance(self.repository.get(user_id), User)
+        except AggregateNotFoundError:
+            return False
+
+    def find_by_email(self, email: str) -> User | None:
+        try:
+            claim = self.repository.get(email_claim_id(email))
+        except (AggregateNotFoundError, Invalid):
+            return None
+        return self.user(claim.user_id) if isinstance(claim, EmailClaim) else None
+
+    def login(self, ctx: Context, email: str, password: str) -> LoginResult:
+        user = self.find_by_email(email)
+        if user is None:
+            self.hasher.verify(password, self._dummy_hash)  # the same work whether or not the user exists
+            raise Unauthorized
+        valid, rehashed = self.hasher.verify_and_update(password, user.password_hash)
+        if not valid:
+            raise Unauthorized
+        if rehashed:
+            user.change_password_hash(rehashed)
+        token, digest = new_refresh_token()
+        session = Session(user_id=user.id, token_digest=digest, expires_at=self.clock() + self.refresh_ttl)
+        self.record(ctx, user, session, result_of=session)
+        return LoginResult(user.id, frozenset(user.roles), session.id, f"{session.id.hex}.{token}")
+
+    def refresh(self, ctx: Context, refresh_token: str) -> LoginResult:
+        """Rotates the session's refresh token; the one presented is dead from now on. Two refreshes
+        with the same token race on the session's next version: exactly one wins."""
+        session = self._session_of(refresh_token)
+        token, digest = new_refresh_token()
+        now = self.clock()
+        try:
+            session.rotate(_digest_of(refresh_token), digest, now + self.refresh_ttl, now)
+            self.record(ctx, session, result_of=session)
+        except (Conflict, ConcurrentUpdate):
+            raise Unauthorized from None
+        user = self.user(session.user_id)
+        return LoginResult(user.id, frozenset(user.roles), session.id, f"{session.id.hex}.{token}")
+
+    def logout(self, ctx: Context, session_id: uuid.UUID) -> CommandResult:
+        session = self.load(Session, session_id, "session")
+        if ctx.actor is None or session.user_id != ctx.actor.user_id:
+            raise Forbidden("that session is not yours")
+        if not session.ended:
+            session.end("logout")
+        return self.record(ctx, session, result_of=session)
+
+    def session_active(self, session_id: uuid.UUID) -> bool:
+        try:
+            session = self.repository.get(session_id)
+        except AggregateNotFoundError:
+            return False
+        return isinstance(session, Session) and not session.ended
+
+    def grant(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
+              ) -> CommandResult:
+        user = self.user(user_id)
+        check_version(user, expected_version)
+        user.grant(role)
+        return self.record(ctx, user, result_of=user)
+
+    def revoke(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
+               ) -> CommandResult:
+        user = self.user(user_id)
+        check_version(user, expected_version)
+        user.revoke(role)
+        return self.record(ctx, user, result_of=user)
+
+    def _session_of(self, refresh_token: str) -> Session:
+        head, _, _ = refresh_token.partition(".")
+        try:
+            session = self.repository.get(uuid.UUID(hex=head))
+        except (ValueError, AggregateNotFoundError):
+            raise Unauthorized from None
+        if not isinstance(session, Session):
+            raise Unauthorized
+        return session
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"password must be at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > MAX_PASSWORD:
+        raise Invalid(f"password must be at most {MAX_PASSWORD} characters", field="password")
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A fresh secret and its digest; only the digest is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, _digest(token)
+
+
+def _digest_of(refresh_token: str) -> str:
+    return _digest(refresh_token.partition(".")[2])
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,170 @@
+"""Identity: users, their roles, and login sessions.
+
+Rules live here; hashing passwords and signing tokens do not (they are the commands layer's
+work). Stored event names are a contract with auditors: rename only with an alias.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import Conflict, Invalid
+
+EMAIL_NAMESPACE = uuid.UUID("9f3e1c52-6a0b-4e1f-a7d2-0c5b8e4f1a11")
+SESSION_NAMESPACE = uuid.UUID("2b7c4d90-1e8f-4a35-b6c2-7d9e0f1a2b33")
+MAX_NAME = 120
+MAX_EMAIL = 254
+
+
+class Role(StrEnum):
+    MEMBER = "member"
+    MANAGER = "manager"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique case-insensitively: compare and key them in this form."""
+    normalized = email.strip().lower()
+    local, at, domain = normalized.partition("@")
+    if not at or not local or "." not in domain or " " in normalized or len(normalized) > MAX_EMAIL:
+        raise Invalid(f"{email!r} is not an email address", field="email")
+    return normalized
+
+
+def clean_name(name: str, *, field: str = "name", limit: int = MAX_NAME) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise Invalid(f"{field} must not be blank", field=field)
+    if len(cleaned) > limit:
+        raise Invalid(f"{field} must be at most {limit} characters", field=field)
+    return cleaned
+
+
+class User(Aggregate):
+    """A person who can log in. Starts as a member; admins grant and revoke other roles."""
+
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password_hash"})
+
+    class Registered(Aggregate.Created):
+        email: str
+        name: str
+        password_hash: str
+
+    @event(Registered)
+    def __init__(self, email: str, name: str, password_hash: str) -> None:
+        self.email = email
+        self.name = name
+        self.password_hash = password_hash
+        self.roles: set[Role] = {Role.MEMBER}
+
+    @classmethod
+    def register(cls, email: str, name: str, password_hash: str) -> User:
+        return cls(normalize_email(email), clean_name(name), password_hash)
+
+    def has_role(self, role: Role) -> bool:
+        return role in self.roles
+
+    def grant(self, role: Role) -> None:
+        if role in self.roles:
+            raise Conflict(f"user already has the role {role.value}")
+        self._role_granted(role=role)
+
+    @event("RoleGranted")
+    def _role_granted(self, role: Role) -> None:
+        self.roles.add(Role(role))
+
+    def revoke(self, role: Role) -> None:
+        if role is Role.MEMBER:
+            raise Invalid("the member role cannot be revoked", field="role")
+        if role not in self.roles:
+            raise Conflict(f"user does not have the role {role.value}")
+        self._role_revoked(role=role)
+
+    @event("RoleRevoked")
+    def _role_revoked(self, role: Role) -> None:
+        self.roles.discard(Role(role))
+
+    def change_password_hash(self, password_hash: str) -> None:
+        """A stronger hash of the same password (rehash on login) or a new password."""
+        self._password_hash_changed(password_hash=password_hash)
+
+    class PasswordHashChanged(Aggregate.Event):
+        password_hash: str
+
+    @event(PasswordHashChanged)
+    def _password_hash_changed(self, password_hash: str) -> None:
+        self.password_hash = password_hash
+
+
+class EmailClaim(Aggregate):
+    """One per registered email, keyed by the normalized email: a second registration of the same
+    address collides on this stream's first version, in the same append as the user it creates."""
+
+    @staticmethod
+    def create_id(email: str, **_: Any) -> uuid.UUID:
+        return email_claim_id(email)
+
+    class Claimed(Aggregate.Created):
+        email: str
+        user_id: uuid.UUID
+
+    @event(Claimed)
+    def __init__(self, email: str, user_id: uuid.UUID) -> None:
+        self.email = email
+        self.user_id = user_id
+
+
+def email_claim_id(email: str) -> uuid.UUID:
+    return uuid.uuid5(EMAIL_NAMESPACE, normalize_email(email))
+
+
+class Session(Aggregate):
+    """A login session. Its refresh token rotates on every use; a used token is dead.
+
+    Only a digest of the current refresh token is kept: whoever presents a token whose digest
+    matches may refresh once, and the session then expects the next token.
+    """
+
+    class Started(Aggregate.Created):
+        user_id: uuid.UUID
+        token_digest: str
+        expires_at: datetime
+
+    @event(Started)
+    def __init__(self, user_id: uuid.UUID, token_digest: str, expires_at: datetime) -> None:
+        self.user_id = user_id
+        self.token_digest = token_digest
+        self.expires_at = expires_at
+        self.ended = False
+
+    def check_usable(self, token_digest: str, now: datetime) -> None:
+        if self.ended:
+            raise Conflict("the session has ended")
+        if token_digest != self.token_digest:
+            raise Conflict("the refresh token has already been used")
+        if now >= self.expires_at:
+            raise Conflict("the refresh token has expired")
+
+    def rotate(self, presented_digest: str, next_digest: str, expires_at: datetime, now: datetime) -> None:
+        self.check_usable(presented_digest, now)
+        self._rotated(token_digest=next_digest, expires_at=expires_at)
+
+    @event("Rotated")
+    def _rotated(self, token_digest: str, expires_at: datetime) -> None:
+        self.token_digest = token_digest
+        self.expires_at = expires_at
+
+    def end(self, reason: str) -> None:
+        if self.ended:
+            raise Conflict("the session has already ended")
+        self._ended(reason=reason)
+
+    @event("Ended")
+    def _ended(self, reason: str) -> None:
+        self.ended = True

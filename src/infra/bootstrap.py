@@ -1,0 +1,44 @@
+"""The composition root: the one place that builds stores, clients and applications.
+
+The Litestar app and the CLI both call `bootstrap`. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eventsourcing.utils import Environment
+
+from commands.identity import IdentityApplication
+from commands.work import WorkApplication
+from infra.eventstore import EventStoreDatabase, Factory
+from infra.migrate import check_schema
+from infra.settings import Settings
+
+
+@dataclass
+class Chronicle:
+    """The write side of one process: the event store and an application per context."""
+
+    settings: Settings
+    database: EventStoreDatabase
+    identity: IdentityApplication
+    work: WorkApplication
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
+    url = settings.require_database_url()
+    if require_schema:
+        check_schema(url)
+    database = EventStoreDatabase(url, pool_size=settings.db_pool_size,
+                                  idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms)
+
+    def make_factory(env: Environment) -> Factory:
+        return Factory(env, database=database)
+
+    identity = IdentityApplication(make_factory)
+    work = WorkApplication(make_factory, user_exists=identity.user_exists)
+    return Chronicle(settings, database, identity, work)
