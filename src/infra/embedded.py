@@ -247,7 +247,8 @@ def _postgres_system_user(pgdata: Path, bin_dir: Path) -> str | None:
 
     entry = ensure_user_exists(PG_SYSTEM_USER)
     assert entry is not None
-    ensure_prefix_permissions(pgdata)
+    ensure_prefix_permissions(pgdata)  # the server's user must reach its data and its binaries
+    ensure_prefix_permissions(bin_dir)
     ensure_folder_permissions(bin_dir, 0o555)
     ensure_folder_permissions(bin_dir.parent / "lib", 0o444)
     ensure_folder_permissions(bin_dir.parent / "share", 0o444)
