@@ -8,13 +8,17 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from infra.embedded import EmbeddedServers, ServerUrls
+
+if TYPE_CHECKING:
+    from tests.integration.http import Api, User
 from infra.migrate import migrate
-from infra.settings import Settings
 from infra.scratch import create_database, drop_database
+from infra.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -60,3 +64,34 @@ def settings(servers: ServerUrls, database_url: str) -> Settings:
 
 def new_namespace() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def api(settings: Settings) -> Iterator[Api]:
+    """A real `chronicle api` process serving the run's database, and a client for it."""
+    from tests.integration.http import Api, running_api
+
+    with running_api(settings) as base:
+        client = Api(base)
+        yield client
+        client.http.close()
+
+
+@pytest.fixture(scope="session")
+def chronicle_app(settings: Settings) -> Iterator[Any]:
+    """The write side in-process, for arranging what HTTP cannot (e.g. the first admin)."""
+    from infra.bootstrap import bootstrap
+
+    app = bootstrap(settings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def admin(api: Api, chronicle_app: Any) -> User:
+    from commands.base import Context
+    from domain.identity import Role
+
+    user = api.register("Admin Person")
+    chronicle_app.identity.grant(Context("tests.make_admin", system_actor="tests"), user.id, Role.ADMIN)
+    return api.relogin(user)

@@ -8,9 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from api.auth import jwt_auth
+from api.commands.identity import AuthCommands, UserRoleCommands
+from api.commands.work import ProjectCommands, TaskCommands
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
 from api.runtime import runtime_lifespan
@@ -28,8 +32,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         async with runtime_lifespan(app, settings):
             yield
 
+    auth = jwt_auth(settings)
     return Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands],
+        on_app_init=[auth.on_app_init],
+        state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY,

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -116,7 +117,23 @@ def server_env(settings: Settings) -> dict[str, str]:
                 "CHRONICLE_REDIS_URL": settings.redis_url or "",
                 "CHRONICLE_DATA_DIR": str(settings.data_dir),
                 "CHRONICLE_NAMESPACE": settings.namespace})
+    if settings.jwt_secret:
+        env["CHRONICLE_JWT_SECRET"] = settings.jwt_secret
     return env
+
+
+def with_dev_secret(settings: Settings) -> Settings:
+    """`chronicle dev` (and processes that join it) sign tokens with a secret kept in the data folder,
+    made on first use; production sets CHRONICLE_JWT_SECRET."""
+    if settings.jwt_secret:
+        return settings
+    path = settings.data_dir / "jwt_secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return replace(settings, jwt_secret=path.read_text().strip())
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -135,6 +152,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
             urls = servers.start()
             settings = settings.with_servers(urls.database_url, urls.nats_url, urls.redis_url)
             log.info("embedded servers running under %s", settings.data_dir.resolve())
+        settings = with_dev_secret(settings)
         applied = migrate(settings.require_database_url())
         if applied:
             log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
@@ -166,9 +184,13 @@ def cmd_api(args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    settings = with_servers(settings_from(args))
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # joining a running `chronicle dev`
+    settings.require_jwt_secret()
     os.environ.update(server_env(settings))  # the workers build their settings from the environment
-    from infra.migrate import check_schema, SchemaOutOfDate
+    from infra.migrate import SchemaOutOfDate, check_schema
     try:
         check_schema(settings.require_database_url())
     except SchemaOutOfDate as e:

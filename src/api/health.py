@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.openapi import ResponseSpec
 from litestar.di import Provide
+from litestar.openapi import ResponseSpec
 
+from api.auth import PUBLIC
 from api.runtime import Runtime, get_runtime
 
 
@@ -49,6 +50,7 @@ async def _nats_ping(runtime: Runtime) -> None:
 class HealthController(Controller):
     path = "/v1/health"
     tags = ["health"]
+    opt = PUBLIC
     dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
 
     @get(operation_id="GetHealth", summary="Reachability of the servers this process needs",

@@ -92,14 +92,14 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
         named = _FIELD.search(message)
         if named:
             errors.append(FieldError(named[1], message))
-        elif message.startswith("Expected") and key not in ("", "data"):
+        elif key not in ("", "data"):
             errors.append(FieldError(key, message))
         elif message.startswith("Expected `object`"):
             return problem(request, 400, "the request body must be a JSON object")
-        elif item.get("source") == "body":
+        elif message == "'data'":
             return problem(request, 400, "the request needs a JSON body")
         else:
-            errors.append(FieldError(key or "request", message))
+            errors.append(FieldError("body", message))
     if not errors:
         return problem(request, 400, exc.detail or "the request is malformed")
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors)

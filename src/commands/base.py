@@ -3,6 +3,7 @@ eventsourcing Application that records both with every event it saves."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,6 @@ from typing import Any, TypeVar
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import Environment
 from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
@@ -19,6 +19,7 @@ from eventsourcing.persistence import (
     Recording,
     Transcoding,
 )
+from eventsourcing.utils import Environment
 
 from domain.errors import Conflict, NotFound
 from domain.identity import Role
@@ -40,6 +41,26 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key: recorded in the same statement as the command's events."""
+
+    scope: str
+    key: str
+    request_hash: bytes
+    status: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    scope: str
+    key: str
+    request_hash: bytes
+    status: int
+    aggregate_id: uuid.UUID
+    version: int
+
+
+@dataclass(frozen=True)
 class Context:
     """Who and why: stored with every event a command appends (see infra.eventstore)."""
 
@@ -48,6 +69,7 @@ class Context:
     correlation_id: uuid.UUID = field(default_factory=uuid.uuid4)
     causation_id: uuid.UUID | None = None
     system_actor: str | None = None  # e.g. "cli" or "saga" when no user acts
+    idempotency: IdempotencyKey | None = None
 
     @property
     def actor_id(self) -> str | None:
@@ -124,8 +146,10 @@ class ChronicleApplication(Application[uuid.UUID]):
         """
         recordings: Sequence[Recording[uuid.UUID]] = []
         if any(a.pending_events for a in aggregates):
+            key = ctx.idempotency
+            claim = key and Claim(key.scope, key.key, key.request_hash, key.status, result_of.id, result_of.version)
             try:
-                recordings = self.save(*aggregates, meta=ctx)
+                recordings = self.save(*aggregates, meta=ctx, idempotency=claim)
             except IntegrityError:
                 raise ConcurrentUpdate(
                     "another command changed the same data at the same time; reload and retry") from None
@@ -135,10 +159,8 @@ class ChronicleApplication(Application[uuid.UUID]):
     def _take_snapshots(self, processing_event: Any) -> None:
         """A snapshot of a version is the same whoever takes it: if another process stored it
         first, the command that triggered it has still succeeded."""
-        try:
+        with contextlib.suppress(IntegrityError):
             super()._take_snapshots(processing_event)
-        except IntegrityError:
-            pass
 
 
 def check_version(aggregate: Aggregate, expected: int | None) -> None:

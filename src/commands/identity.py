@@ -8,12 +8,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 from pwdlib import PasswordHash
 
-from commands.base import FactoryMaker, ChronicleApplication, CommandResult, ConcurrentUpdate, Context, check_version
+from commands.base import ChronicleApplication, CommandResult, ConcurrentUpdate, Context, FactoryMaker, check_version
 from domain.errors import Conflict, Forbidden, Invalid
 from domain.identity import EmailClaim, Role, Session, User, email_claim_id
 

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, ClassVar
 
-
-from commands.base import FactoryMaker, Actor, ChronicleApplication, CommandResult, Context, check_version
+from commands.base import Actor, ChronicleApplication, CommandResult, Context, FactoryMaker, check_version
 from domain.errors import Forbidden, Invalid
 from domain.work import Priority, Project, Task
 

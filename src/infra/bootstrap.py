@@ -12,6 +12,7 @@ from eventsourcing.utils import Environment
 from commands.identity import IdentityApplication
 from commands.work import WorkApplication
 from infra.eventstore import EventStoreDatabase, Factory
+from infra.idempotency import IdempotencyKeys
 from infra.migrate import check_schema
 from infra.settings import Settings
 
@@ -24,6 +25,7 @@ class Chronicle:
     database: EventStoreDatabase
     identity: IdentityApplication
     work: WorkApplication
+    idempotency: IdempotencyKeys
 
     def close(self) -> None:
         self.database.close()
@@ -41,4 +43,4 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
 
     identity = IdentityApplication(make_factory)
     work = WorkApplication(make_factory, user_exists=identity.user_exists)
-    return Chronicle(settings, database, identity, work)
+    return Chronicle(settings, database, identity, work, IdempotencyKeys(database))

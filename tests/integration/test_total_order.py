@@ -150,7 +150,7 @@ def test_tailing_by_position_without_the_gate_misses_events(slow_db: str) -> Non
             last = start
             stop = threading.Event()
 
-            def naive() -> None:
+            def naive(seen: list[int] = seen, stop: threading.Event = stop) -> None:
                 nonlocal last
                 with psycopg.connect(slow_db, autocommit=True) as conn:
                     while not stop.is_set():

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from infra.eventstore import ChronicleApplicationRecorder, Meta, EventStoreDatabase, new_event_id
+from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase, Meta, new_event_id
 from infra.migrate import migrate
 
 STATE = b'{"title":"Write the quarterly report","priority":"normal","timestamp":"2026-11-26T04:27:26+00:00"}'
@@ -62,10 +62,8 @@ def run_writers(writers: int, seconds: float, make_writer: Callable[[], Writer])
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(writers)]
     for t in threads:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         start.wait()
-    except threading.BrokenBarrierError:
-        pass
     began = time.perf_counter()
     stop.wait(seconds)
     stop.set()

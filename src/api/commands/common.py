@@ -1,0 +1,137 @@
+"""What every command route shares: the response, who-and-why, If-Match, Idempotency-Key."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import ResponseSpec
+from litestar.params import Parameter
+
+from api.problems import Problem
+from api.runtime import Runtime
+from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
+from infra.idempotency import RecordedResponse
+
+IF_MATCH = Parameter(header="If-Match", required=False,
+                     description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.")
+IDEMPOTENCY_KEY = Parameter(header="Idempotency-Key", required=False,
+                            description="1-255 printable ASCII characters; send the same key again to get the first response again.")
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON or header", 401: "No valid access token", 403: "Not allowed to do this",
+    404: "Unknown id", 409: "Conflicts with the current state", 412: "If-Match does not match the version",
+    413: "Body larger than 1 MiB", 422: "Unknown field, bad value, or a rule of the domain refused it",
+    503: "A storage server is unavailable",
+}
+
+
+class CommandAccepted(msgspec.Struct):
+    """`position` is an opaque token of the command's last event in the global order (null when the
+    command changed nothing); queries can wait for it with `X-Min-Position`."""
+
+    id: uuid.UUID
+    version: int
+    position: str | None
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    return {status: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[status],
+                                 media_type="application/problem+json", generate_examples=False)
+            for status in statuses}
+
+
+def position_token(position: int | None) -> str | None:
+    return None if position is None else str(position)
+
+
+def expected_version(if_match: str | None) -> int | None:
+    """`If-Match: 3`, `"3"` or `W/"3"`; `*` means any version."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    tag = if_match.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise HTTPException(status_code=400, detail="If-Match must be a version number, e.g. If-Match: 3")
+    return int(tag)
+
+
+def accepted(result: CommandResult, status: int, ctx: Context, replayed: bool = False) -> Response[CommandAccepted]:
+    headers = {"ETag": f'"{result.version}"', "X-Correlation-Id": str(ctx.correlation_id)}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(CommandAccepted(result.id, result.version, position_token(result.position)),
+                    status_code=status, headers=headers)
+
+
+def context(request: Request[Any, Any, Any], command: str) -> Context:
+    actor = request.scope.get("user")
+    correlation = _uuid_header(request, "X-Correlation-Id") or uuid.uuid4()
+    return Context(command=command, actor=actor if isinstance(actor, Actor) else None,
+                   correlation_id=correlation, causation_id=uuid.uuid4())
+
+
+async def run_command(request: Request[Any, Any, Any], runtime: Runtime, command: str,
+                      handler: Callable[..., CommandResult], *args: Any, status: int = 200,
+                      idempotency_key: str | None = None, **kwargs: Any) -> Response[CommandAccepted]:
+    """Runs one command in a worker thread, honouring Idempotency-Key: a key seen before with the
+    same request returns the first response; with a different request it is a 422. Two identical
+    requests at once: one appends, the other finds the key when its own append collides."""
+    ctx = context(request, command)
+    if idempotency_key is None:
+        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+    key = IdempotencyKey(_scope(ctx), _valid_key(idempotency_key), await _request_hash(request), status)
+    replay = await _replay(runtime, key, ctx)
+    if replay is not None:
+        return replay
+    ctx = Context(ctx.command, ctx.actor, ctx.correlation_id, ctx.causation_id, idempotency=key)
+    try:
+        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+    except ConcurrentUpdate:
+        replay = await _replay(runtime, key, ctx)
+        if replay is not None:
+            return replay
+        raise
+
+
+async def _replay(runtime: Runtime, key: IdempotencyKey, ctx: Context) -> Response[CommandAccepted] | None:
+    recorded: RecordedResponse | None = await runtime.run(runtime.chronicle.idempotency.find, key.scope, key.key)
+    if recorded is None:
+        return None
+    if recorded.request_hash != key.request_hash:
+        raise HTTPException(status_code=422, detail="this Idempotency-Key was already used for a different request")
+    result = CommandResult(recorded.aggregate_id, recorded.version, recorded.position)
+    return accepted(result, recorded.status, ctx, replayed=True)
+
+
+def _scope(ctx: Context) -> str:
+    return str(ctx.actor.user_id) if ctx.actor else "anonymous"
+
+
+def _valid_key(key: str) -> str:
+    if not key or len(key) > 255 or not key.isascii() or not key.isprintable():
+        raise HTTPException(status_code=400, detail="Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+async def _request_hash(request: Request[Any, Any, Any]) -> bytes:
+    body = await request.body()
+    try:
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical)).digest()
+
+
+def _uuid_header(request: Request[Any, Any, Any], name: str) -> uuid.UUID | None:
+    value = request.headers.get(name)
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise HTTPException(status_code=400, detail=f"{name} must be a UUID") from None

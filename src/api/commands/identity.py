@@ -1,0 +1,135 @@
+"""Command routes of the identity context: register, log in, refresh, log out, grant, revoke."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, delete, post
+from litestar.di import Provide
+from litestar.params import Body
+from litestar.security.jwt import JWTAuth, Token
+
+from api.auth import PUBLIC, access_token, requires_role, session_of
+from api.commands.common import (
+    IDEMPOTENCY_KEY,
+    IF_MATCH,
+    CommandAccepted,
+    context,
+    expected_version,
+    problems,
+    run_command,
+)
+from api.runtime import Runtime, get_runtime
+from commands.base import Actor
+from commands.identity import LoginResult
+from domain.errors import Invalid
+from domain.identity import MAX_EMAIL, MAX_NAME, Role
+
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL, examples=["ada@example.com"])]
+Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+
+
+class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Password
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: Literal["bearer"] = "bearer"
+
+
+class GrantBody(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role
+
+
+def get_auth(request: Request[Any, Any, Any]) -> JWTAuth[Actor, Token]:
+    auth: JWTAuth[Actor, Token] = request.app.state.jwt_auth
+    return auth
+
+
+_DEPENDENCIES = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+
+class AuthCommands(Controller):
+    path = "/v1/auth"
+    tags = ["commands"]
+    dependencies = _DEPENDENCIES
+
+    @post("/register", opt=PUBLIC, operation_id="Register", summary="Register a user (as a member)",
+          status_code=201, responses=problems(400, 409, 413, 422))
+    async def register(self, request: Request[Any, Any, Any], runtime: Runtime,
+                       data: Annotated[RegisterBody, Body()],
+                       idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "auth.register", runtime.chronicle.identity.register,
+                                 data.email, data.name, data.password, status=201, idempotency_key=idempotency_key)
+
+    @post("/login", opt=PUBLIC, operation_id="Login", summary="Exchange email and password for tokens",
+          status_code=200, responses=problems(400, 401, 413, 422))
+    async def login(self, request: Request[Any, Any, Any], runtime: Runtime,
+                    data: Annotated[LoginBody, Body()]) -> TokenPair:
+        result = await runtime.run(runtime.chronicle.identity.login, context(request, "auth.login"),
+                                   data.email, data.password)
+        return _pair(get_auth(request), runtime, result)
+
+    @post("/refresh", opt=PUBLIC, operation_id="Refresh",
+          summary="Exchange a refresh token for a new pair; the one sent is revoked",
+          status_code=200, responses=problems(400, 401, 413, 422))
+    async def refresh(self, request: Request[Any, Any, Any], runtime: Runtime,
+                      data: Annotated[RefreshBody, Body()]) -> TokenPair:
+        result = await runtime.run(runtime.chronicle.identity.refresh, context(request, "auth.refresh"),
+                                   data.refresh_token)
+        return _pair(get_auth(request), runtime, result)
+
+    @post("/logout", operation_id="Logout", summary="End the session of the access token (its refresh token dies)",
+          status_code=200, responses=problems(401, 403))
+    async def logout(self, request: Request[Actor, Token, Any], runtime: Runtime,
+                     idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "auth.logout", runtime.chronicle.identity.logout,
+                                 session_of(request.auth), idempotency_key=idempotency_key)
+
+
+class UserRoleCommands(Controller):
+    path = "/v1/users/{user_id:uuid}/roles"
+    tags = ["commands"]
+    dependencies = _DEPENDENCIES
+    guards = [requires_role(Role.ADMIN)]
+
+    @post(operation_id="GrantRole", summary="Grant a role (admins only)", status_code=200,
+          responses=problems(400, 401, 403, 404, 409, 412, 413, 422))
+    async def grant(self, request: Request[Any, Any, Any], runtime: Runtime, user_id: uuid.UUID,
+                    data: Annotated[GrantBody, Body()], if_match: Annotated[str | None, IF_MATCH] = None,
+                    idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "users.grant_role", runtime.chronicle.identity.grant,
+                                 user_id, data.role, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @delete("/{role:str}", operation_id="RevokeRole", summary="Revoke a role (admins only)", status_code=200,
+            responses=problems(400, 401, 403, 404, 409, 412, 422))
+    async def revoke(self, request: Request[Any, Any, Any], runtime: Runtime, user_id: uuid.UUID, role: str,
+                     if_match: Annotated[str | None, IF_MATCH] = None,
+                     idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
+        try:
+            known = Role(role)
+        except ValueError:
+            raise Invalid(f"unknown role {role!r}; roles are {', '.join(Role)}", field="role") from None
+        return await run_command(request, runtime, "users.revoke_role", runtime.chronicle.identity.revoke,
+                                 user_id, known, expected_version(if_match), idempotency_key=idempotency_key)
+
+
+def _pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:
+    return TokenPair(access_token=access_token(auth, result), refresh_token=result.refresh_token,
+                     expires_in=runtime.settings.access_token_ttl_s)

@@ -1,0 +1,170 @@
+"""Command routes of the work context: projects, members, tasks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, post
+from litestar.di import Provide
+from litestar.params import Body
+
+from api.commands.common import IDEMPOTENCY_KEY, IF_MATCH, CommandAccepted, expected_version, problems, run_command
+from api.runtime import Runtime, get_runtime
+from domain.errors import Invalid
+from domain.identity import MAX_NAME
+from domain.work import MAX_DESCRIPTION, MAX_TITLE, Priority
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
+Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
+IfMatch = Annotated[str | None, IF_MATCH]
+Key = Annotated[str | None, IDEMPOTENCY_KEY]
+_ALL = problems(400, 401, 403, 404, 409, 412, 413, 422)
+
+
+class CreateProjectBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    description: Description | None = None
+
+
+class RenameProjectBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+
+
+class AddMemberBody(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: uuid.UUID
+
+
+class CreateTaskBody(msgspec.Struct, forbid_unknown_fields=True):
+    title: Title
+    description: Description | None = None
+    priority: Priority | None = None
+    due_date: date | None = None
+    assignee_id: uuid.UUID | None = None
+
+
+class EditTaskBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Send only what changes; `due_date: null` clears the due date."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
+    priority: Priority | msgspec.UnsetType = msgspec.UNSET
+    due_date: date | msgspec.UnsetType | None = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not msgspec.UNSET}
+
+
+class AssignTaskBody(msgspec.Struct, forbid_unknown_fields=True):
+    assignee_id: uuid.UUID
+
+
+_DEPENDENCIES = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+
+class ProjectCommands(Controller):
+    path = "/v1/projects"
+    tags = ["commands"]
+    dependencies = _DEPENDENCIES
+
+    @post(operation_id="CreateProject", summary="Create a project; the caller owns it", status_code=201,
+          responses=problems(400, 401, 413, 422))
+    async def create(self, request: Request[Any, Any, Any], runtime: Runtime,
+                     data: Annotated[CreateProjectBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "projects.create", runtime.chronicle.work.create_project,
+                                 data.name, data.description, status=201, idempotency_key=idempotency_key)
+
+    @post("/{project_id:uuid}/rename", operation_id="RenameProject", summary="Rename a project",
+          status_code=200, responses=_ALL)
+    async def rename(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                     data: Annotated[RenameProjectBody, Body()], if_match: IfMatch = None,
+                     idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "projects.rename", runtime.chronicle.work.rename_project,
+                                 project_id, data.name, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/{project_id:uuid}/archive", operation_id="ArchiveProject", summary="Archive a project",
+          status_code=200, responses=problems(400, 401, 403, 404, 409, 412))
+    async def archive(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                      if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "projects.archive", runtime.chronicle.work.archive_project,
+                                 project_id, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/{project_id:uuid}/members", operation_id="AddProjectMember", summary="Add a member to a project",
+          status_code=200, responses=_ALL)
+    async def add_member(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                         data: Annotated[AddMemberBody, Body()], if_match: IfMatch = None,
+                         idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "projects.add_member", runtime.chronicle.work.add_member,
+                                 project_id, data.user_id, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @delete("/{project_id:uuid}/members/{user_id:uuid}", operation_id="RemoveProjectMember",
+            summary="Remove a member from a project", status_code=200, responses=problems(400, 401, 403, 404, 409, 412, 422))
+    async def remove_member(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                            user_id: uuid.UUID, if_match: IfMatch = None,
+                            idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "projects.remove_member", runtime.chronicle.work.remove_member,
+                                 project_id, user_id, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/{project_id:uuid}/tasks", operation_id="CreateTask", summary="Create a task in a project",
+          status_code=201, responses=problems(400, 401, 403, 404, 409, 413, 422))
+    async def create_task(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                          data: Annotated[CreateTaskBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.create", runtime.chronicle.work.create_task, project_id,
+                                 data.title, data.description, data.priority, data.due_date, data.assignee_id,
+                                 status=201, idempotency_key=idempotency_key)
+
+
+class TaskCommands(Controller):
+    path = "/v1/tasks/{task_id:uuid}"
+    tags = ["commands"]
+    dependencies = _DEPENDENCIES
+
+    @post("/edit", operation_id="EditTask", summary="Edit a task's title, description, priority or due date",
+          status_code=200, responses=_ALL)
+    async def edit(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                   data: Annotated[EditTaskBody, Body()], if_match: IfMatch = None,
+                   idempotency_key: Key = None) -> Response[CommandAccepted]:
+        changes = data.changes()
+        if not changes:
+            raise Invalid("send at least one of title, description, priority, due_date", field="body")
+        return await run_command(request, runtime, "tasks.edit", runtime.chronicle.work.edit_task, task_id, changes,
+                                 expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/assign", operation_id="AssignTask", summary="Assign a task to a member of its project",
+          status_code=200, responses=_ALL)
+    async def assign(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                     data: Annotated[AssignTaskBody, Body()], if_match: IfMatch = None,
+                     idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.assign", runtime.chronicle.work.assign_task, task_id,
+                                 data.assignee_id, expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/unassign", operation_id="UnassignTask", summary="Unassign a task", status_code=200,
+          responses=problems(400, 401, 403, 404, 409, 412))
+    async def unassign(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                       if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.unassign", runtime.chronicle.work.unassign_task, task_id,
+                                 expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/start", operation_id="StartTask", summary="Start a task", status_code=200,
+          responses=problems(400, 401, 403, 404, 409, 412))
+    async def start(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                    if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.start", runtime.chronicle.work.start_task, task_id,
+                                 expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/complete", operation_id="CompleteTask", summary="Complete a task", status_code=200,
+          responses=problems(400, 401, 403, 404, 409, 412))
+    async def complete(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                       if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.complete", runtime.chronicle.work.complete_task, task_id,
+                                 expected_version(if_match), idempotency_key=idempotency_key)
+
+    @post("/reopen", operation_id="ReopenTask", summary="Reopen a done task", status_code=200,
+          responses=problems(400, 401, 403, 404, 409, 412))
+    async def reopen(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                     if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
+        return await run_command(request, runtime, "tasks.reopen", runtime.chronicle.work.reopen_task, task_id,
+                                 expected_version(if_match), idempotency_key=idempotency_key)

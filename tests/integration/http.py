@@ -1,0 +1,134 @@
+"""A real `chronicle api` process (granian) for the HTTP tests, and a small client for them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from infra.settings import Settings
+
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def api_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONICLE_")}
+    env.update({"CHRONICLE_DATABASE_URL": settings.database_url or "", "CHRONICLE_NATS_URL": settings.nats_url or "",
+                "CHRONICLE_REDIS_URL": settings.redis_url or "", "CHRONICLE_NAMESPACE": settings.namespace,
+                "CHRONICLE_JWT_SECRET": JWT_SECRET, "CHRONICLE_LOG_LEVEL": "WARNING", **extra})
+    return env
+
+
+@contextmanager
+def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
+                            env=api_env(settings, **extra_env), start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"chronicle api exited with {proc.returncode}"
+            try:
+                if httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("chronicle api did not come up")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class User:
+    id: uuid.UUID
+    email: str
+    password: str
+    token: str
+    refresh_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class Api:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = httpx.Client(base_url=base, timeout=30)
+
+    def post(self, path: str, json: Any = None, user: User | None = None, **headers: str) -> httpx.Response:
+        return self.http.post(path, json=json, headers={**(user.auth if user else {}), **_headers(headers)})
+
+    def delete(self, path: str, user: User | None = None, **headers: str) -> httpx.Response:
+        return self.http.delete(path, headers={**(user.auth if user else {}), **_headers(headers)})
+
+    def get(self, path: str, user: User | None = None, **headers: str) -> httpx.Response:
+        return self.http.get(path, headers={**(user.auth if user else {}), **_headers(headers)})
+
+    def register(self, name: str = "Test User", password: str = "correct horse battery") -> User:
+        email = f"{name.split()[0].lower()}-{uuid.uuid4().hex[:10]}@example.com"
+        r = self.post("/v1/auth/register", {"email": email, "password": password, "name": name})
+        assert r.status_code == 201, r.text
+        return self.login(uuid.UUID(r.json()["id"]), email, password)
+
+    def login(self, user_id: uuid.UUID, email: str, password: str) -> User:
+        r = self.post("/v1/auth/login", {"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return User(user_id, email, password, body["access_token"], body["refresh_token"])
+
+    def relogin(self, user: User) -> User:
+        return self.login(user.id, user.email, user.password)
+
+    def project(self, owner: User, name: str = "Apollo", *members: User) -> uuid.UUID:
+        r = self.post("/v1/projects", {"name": name}, owner)
+        assert r.status_code == 201, r.text
+        project_id = uuid.UUID(r.json()["id"])
+        for member in members:
+            r = self.post(f"/v1/projects/{project_id}/members", {"user_id": str(member.id)}, owner)
+            assert r.status_code == 200, r.text
+        return project_id
+
+    def task(self, user: User, project_id: uuid.UUID, **fields: Any) -> uuid.UUID:
+        r = self.post(f"/v1/projects/{project_id}/tasks", {"title": "A task", **fields}, user)
+        assert r.status_code == 201, r.text
+        return uuid.UUID(r.json()["id"])
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k.replace("_", "-"): v for k, v in headers.items()}
+
+
+def assert_problem(r: httpx.Response, status: int, *, field: str | None = None, says: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, f"{r.status_code} {r.text}"
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers["content-type"]
+    body: dict[str, Any] = r.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in body.get("errors", [])], body
+    if says is not None:
+        assert says in body["detail"], body
+    return body
