@@ -4,9 +4,11 @@ project membership it is the commands' business."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from datetime import timedelta
-from typing import Any
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Self, cast
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -19,6 +21,34 @@ from domain.identity import Role
 from infra.settings import Settings
 
 PUBLIC = {"exclude_from_auth": True}
+_VERIFIED_TOKENS = 10_000
+
+
+class RememberedToken(Token):
+    """Remembers tokens it has verified, until they expire.
+
+    PyJWT spends about a tenth of a millisecond on every HS256 decode (it checks, each time, that
+    the secret is not a PEM/SSH/DER key) and a client sends the same bearer token with every
+    request. A token is remembered by its full text, signature included, with the secret and
+    algorithm it was checked against, so only a byte-identical token that already passed
+    verification skips it; expiry is still checked on every use.
+    """
+
+    _verified: ClassVar[OrderedDict[tuple[str, str, str], RememberedToken]] = OrderedDict()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def decode(cls, encoded_token: str, secret: str, algorithm: str, *args: Any, **kwargs: Any) -> Self:
+        key = (encoded_token, secret, algorithm)
+        known = cls._verified.get(key)
+        if known is not None and known.exp > datetime.now(UTC) and not args and not kwargs.get("audience"):
+            return cast(Self, known)
+        token = super().decode(encoded_token, secret, algorithm, *args, **kwargs)
+        with cls._lock:
+            cls._verified[key] = token
+            while len(cls._verified) > _VERIFIED_TOKENS:
+                cls._verified.popitem(last=False)
+        return token
 
 
 async def _actor_of(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
@@ -37,6 +67,7 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
         default_token_expiration=timedelta(seconds=settings.access_token_ttl_s),
         exclude=["^/schema"],
         exclude_opt_key="exclude_from_auth",
+        token_cls=RememberedToken,
         description="Access token from POST /v1/auth/login (or /refresh), sent as `Authorization: Bearer …`.",
     )
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("CHRONICLE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.run(args)
     except (CliError, SettingsError) as e:
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     appends.add_argument("--writers", type=int, default=32)
     appends.add_argument("--seconds", type=float, default=10.0)
     appends.set_defaults(run=cmd_bench_appends)
+    commands = add(bench, "commands", help="a command route over HTTP vs a bare INSERT route")
+    commands.add_argument("--seconds", type=float, default=10.0)
+    commands.add_argument("--connections", type=int, default=32)
+    commands.add_argument("--workers", type=int, default=1)
+    commands.set_defaults(run=cmd_bench_commands)
     return parser
 
 
@@ -238,6 +244,13 @@ def cmd_bench_appends(args: argparse.Namespace) -> None:
 
     settings = with_servers(settings_from(args))
     print(json.dumps(bench_appends(settings.require_database_url(), args.writers, args.seconds)))
+
+
+def cmd_bench_commands(args: argparse.Namespace) -> None:
+    from infra.bench.commands import bench_commands
+
+    settings = with_servers(settings_from(args))
+    print(json.dumps(bench_commands(settings, args.seconds, args.connections, args.workers)))
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import nats
 import redis.asyncio as aioredis
-from anyio import CapacityLimiter, to_thread
 from litestar import Litestar
 from litestar.datastructures import State
 from nats.aio.client import Client as NATS
@@ -32,13 +33,13 @@ class Runtime:
     settings: Settings
     chronicle: Chronicle
     redis: aioredis.Redis
-    limiter: CapacityLimiter
+    executor: ThreadPoolExecutor
     nats: NATS | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Runs the synchronous write side in a worker thread, at most as many at once as the
-        event store has connections."""
-        return await to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+        """Runs the synchronous write side in one of a few worker threads (a plain executor: the hop
+        costs less than half of anyio's, measured with `chronicle bench commands`)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
 
 async def keep_nats(runtime: Runtime, url: str) -> None:
@@ -57,7 +58,8 @@ async def keep_nats(runtime: Runtime, url: str) -> None:
 async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[None]:
     chronicle = await asyncio.to_thread(bootstrap, settings)
     redis_client = aioredis.from_url(settings.redis_url or "", decode_responses=False)
-    runtime = Runtime(settings, chronicle, redis_client, CapacityLimiter(settings.db_pool_size))
+    executor = ThreadPoolExecutor(min(settings.command_threads, settings.db_pool_size), thread_name_prefix="command")
+    runtime = Runtime(settings, chronicle, redis_client, executor)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
     try:
@@ -70,6 +72,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
             with contextlib.suppress(Exception):
                 await runtime.nats.close()
         await redis_client.aclose()
+        executor.shutdown(wait=True)
         await asyncio.to_thread(chronicle.close)
 
 

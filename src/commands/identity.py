@@ -10,14 +10,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 from pwdlib import PasswordHash
 
-from commands.base import ChronicleApplication, CommandResult, ConcurrentUpdate, Context, FactoryMaker, check_version
-from domain.errors import Conflict, Forbidden, Invalid
+from commands.base import (
+    ChronicleApplication,
+    CommandResult,
+    ConcurrentUpdate,
+    Context,
+    FactoryMaker,
+    KeyRecorded,
+    check_version,
+    command,
+)
+from domain.errors import Conflict, Forbidden, Invalid, NotFound
 from domain.identity import EmailClaim, Role, Session, User, email_claim_id
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+
+
+class EmailTaken(ConcurrentUpdate):
+    """The email is registered already (perhaps by an identical request a moment ago)."""
 
 
 class Unauthorized(Exception):
@@ -37,8 +51,8 @@ class IdentityApplication(ChronicleApplication):
 
     def __init__(self, make_factory: FactoryMaker, *, hasher: PasswordHash | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 refresh_ttl: timedelta = timedelta(days=14)) -> None:
-        super().__init__(make_factory)
+                 refresh_ttl: timedelta = timedelta(days=14), key_recorded: KeyRecorded | None = None) -> None:
+        super().__init__(make_factory, key_recorded=key_recorded)
         self.hasher = hasher or PasswordHash.recommended()
         self.clock = clock
         self.refresh_ttl = refresh_ttl
@@ -51,10 +65,10 @@ class IdentityApplication(ChronicleApplication):
         try:
             return self.record(ctx, user, claim, result_of=user)
         except ConcurrentUpdate:
-            raise Conflict("an account with that email already exists", field="email") from None
+            raise EmailTaken("an account with that email already exists", field="email") from None
 
-    def user(self, user_id: uuid.UUID) -> User:
-        return self.load(User, user_id, "user")
+    def user(self, user_id: uuid.UUID, *, fresh: bool = False) -> User:
+        return self.load(User, user_id, "user", fresh=fresh)
 
     def user_exists(self, user_id: uuid.UUID) -> bool:
         try:
@@ -64,10 +78,10 @@ class IdentityApplication(ChronicleApplication):
 
     def find_by_email(self, email: str) -> User | None:
         try:
-            claim = self.repository.get(email_claim_id(email))
+            claim: Aggregate = self.repository.get(email_claim_id(email))
         except (AggregateNotFoundError, Invalid):
             return None
-        return self.user(claim.user_id) if isinstance(claim, EmailClaim) else None
+        return self.user(claim.user_id, fresh=True) if isinstance(claim, EmailClaim) else None
 
     def login(self, ctx: Context, email: str, password: str) -> LoginResult:
         user = self.find_by_email(email)
@@ -95,11 +109,11 @@ class IdentityApplication(ChronicleApplication):
             self.record(ctx, session, result_of=session)
         except (Conflict, ConcurrentUpdate):
             raise Unauthorized from None
-        user = self.user(session.user_id)
+        user = self.user(session.user_id, fresh=True)
         return LoginResult(user.id, frozenset(user.roles), session.id, f"{session.id.hex}.{token}")
 
     def logout(self, ctx: Context, session_id: uuid.UUID) -> CommandResult:
-        session = self.load(Session, session_id, "session")
+        session = self.load(Session, session_id, "session", fresh=True)
         if ctx.actor is None or session.user_id != ctx.actor.user_id:
             raise Forbidden("that session is not yours")
         if not session.ended:
@@ -108,11 +122,12 @@ class IdentityApplication(ChronicleApplication):
 
     def session_active(self, session_id: uuid.UUID) -> bool:
         try:
-            session = self.repository.get(session_id)
+            session: Aggregate = self.repository.get(session_id)
         except AggregateNotFoundError:
             return False
         return isinstance(session, Session) and not session.ended
 
+    @command
     def grant(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
               ) -> CommandResult:
         user = self.user(user_id)
@@ -120,6 +135,7 @@ class IdentityApplication(ChronicleApplication):
         user.grant(role)
         return self.record(ctx, user, result_of=user)
 
+    @command
     def revoke(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
                ) -> CommandResult:
         user = self.user(user_id)
@@ -128,14 +144,12 @@ class IdentityApplication(ChronicleApplication):
         return self.record(ctx, user, result_of=user)
 
     def _session_of(self, refresh_token: str) -> Session:
+        """Always read fresh: a stale session would refuse the token that is current now."""
         head, _, _ = refresh_token.partition(".")
         try:
-            session = self.repository.get(uuid.UUID(hex=head))
-        except (ValueError, AggregateNotFoundError):
+            return self.load(Session, uuid.UUID(hex=head), "session", fresh=True)
+        except (ValueError, NotFound):
             raise Unauthorized from None
-        if not isinstance(session, Session):
-            raise Unauthorized
-        return session
 
 
 def check_password(password: str) -> None:

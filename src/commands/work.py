@@ -8,7 +8,16 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, ClassVar
 
-from commands.base import Actor, ChronicleApplication, CommandResult, Context, FactoryMaker, check_version
+from commands.base import (
+    Actor,
+    ChronicleApplication,
+    CommandResult,
+    Context,
+    FactoryMaker,
+    KeyRecorded,
+    check_version,
+    command,
+)
 from domain.errors import Forbidden, Invalid
 from domain.work import Priority, Project, Task
 
@@ -17,28 +26,33 @@ class WorkApplication(ChronicleApplication):
     name = "work"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Task: 100, Project: 100}
 
-    def __init__(self, make_factory: FactoryMaker, *, user_exists: Callable[[uuid.UUID], bool]) -> None:
-        super().__init__(make_factory)
+    def __init__(self, make_factory: FactoryMaker, *, user_exists: Callable[[uuid.UUID], bool],
+                 key_recorded: KeyRecorded | None = None) -> None:
+        super().__init__(make_factory, key_recorded=key_recorded)
         self.user_exists = user_exists
 
     # projects
 
+    @command
     def create_project(self, ctx: Context, name: str, description: str | None) -> CommandResult:
         project = Project.create(name, description, _actor(ctx).user_id)
         return self.record(ctx, project, result_of=project)
 
+    @command
     def rename_project(self, ctx: Context, project_id: uuid.UUID, name: str,
                        expected_version: int | None = None) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         project.rename(name)
         return self.record(ctx, project, result_of=project)
 
+    @command
     def archive_project(self, ctx: Context, project_id: uuid.UUID,
                         expected_version: int | None = None) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         project.archive()
         return self.record(ctx, project, result_of=project)
 
+    @command
     def add_member(self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID,
                    expected_version: int | None = None) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
@@ -47,6 +61,7 @@ class WorkApplication(ChronicleApplication):
         project.add_member(user_id)
         return self.record(ctx, project, result_of=project)
 
+    @command
     def remove_member(self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID,
                       expected_version: int | None = None) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
@@ -55,6 +70,7 @@ class WorkApplication(ChronicleApplication):
 
     # tasks
 
+    @command
     def create_task(self, ctx: Context, project_id: uuid.UUID, title: str, description: str | None = None,
                     priority: Priority | None = None, due_date: date | None = None,
                     assignee_id: uuid.UUID | None = None) -> CommandResult:
@@ -62,39 +78,48 @@ class WorkApplication(ChronicleApplication):
         task = Task.create(project, title, description, priority, due_date, _actor(ctx).user_id)
         if assignee_id is not None:
             task.assign(project, assignee_id)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def edit_task(self, ctx: Context, task_id: uuid.UUID, changes: dict[str, Any],
                   expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.edit(project, **changes)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def assign_task(self, ctx: Context, task_id: uuid.UUID, assignee_id: uuid.UUID,
                     expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.assign(project, assignee_id)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def unassign_task(self, ctx: Context, task_id: uuid.UUID, expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.unassign(project)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def start_task(self, ctx: Context, task_id: uuid.UUID, expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.start(project)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def complete_task(self, ctx: Context, task_id: uuid.UUID, expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.complete(project)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
 
+    @command
     def reopen_task(self, ctx: Context, task_id: uuid.UUID, expected_version: int | None = None) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.reopen(project)
-        return self.record(ctx, task, result_of=task)
+        return self.record(ctx, task, result_of=task, depends_on=[project])
+
+    def load_task(self, task_id: uuid.UUID, *, fresh: bool = False) -> Task:
+        return self.load(Task, task_id, "task", for_update=False, fresh=fresh)
 
     # who may act
 
@@ -110,7 +135,7 @@ class WorkApplication(ChronicleApplication):
     def _member_project(self, ctx: Context, project_id: uuid.UUID) -> Project:
         """Tasks: members of the project, managers and admins."""
         actor = _actor(ctx)
-        project = self.load(Project, project_id, "project")
+        project = self.load(Project, project_id, "project", for_update=False)
         if not (actor.is_staff or project.is_member(actor.user_id)):
             raise Forbidden("only members of the project may command its tasks")
         return project

@@ -41,6 +41,7 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     def make_factory(env: Environment) -> Factory:
         return Factory(env, database=database)
 
-    identity = IdentityApplication(make_factory)
-    work = WorkApplication(make_factory, user_exists=identity.user_exists)
-    return Chronicle(settings, database, identity, work, IdempotencyKeys(database))
+    keys = IdempotencyKeys(database)
+    identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
+    work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
+    return Chronicle(settings, database, identity, work, keys)

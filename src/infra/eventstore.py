@@ -28,11 +28,11 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -57,6 +57,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 TXN_SHIFT = 20
 MAX_EVENTS_PER_APPEND = 1 << TXN_SHIFT
@@ -70,19 +71,43 @@ INSERT_ONE = (
     f"INSERT INTO events ({_COLUMNS}) "
     f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "RETURNING notification_id")
-INSERT_MANY = (
+_UNNEST = ("FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
+           " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, ord) ")
+# Appends only if none of the given streams has moved past the given version: the command read
+# those aggregates (e.g. the project of a task) and decided on that state.
+_GUARD = ("WHERE NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
+          " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version) ")
+
+
+# The common guarded append: one event, one aggregate read.
+INSERT_ONE_GUARDED = (
     f"INSERT INTO events ({_COLUMNS}) "
-    f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
-    " %s, %s, %s, %s, %s "
-    "FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
-    " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, ord) "
-    "ORDER BY e.ord RETURNING notification_id")
-# The same append, and in the same statement the idempotency key of the command that caused it.
-INSERT_MANY_WITH_KEY = (
-    f"WITH appended AS ({INSERT_MANY}), "
-    "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version, position)"
-    " SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended) "
-    "SELECT notification_id FROM appended ORDER BY notification_id")
+    f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+    "WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = %s AND x.version > %s) "
+    "RETURNING notification_id")
+
+
+def insert_many(*, guarded: bool) -> str:
+    return (f"INSERT INTO events ({_COLUMNS}) "
+            f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
+            " %s, %s, %s, %s, %s " + _UNNEST + (_GUARD if guarded else "")
+            + "ORDER BY e.ord RETURNING notification_id")
+
+
+def with_key(insert: str) -> str:
+    """The same append, and in the same statement the idempotency key of the command that caused it."""
+    return (f"WITH appended AS ({insert}), "
+            "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version,"
+            " position) SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended HAVING count(*) > 0) "
+            "SELECT notification_id FROM appended ORDER BY notification_id")
+
+
+INSERT_MANY = insert_many(guarded=False)
+
+
+class DependencyChanged(IntegrityError):
+    """An aggregate the command read (but did not write) changed before the append: nothing was
+    stored, and the command should be decided again on fresh state."""
 
 
 class AppendMeta(Protocol):
@@ -326,14 +351,14 @@ class ChronicleAggregateRecorder(AggregateRecorder):
                              limit=limit)
 
 
-_retry_reads = retry((OperationalError,), max_attempts=5, wait=0.2)
+_retry_reads: Callable[[F], F] = retry((OperationalError,), max_attempts=5, wait=0.2)
 """Reads are idempotent: a dropped connection is retried on a fresh one."""
 
 
 @_retry_reads
 def select_stream(database: EventStoreDatabase, select: str, originator_id: UUID | str, *,
                   gt: int | None, lte: int | None, desc: bool, limit: int | None) -> list[StoredEvent]:
-    sql, params = select, [originator_id]
+    sql, params = select, list[Any]([originator_id])
     if gt is not None:
         sql += " AND version > %s"
         params.append(gt)
@@ -368,56 +393,66 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         event_ids = [new_event_id() for _ in stored_events]
         recorded_at = datetime.now(UTC)
         ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"),
-                           kwargs.get("idempotency"))
+                           kwargs.get("idempotency"), kwargs.get("conditions") or ())
         self.database.notifier.poke()
         return ids
 
     def _append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None) -> list[int]:
+                meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None,
+                conditions: Sequence[tuple[UUID, int]]) -> list[int]:
         """One attempt, and on a lost connection a careful second one.
 
         If the connection drops during the commit we cannot know whether the append landed. The
         event ids were chosen here, so looking them up tells: found means it committed.
         """
         try:
-            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim)
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim, conditions)
         except OperationalError:
             log.warning("connection lost while appending; checking whether the append landed")
             time.sleep(0.2)
             landed = self._ids_of(event_ids)
             if landed:
                 return landed
-            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim)
+            return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim, conditions)
 
     def _execute_append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                        meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None) -> list[int]:
+                        meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None,
+                        conditions: Sequence[tuple[UUID, int]]) -> list[int]:
         tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
         if tracking is None:
             with self.database.cursor() as cur:
-                return self._insert(cur, events, event_ids, tail, claim)
+                return self._insert(cur, events, event_ids, tail, claim, conditions)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
-            return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim)
+            return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim, conditions)
 
     @staticmethod
     def _insert(cur: psycopg.Cursor[Any], events: Sequence[StoredEvent], event_ids: list[UUID],
-                tail: tuple[Any, ...], claim: IdempotencyClaim | None = None) -> list[int]:
+                tail: tuple[Any, ...], claim: IdempotencyClaim | None = None,
+                conditions: Sequence[tuple[UUID, int]] = ()) -> list[int]:
         if not events:
             return []
-        if claim is not None:
-            stream_ids, versions, topics, states = _columns(events)
-            params = (*tail, event_ids, stream_ids, versions, topics, [event_type(t) for t in topics], states,
-                      claim.scope, claim.key, claim.request_hash, claim.status, claim.aggregate_id, claim.version)
-            return [row[0] for row in cur.execute(INSERT_MANY_WITH_KEY, params).fetchall()]
-        if len(events) == 1:
+        if len(events) == 1 and claim is None and len(conditions) <= 1:
             e = events[0]
-            row = cur.execute(INSERT_ONE, (event_ids[0], e.originator_id, e.originator_version, e.topic,
-                                           event_type(e.topic), e.state, *tail)).fetchone()
-            assert row is not None
+            one = (event_ids[0], e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state,
+                   *tail, *(conditions[0] if conditions else ()))
+            row = cur.execute(INSERT_ONE_GUARDED if conditions else INSERT_ONE, one).fetchone()
+            if row is None:
+                raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
             return [row[0]]
         stream_ids, versions, topics, states = _columns(events)
-        params = (*tail, event_ids, stream_ids, versions, topics, [event_type(t) for t in topics], states)
-        return sorted(row[0] for row in cur.execute(INSERT_MANY, params).fetchall())
+        params: tuple[Any, ...] = (*tail, event_ids, stream_ids, versions, topics,
+                                   [event_type(t) for t in topics], states)
+        sql = insert_many(guarded=bool(conditions))
+        if conditions:
+            params = (*params, [c[0] for c in conditions], [c[1] for c in conditions])
+        if claim is not None:
+            sql = with_key(sql)
+            params = (*params, claim.scope, claim.key, claim.request_hash, claim.status, claim.aggregate_id, claim.version)
+        ids = [row[0] for row in cur.execute(sql, params).fetchall()]
+        if not ids:
+            raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
+        return sorted(ids)
 
     def _ids_of(self, event_ids: list[UUID]) -> list[int]:
         with self.database.connection() as conn:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from infra.eventstore import EventStoreDatabase
+
+
+class IdempotencyKey(Protocol):
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -27,3 +36,6 @@ class IdempotencyKeys:
                 "SELECT request_hash, status, aggregate_id, version, position FROM idempotency_keys"
                 " WHERE scope = %s AND key = %s", (scope, key)).fetchone()
         return None if row is None else RecordedResponse(bytes(row[0]), row[1], row[2], row[3], row[4])
+
+    def recorded(self, key: IdempotencyKey) -> bool:
+        return self.find(key.scope, key.key) is not None

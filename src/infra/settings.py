@@ -33,6 +33,7 @@ class Settings:
     port: int = DEFAULT_PORT
     namespace: str = "chronicle"
     db_pool_size: int = 16
+    command_threads: int = 8
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
     jwt_secret: str | None = None
@@ -75,6 +76,7 @@ class Settings:
             port=_int(env, "CHRONICLE_PORT", DEFAULT_PORT, low=0, high=65535),
             namespace=namespace,
             db_pool_size=_int(env, "CHRONICLE_DB_POOL_SIZE", 16, low=1, high=1000),
+            command_threads=_int(env, "CHRONICLE_COMMAND_THREADS", 8, low=1, high=256),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
