@@ -95,3 +95,12 @@ def admin(api: Api, chronicle_app: Any) -> User:
     user = api.register("Admin Person")
     chronicle_app.identity.grant(Context("tests.make_admin", system_actor="tests"), user.id, Role.ADMIN)
     return api.relogin(user)
+
+
+@pytest.fixture(scope="session")
+def pipeline(settings: Settings) -> Iterator[None]:
+    """The run's relay and projectors, so query routes have views to read."""
+    from tests.integration.pipeline import running
+
+    with running(settings, "relay", "projector"):
+        yield

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -17,6 +17,8 @@ from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
+from api.queries.identity import UserQueries
+from api.queries.work import ProjectQueries, TaskQueries
 from api.runtime import runtime_lifespan
 from infra.settings import Settings
 
@@ -34,7 +36,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     auth = jwt_auth(settings)
     return Litestar(
-        route_handlers=[HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands],
+        # One router for all controllers: registering two controllers with a common path (commands and
+        # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
+        route_handlers=[Router("/", route_handlers=[
+            HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands,
+            UserQueries, ProjectQueries, TaskQueries])],
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

@@ -7,6 +7,7 @@ CHRONICLE_REDIS_URL, or else in the data folder of a running `chronicle dev`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int)
     api.add_argument("--host")
     api.set_defaults(run=cmd_api)
+
+    relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
+    relay.set_defaults(run=cmd_relay)
+
+    projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
+    projector.add_argument("names", nargs="*", metavar="NAME")
+    projector.set_defaults(run=cmd_projector)
 
     migrate = add(sub, "migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)
@@ -171,6 +179,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
             return
         supervisor = Supervisor(server_env(settings))
         supervisor.add("api", "api", "--port", str(settings.port), "--host", settings.host)
+        supervisor.add("relay", "relay")
+        supervisor.add("projector", "projector")
         supervisor.start_all()
         try:
             base = f"http://{settings.host}:{settings.port}"
@@ -203,6 +213,46 @@ def cmd_api(args: argparse.Namespace) -> None:
         raise CliError(str(e)) from None
     Server("api.app:create_app", factory=True, interface=Interfaces.ASGI, address=settings.host,
            port=settings.port, workers=max(1, args.workers), log_access=False).serve()
+
+
+def cmd_relay(args: argparse.Namespace) -> None:
+    from infra.relay import Relay
+
+    settings = with_servers(settings_from(args))
+    _check_schema(settings)
+    asyncio.run(_until_signalled(Relay(settings).run))
+
+
+def cmd_projector(args: argparse.Namespace) -> None:
+    from infra.projector import run_projections
+    from projections import all_projections
+
+    settings = with_servers(settings_from(args))
+    _check_schema(settings)
+    known = {p.name: p for p in all_projections()}
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        raise CliError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [known[n] for n in args.names] if args.names else list(known.values())
+    asyncio.run(_until_signalled(lambda stop: run_projections(settings, chosen, stop)))
+
+
+async def _until_signalled(main: Any) -> None:
+    """Runs `main(stop)` until SIGINT or SIGTERM sets `stop`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await main(stop)
+
+
+def _check_schema(settings: Settings) -> None:
+    from infra.migrate import SchemaOutOfDate, check_schema
+
+    try:
+        check_schema(settings.require_database_url())
+    except SchemaOutOfDate as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -13,7 +13,10 @@ from litestar.di import Provide
 from litestar.openapi import ResponseSpec
 
 from api.auth import PUBLIC
+from api.queries.common import checkpoints
 from api.runtime import Runtime, get_runtime
+from infra.eventstore import GATE
+from projections import all_projections
 
 
 class Check(msgspec.Struct, omit_defaults=True):
@@ -22,9 +25,63 @@ class Check(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
 
 
+class ProjectionHealth(msgspec.Struct):
+    name: str
+    kind: str
+    version: int
+    state: Literal["running", "parked"] | str
+    checkpoint: str
+    lag_events: int
+    lag_seconds: float
+    error: str | None = None
+
+
+class RelayHealth(msgspec.Struct):
+    position: str
+    lag_events: int
+    lag_seconds: float
+
+
 class Health(msgspec.Struct):
+    """`lag_events` counts up to 100,000; `oldest_transaction_seconds` is the age of the oldest open
+    transaction that holds a transaction id, which holds back every reader of the log (the gate)."""
+
     status: Literal["ok", "degraded"]
     checks: dict[str, Check]
+    head: str | None = None
+    relay: RelayHealth | None = None
+    projections: list[ProjectionHealth] = msgspec.field(default_factory=list)
+    oldest_transaction_seconds: float | None = None
+
+
+_LAG = (f"SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %(p)s"
+        f" AND notification_id < {GATE} LIMIT 100000) s),"
+        f" coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM events WHERE notification_id > %(p)s"
+        f" AND notification_id < {GATE} ORDER BY notification_id LIMIT 1)), 0)")
+
+
+async def _pipeline(runtime: Runtime, health: Health) -> None:
+    names = [p.name for p in all_projections()]
+    points = await checkpoints(runtime, names)
+    async with runtime.views.connection() as conn:
+        head = await (await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
+                                         )).fetchone()
+        health.head = str(head[0]) if head and head[0] is not None else None
+        relay = await (await conn.execute("SELECT position FROM relay_state")).fetchone()
+        if relay is not None:
+            lag = await (await conn.execute(_LAG, {"p": relay[0]})).fetchone() or (0, 0)
+            health.relay = RelayHealth(str(relay[0]), int(lag[0]), round(float(lag[1]), 3))
+        rows = await (await conn.execute("SELECT projection, kind, live_version, state, error FROM projections"
+                                         " ORDER BY projection")).fetchall()
+        for name, kind, version, state, error in rows:
+            position = points.get(name, 0)
+            lag = await (await conn.execute(_LAG, {"p": position})).fetchone() or (0, 0)
+            health.projections.append(ProjectionHealth(name, kind, version, state, str(position), int(lag[0]),
+                                                       round(float(lag[1]), 3), error))
+        oldest = await (await conn.execute(
+            "SELECT extract(epoch FROM now() - min(xact_start)) FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+        )).fetchone()
+        health.oldest_transaction_seconds = round(float(oldest[0]), 3) if oldest and oldest[0] is not None else 0.0
 
 
 async def _timed(probe: Callable[[], Awaitable[Any]], timeout: float = 2.0) -> Check:
@@ -53,7 +110,7 @@ class HealthController(Controller):
     opt = PUBLIC
     dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
 
-    @get(operation_id="GetHealth", summary="Reachability of the servers this process needs",
+    @get(operation_id="GetHealth", summary="Reachability of the servers; relay and projections' lag",
          responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")})
     async def health(self, runtime: Runtime) -> Response[Health]:
         database, redis_check, nats_check = await asyncio.gather(
@@ -62,5 +119,10 @@ class HealthController(Controller):
             _timed(lambda: _nats_ping(runtime)),
         )
         checks = {"database": database, "redis": redis_check, "nats": nats_check}
-        ok = all(c.ok for c in checks.values())
-        return Response(Health(status="ok" if ok else "degraded", checks=checks), status_code=200 if ok else 503)
+        reachable = all(c.ok for c in checks.values())
+        health = Health(status="ok" if reachable else "degraded", checks=checks)
+        if database.ok and redis_check.ok:
+            await _pipeline(runtime, health)
+        if any(p.state != "running" for p in health.projections):
+            health.status = "degraded"
+        return Response(health, status_code=200 if reachable else 503)

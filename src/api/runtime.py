@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.datastructures import State
 from nats.aio.client import Client as NATS
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from infra.bootstrap import Chronicle, bootstrap
 from infra.settings import Settings
@@ -34,6 +36,7 @@ class Runtime:
     chronicle: Chronicle
     redis: aioredis.Redis
     executor: ThreadPoolExecutor
+    views: AsyncConnectionPool[AsyncConnection[Any]]
     nats: NATS | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -59,7 +62,11 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
     chronicle = await asyncio.to_thread(bootstrap, settings)
     redis_client = aioredis.from_url(settings.redis_url or "", decode_responses=False)
     executor = ThreadPoolExecutor(min(settings.command_threads, settings.db_pool_size), thread_name_prefix="command")
-    runtime = Runtime(settings, chronicle, redis_client, executor)
+    views: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        settings.database_url or "", min_size=2, max_size=settings.query_pool_size, open=False,
+        kwargs={"autocommit": True}, name="chronicle-queries")
+    await views.open(wait=True, timeout=30)
+    runtime = Runtime(settings, chronicle, redis_client, executor, views)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
     try:
@@ -72,6 +79,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
             with contextlib.suppress(Exception):
                 await runtime.nats.close()
         await redis_client.aclose()
+        await views.close()
         executor.shutdown(wait=True)
         await asyncio.to_thread(chronicle.close)
 

@@ -16,11 +16,14 @@ from typing import Any, TypeVar, cast
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
     InfrastructureFactory,
     IntegrityError,
     JSONTranscoder,
     Recording,
     Transcoding,
+    UUIDAsHex,
 )
 from eventsourcing.utils import Environment
 
@@ -111,6 +114,14 @@ class DateAsISO(Transcoding):
 
     def decode(self, data: str) -> date:
         return date.fromisoformat(data)
+
+
+def make_transcoder() -> JSONTranscoder:
+    """The applications' transcoder, for readers of stored events outside an application."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
+        transcoder.register(transcoding)
+    return transcoder
 
 
 FactoryMaker = Callable[[Environment], InfrastructureFactory[Any]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
@@ -18,6 +18,8 @@ from domain.errors import Conflict, Invalid
 EMAIL_NAMESPACE = uuid.UUID("9f3e1c52-6a0b-4e1f-a7d2-0c5b8e4f1a11")
 SESSION_NAMESPACE = uuid.UUID("2b7c4d90-1e8f-4a35-b6c2-7d9e0f1a2b33")
 MAX_NAME = 120
+SECRET_FIELDS = frozenset({"password_hash"})
+"""Event fields that never leave the event store: redacted in published events and audit views."""
 MAX_EMAIL = 254
 
 
@@ -48,8 +50,6 @@ def clean_name(name: str, *, field: str = "name", limit: int = MAX_NAME) -> str:
 
 class User(Aggregate):
     """A person who can log in. Starts as a member; admins grant and revoke other roles."""
-
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password_hash"})
 
     class Registered(Aggregate.Created):
         email: str

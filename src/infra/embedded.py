@@ -68,6 +68,7 @@ class EmbeddedServers:
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.durable = durable
+        self.ports: dict[str, int] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock: IO[str] | None = None
         self.urls: ServerUrls | None = None
@@ -76,7 +77,7 @@ class EmbeddedServers:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_folder_lock()
         self._stop_leftovers()
-        ports = self._ports()
+        ports = self.ports = self._ports()
         try:
             database_url = self._start_postgres(ports["postgres"])
             nats_url = self._start_nats(ports["nats"])
@@ -98,6 +99,20 @@ class EmbeddedServers:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def stop_server(self, name: str, *, kill: bool = False) -> None:
+        """Stops one server (for fault tests); `kill` is SIGKILL, no shutdown at all."""
+        proc = self._procs.pop(name)
+        if kill:
+            proc.kill()
+            proc.wait()
+        else:
+            _stop_process(name, proc, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+
+    def start_server(self, name: str) -> None:
+        """Starts a stopped server again on the same port and data."""
+        starters = {"postgres": self._start_postgres, "nats": self._start_nats, "redis": self._start_redis}
+        starters[name](self.ports[name])
 
     def __enter__(self) -> ServerUrls:
         return self.start()

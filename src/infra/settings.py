@@ -34,6 +34,8 @@ class Settings:
     namespace: str = "chronicle"
     db_pool_size: int = 16
     command_threads: int = 8
+    query_pool_size: int = 10
+    min_position_wait_ms: int = 2000
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
     jwt_secret: str | None = None
@@ -77,6 +79,8 @@ class Settings:
             namespace=namespace,
             db_pool_size=_int(env, "CHRONICLE_DB_POOL_SIZE", 16, low=1, high=1000),
             command_threads=_int(env, "CHRONICLE_COMMAND_THREADS", 8, low=1, high=256),
+            query_pool_size=_int(env, "CHRONICLE_QUERY_POOL_SIZE", 10, low=1, high=1000),
+            min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),

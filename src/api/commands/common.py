@@ -11,16 +11,16 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from api.problems import Problem
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
 from infra.idempotency import RecordedResponse
 
-IF_MATCH = Parameter(header="If-Match", required=False,
+IF_MATCH = HeaderParameter(name="If-Match", required=False,
                      description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.")
-IDEMPOTENCY_KEY = Parameter(header="Idempotency-Key", required=False,
+IDEMPOTENCY_KEY = HeaderParameter(name="Idempotency-Key", required=False,
                             description="1-255 printable ASCII characters; send the same key again to get the first response again.")
 
 _DESCRIPTIONS = {

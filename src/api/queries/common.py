@@ -1,0 +1,89 @@
+"""What query routes share: read-your-writes (`X-Min-Position`), opaque cursors, ETags, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import HTTPException
+from litestar.params import HeaderParameter
+
+from api.problems import ServiceUnavailable
+from api.runtime import Runtime
+from infra.viewstores import redis_prefix
+from projections import all_projections
+
+T = TypeVar("T")
+
+MIN_POSITION = HeaderParameter(name="X-Min-Position", required=False,
+                         description="A `position` from a command: answer only once every view this route "
+                                     "reads has applied it (bounded wait; 503 with Retry-After if it takes longer).")
+_PROJECTIONS = {p.name: p for p in all_projections()}
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[Any]:
+    try:
+        values = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size:
+        raise HTTPException(status_code=422, detail="cursor: not a cursor this list gave out",
+                            extra=[{"key": "cursor", "message": "unknown cursor"}])
+    return values
+
+
+def etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+async def checkpoints(runtime: Runtime, names: list[str]) -> dict[str, int]:
+    """Each named projection's checkpoint (its live version's), SQL ones from PostgreSQL and Redis
+    ones from Redis."""
+    async with runtime.views.connection() as conn:
+        rows = await (await conn.execute(
+            "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, 0) FROM projections p"
+            " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
+            " WHERE p.projection = ANY(%s)", (names,))).fetchall()
+    found = {name: int(position) for name, kind, _, position in rows if kind == "sql"}
+    redis_views = [(name, version) for name, kind, version, _ in rows if kind == "redis"]
+    if redis_views:
+        keys = [redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"
+                for name, version in redis_views]
+        values = await runtime.redis.mget(keys)
+        found |= {name: int(value or 0) for (name, _), value in zip(redis_views, values, strict=True)}
+    return found
+
+
+async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], token: str | None,
+                            projections: list[str]) -> None:
+    """Read-your-writes: returns once every projection has applied `token`'s position."""
+    if token is None:
+        return
+    if not token.isdigit():
+        raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
+    position = int(token)
+    deadline = time.monotonic() + runtime.settings.min_position_wait_ms / 1000
+    delay = 0.002
+    while True:
+        seen = await checkpoints(runtime, projections)
+        if all(seen.get(name, 0) >= position for name in projections):
+            return
+        if time.monotonic() >= deadline:
+            behind = sorted(name for name in projections if seen.get(name, 0) < position)
+            raise ServiceUnavailable(f"the views {', '.join(behind)} have not caught up with that position yet",
+                                     retry_after=1)
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.05)

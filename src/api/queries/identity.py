@@ -1,0 +1,69 @@
+"""Query routes of the identity context: read models only, never the event store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import Provide
+
+from api.commands.common import problems
+from api.queries.common import MIN_POSITION, etag, wait_for_position
+from api.runtime import Runtime, get_runtime
+from commands.base import Actor
+from domain.errors import NotFound
+from domain.identity import Role
+
+READS = ["user_directory"]
+MinPosition = Annotated[str | None, MIN_POSITION]
+
+
+class UserView(msgspec.Struct, omit_defaults=True):
+    id: uuid.UUID
+    name: str
+    roles: list[str]
+    registered_at: datetime
+    version: int
+    email: str | None = None
+
+
+async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:
+    async with runtime.views.connection() as conn:
+        row = await (await conn.execute(
+            "SELECT id, name, roles, registered_at, version, email FROM identity_views.users WHERE id = %s",
+            (user_id,))).fetchone()
+    return None if row is None else UserView(*row)
+
+
+def sees_email(actor: Actor, user_id: uuid.UUID) -> bool:
+    return actor.user_id == user_id or bool(actor.roles & {Role.MANAGER, Role.ADMIN, Role.AUDITOR})
+
+
+class UserQueries(Controller):
+    tags = ["queries"]
+    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+    @get("/v1/me", operation_id="GetMe", summary="The caller's own user", responses=problems(401, 404, 503))
+    async def me(self, request: Request[Actor, Any, Any], runtime: Runtime,
+                 min_position: MinPosition = None) -> Response[UserView]:
+        return await self._user(request, runtime, request.user.user_id, min_position)
+
+    @get("/v1/users/{user_id:uuid}", operation_id="GetUser", summary="A user of the directory",
+         responses=problems(401, 404, 503))
+    async def user(self, request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID,
+                   min_position: MinPosition = None) -> Response[UserView]:
+        return await self._user(request, runtime, user_id, min_position)
+
+    @staticmethod
+    async def _user(request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID,
+                    min_position: str | None) -> Response[UserView]:
+        await wait_for_position(runtime, request, min_position, READS)
+        user = await load_user(runtime, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        if not sees_email(request.user, user_id):
+            user = msgspec.structs.replace(user, email=None)
+        return Response(user, headers=etag(user.version))

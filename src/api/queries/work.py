@@ -1,0 +1,290 @@
+"""Query routes of the work context: projects, tasks, boards and "my tasks", from read models only.
+
+A project (and its tasks and board) is visible to its members, managers and admins; anyone else
+gets 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from api.commands.common import problems
+from api.queries.common import MIN_POSITION, Page, decode_cursor, encode_cursor, etag, wait_for_position
+from api.runtime import Runtime, get_runtime
+from commands.base import Actor
+from domain.errors import NotFound
+from domain.work import Priority, TaskStatus
+from infra.viewstores import redis_prefix
+from projections.board import UNASSIGNED, TaskBoard
+from projections.my_tasks import MyTasks
+
+MinPosition = Annotated[str | None, MIN_POSITION]
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
+Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
+PROJECT_VIEWS = ["project_catalog"]
+TASK_VIEWS = ["project_catalog", "task_list"]
+
+
+class ProjectView(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    description: str
+    owner_id: uuid.UUID
+    members: list[uuid.UUID]
+    archived: bool
+    task_count: int
+    done_task_count: int
+    open_task_count: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class TaskView(msgspec.Struct):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    title: str
+    description: str
+    priority: str
+    due_date: date | None
+    status: str
+    assignee_id: uuid.UUID | None
+    created_by: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    version: int
+
+
+class StatusCounts(msgspec.Struct):
+    todo: int = 0
+    in_progress: int = 0
+    done: int = 0
+
+
+class AssigneeCounts(msgspec.Struct):
+    assignee_id: uuid.UUID | None
+    todo: int = 0
+    in_progress: int = 0
+    done: int = 0
+
+
+class Board(msgspec.Struct):
+    project_id: uuid.UUID
+    total: int
+    by_status: StatusCounts
+    by_assignee: list[AssigneeCounts]
+
+
+class MyTaskList(msgspec.Struct):
+    open_count: int
+    items: list[TaskView]
+
+
+class TaskSort(StrEnum):
+    CREATED = "created"
+    CREATED_DESC = "-created"
+    DUE = "due"
+    DUE_DESC = "-due"
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    TITLE = "title"
+    TITLE_DESC = "-title"
+
+
+_SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
+_TASK_COLUMNS = ("id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
+                 " created_at, updated_at, completed_at, version")
+_PROJECT_COLUMNS = ("p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
+                    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
+                    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version")
+_VISIBLE = ("(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project}"
+            " AND m.user_id = %(user)s))")
+
+
+def _who(actor: Actor) -> dict[str, Any]:
+    return {"staff": actor.is_staff, "user": actor.user_id}
+
+
+async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
+    async with runtime.views.connection() as conn:
+        row = await (await conn.execute(
+            f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
+            + _VISIBLE.format(project="p.id"), {"id": project_id, **_who(actor)})).fetchone()
+    if row is None:
+        raise NotFound(f"project {project_id} not found")
+    return ProjectView(*row)
+
+
+class ProjectQueries(Controller):
+    path = "/v1/projects"
+    tags = ["queries"]
+    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+    @get(operation_id="ListProjects", summary="The caller's projects (all of them for managers and admins)",
+         responses=problems(401, 422, 503))
+    async def list_projects(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
+                            cursor: Cursor = None, min_position: MinPosition = None) -> Page[ProjectView]:
+        await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
+        params: dict[str, Any] = {**_who(request.user), "limit": limit + 1}
+        after = ""
+        if cursor:
+            created, last_id = decode_cursor(cursor, 2)
+            after = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
+            params |= {"created": created, "last": last_id}
+        async with runtime.views.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE " + _VISIBLE.format(project="p.id")
+                + after + " ORDER BY p.created_at, p.id LIMIT %(limit)s", params)).fetchall()
+        items = [ProjectView(*row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None)
+
+    @get("/{project_id:uuid}", operation_id="GetProject", summary="A project", responses=problems(401, 404, 503))
+    async def get_project(self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                          min_position: MinPosition = None) -> Response[ProjectView]:
+        await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
+        project = await visible_project(runtime, request.user, project_id)
+        return Response(project, headers=etag(project.version))
+
+    @get("/{project_id:uuid}/tasks", operation_id="ListProjectTasks",
+         summary="A project's tasks: filtered, sorted, a page at a time", responses=problems(401, 404, 422, 503))
+    async def list_tasks(
+            self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+            status: TaskStatus | None = None, priority: Priority | None = None,
+            assignee: Annotated[str | None, Parameter(description="a user id, or `none` for unassigned")] = None,
+            due_before: date | None = None,
+            q: Annotated[str | None, Parameter(min_length=1, max_length=200, description="text in the title")] = None,
+            sort: TaskSort = TaskSort.CREATED_DESC, limit: Limit = 50, cursor: Cursor = None,
+            min_position: MinPosition = None) -> Page[TaskView]:
+        await wait_for_position(runtime, request, min_position, TASK_VIEWS)
+        await visible_project(runtime, request.user, project_id)
+        sql, params = task_list_query(project_id, status=status, priority=priority, assignee=assignee,
+                                      due_before=due_before, q=q, sort=sort, limit=limit, cursor=cursor)
+        async with runtime.views.connection() as conn:
+            rows = await (await conn.execute(sql, params)).fetchall()
+        items = [TaskView(*row[:-1]) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor([msgspec.to_builtins(last[-1]), str(last[0])])
+        return Page(items, next_cursor)
+
+    @get("/{project_id:uuid}/board", operation_id="GetProjectBoard",
+         summary="Task counts per status and per assignee (from Redis)", responses=problems(401, 404, 503))
+    async def board(self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
+                    min_position: MinPosition = None) -> Board:
+        await wait_for_position(runtime, request, min_position, ["project_catalog", TaskBoard.name])
+        await visible_project(runtime, request.user, project_id)
+        version = await _live_version(runtime, TaskBoard.name)
+        raw = await runtime.redis.hgetall(
+            f"{redis_prefix(runtime.settings.namespace, TaskBoard(), version)}board:{project_id}")
+        counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        by_assignee: dict[str, AssigneeCounts] = {}
+        for field, n in counts.items():
+            if field.startswith("assignee:") and n:
+                _, who, state = field.split(":")
+                row = by_assignee.setdefault(who, AssigneeCounts(None if who == UNASSIGNED else uuid.UUID(who)))
+                setattr(row, state, n)
+        return Board(project_id, counts.get("total", 0),
+                     StatusCounts(**{s: counts.get(f"status:{s}", 0) for s in ("todo", "in_progress", "done")}),
+                     sorted(by_assignee.values(), key=lambda a: str(a.assignee_id or "")))
+
+
+class TaskQueries(Controller):
+    tags = ["queries"]
+    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+    @get("/v1/tasks/{task_id:uuid}", operation_id="GetTask", summary="A task", responses=problems(401, 404, 503))
+    async def get_task(self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID,
+                       min_position: MinPosition = None) -> Response[TaskView]:
+        await wait_for_position(runtime, request, min_position, TASK_VIEWS)
+        async with runtime.views.connection() as conn:
+            row = await (await conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
+                + _VISIBLE.format(project="t.project_id"), {"id": task_id, **_who(request.user)})).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id} not found")
+        task = TaskView(*row)
+        return Response(task, headers=etag(task.version))
+
+    @get("/v1/me/tasks", operation_id="GetMyTasks",
+         summary="The caller's open assigned tasks, oldest first (ids from Redis, details from SQL)",
+         responses=problems(401, 422, 503))
+    async def my_tasks(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
+                       min_position: MinPosition = None) -> MyTaskList:
+        await wait_for_position(runtime, request, min_position, [MyTasks.name, "task_list"])
+        version = await _live_version(runtime, MyTasks.name)
+        key = f"{redis_prefix(runtime.settings.namespace, MyTasks(), version)}open:{request.user.user_id}"
+        async with runtime.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, limit - 1)
+            count, members = await pipe.execute()
+        ids = [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
+        async with runtime.views.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))).fetchall()
+        by_id = {row[0]: TaskView(*row) for row in rows}
+        return MyTaskList(int(count), [by_id[i] for i in ids if i in by_id])
+
+
+def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, priority: Priority | None = None,
+                    assignee: str | None = None, due_before: date | None = None, q: str | None = None,
+                    sort: TaskSort = TaskSort.CREATED_DESC, limit: int = 50,
+                    cursor: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The SQL of a task list page: filters, keyset pagination on (sort column, id), one row more than
+    the page to tell whether another follows. Every shape is served by an index (see
+    tests/integration/test_query_plans.py)."""
+    where, params = ["project_id = %(project)s"], {"project": project_id, "limit": limit + 1}
+    if status:
+        where.append("status = %(status)s")
+        params["status"] = status.value
+    if priority:
+        where.append("priority = %(priority)s")
+        params["priority"] = priority.value
+    if assignee is not None:
+        if assignee == "none":
+            where.append("assignee_id IS NULL")
+        else:
+            where.append("assignee_id = %(assignee)s")
+            params["assignee"] = _uuid_param(assignee, "assignee")
+    if due_before:
+        where.append("due_date < %(due_before)s")
+        params["due_before"] = due_before
+    if q:
+        where.append("title ILIKE %(q)s")
+        params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    descending = sort.value.startswith("-")
+    column = _SORT_COLUMNS[sort.value.lstrip("-")]
+    if cursor:
+        value, last_id = decode_cursor(cursor, 2)
+        where.append(f"({column}, id) {'<' if descending else '>'} (%(after)s, %(last)s::uuid)")
+        params |= {"after": value, "last": last_id}
+    direction = "DESC" if descending else "ASC"
+    sort_key = column.split(" ")[0]
+    return (f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
+            f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"), params
+
+
+async def _live_version(runtime: Runtime, projection: str) -> int:
+    async with runtime.views.connection() as conn:
+        row = await (await conn.execute("SELECT live_version FROM projections WHERE projection = %s",
+                                        (projection,))).fetchone()
+    return int(row[0]) if row else 1
+
+
+def _uuid_param(value: str, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        from domain.errors import Invalid
+
+        raise Invalid(f"{name} must be a user id or `none`", field=name) from None

@@ -1,0 +1,139 @@
+"""Building a projection's view straight from the event log (PostgreSQL, the source of truth), and
+fingerprints of views to compare one version with another.
+
+The log is streamed through a server-side cursor in batches, so memory stays bounded whatever its
+size; each batch lands with its checkpoint, as the live projector's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+
+from infra.envelope import LOG_COLUMNS, EnvelopeReader
+from infra.eventstore import GATE
+from infra.viewstores import RedisStore, SqlStore, table_names
+from projections.base import Projection, RedisProjection, SqlProjection
+
+Progress = Callable[[int, int], None]
+
+
+async def open_store(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str,
+                     projection: Projection, version: int) -> SqlStore | RedisStore:
+    if isinstance(projection, SqlProjection):
+        store: SqlStore | RedisStore = SqlStore(conn, projection, version)
+    else:
+        assert isinstance(projection, RedisProjection)
+        store = RedisStore(client, namespace, projection, version)
+    await store.prepare()
+    return store
+
+
+async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
+    row = await (await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM events"
+                                    f" WHERE notification_id < {GATE}")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def replay(url: str, store: SqlStore | RedisStore, *, after: int, until: int | None = None,
+                 batch_size: int = 2000, progress: Progress | None = None) -> int:
+    """Applies every event after `after` (up to `until`, else the head at the start) to `store`,
+    batch by batch with its checkpoint; returns the last position applied."""
+    reader = EnvelopeReader()
+    applied, checkpoint = 0, after
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        end = until if until is not None else await head_position(conn)
+        async with conn.transaction(), conn.cursor(name="chronicle_replay") as cursor:
+            cursor.itersize = batch_size
+            await cursor.execute(f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s"
+                                 f" AND notification_id <= %s AND notification_id < {GATE} ORDER BY notification_id",
+                                 (after, end))
+            while rows := await cursor.fetchmany(batch_size):
+                envelopes = reader.from_rows(rows, checkpoint)
+                await store.apply(envelopes, checkpoint, envelopes[-1].position)
+                checkpoint = envelopes[-1].position
+                applied += len(envelopes)
+                if progress is not None:
+                    progress(applied, checkpoint)
+    return checkpoint
+
+
+@dataclass
+class Fingerprint:
+    """Per table (or key kind): how many rows/keys, and a checksum of their content."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        found = []
+        for part in sorted(set(self.counts) | set(other.counts)):
+            mine, theirs = self.counts.get(part, 0), other.counts.get(part, 0)
+            if mine != theirs:
+                found.append(f"{part}: {mine} rows here, {theirs} there")
+            elif self.checksums.get(part) != other.checksums.get(part):
+                found.append(f"{part}: same number of rows ({mine}), different content")
+        return found
+
+
+async def sql_fingerprint(conn: psycopg.AsyncConnection[Any], projection: SqlProjection, version: int) -> Fingerprint:
+    result = Fingerprint()
+    for name, table in table_names(projection, version).items():
+        row = await (await conn.execute(
+            f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
+            f" FROM {table} t".encode())).fetchone()
+        assert row is not None
+        result.counts[name], result.checksums[name] = int(row[0]), str(row[1])
+    return result
+
+
+async def redis_fingerprint(client: aioredis.Redis, store: RedisStore) -> Fingerprint:
+    """Keys grouped by kind (`board`, `task`, `open`, ...), the checkpoint left out."""
+    digests: dict[str, Any] = {}
+    entries: dict[str, list[bytes]] = {}
+    async for raw in client.scan_iter(match=store.prefix + "*", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        relative = key[len(store.prefix):]
+        if relative == "checkpoint":
+            continue
+        kind = relative.split(":", 1)[0]
+        entries.setdefault(kind, []).append(key.encode())
+    result = Fingerprint()
+    for kind, keys in entries.items():
+        digest = hashlib.sha256()
+        for key in sorted(keys):
+            relative = key[len(store.prefix.encode()):]
+            digest.update(relative + b"=" + await _dump(client, key))
+        digests[kind] = digest.hexdigest()
+        result.counts[kind], result.checksums[kind] = len(keys), digests[kind]
+    return result
+
+
+async def _dump(client: aioredis.Redis, key: bytes) -> bytes:
+    kind = await client.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    if kind == "hash":
+        items = await client.hgetall(key)
+        return repr(sorted((_b(k), _b(v)) for k, v in items.items())).encode()
+    if kind == "zset":
+        members: list[Any] = await client.zrange(key, 0, -1, withscores=True)
+        return repr([(_b(pair[0]), pair[1]) for pair in members]).encode()
+    if kind == "string":
+        return _b(await client.get(key) or b"")
+    return kind.encode()
+
+
+def _b(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+async def fingerprint(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
+                      store: SqlStore | RedisStore) -> Fingerprint:
+    if isinstance(store, SqlStore):
+        return await sql_fingerprint(conn, store.projection, store.version)
+    return await redis_fingerprint(client, store)

@@ -1,0 +1,219 @@
+"""The relay: reads the event log in its gap-free total order and publishes every event to one
+JetStream stream, exactly once in effect.
+
+How it knows where it stopped: `relay_state` holds the position up to which every event is in the
+stream (and the stream sequence of the last one). It advances only after every publish of a batch
+is acknowledged by JetStream, through the connection that holds the relay's advisory lock. After a
+crash between publishing and recording, the events after that position may already be in the
+stream: on start the relay reads the stream's messages after the recorded sequence and does not
+publish those events again. Within the stream's duplicate window `Nats-Msg-Id` (the event id)
+would also drop such a repeat; the scan covers restarts after longer than that window. Consumers
+are idempotent by position besides.
+
+It wakes on `NOTIFY chronicle_events` and also polls, so a lost notification only delays. While
+NATS is away it keeps trying (commands keep succeeding: the log is the outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import psycopg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
+from infra.eventstore import GATE, NOTIFY_CHANNEL
+from infra.leadership import leadership, lock_key, still_leading
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 120
+MAX_SCAN = 100_000
+READ_AFTER = f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < {GATE}" \
+             " ORDER BY notification_id LIMIT %s"
+
+
+def stream_name(namespace: str) -> str:
+    return f"{namespace.upper()}_EVENTS"
+
+
+def subjects(namespace: str) -> str:
+    return f"{namespace}.events.>"
+
+
+def subject_of(namespace: str, envelope: EventEnvelope) -> str:
+    return f"{namespace}.events.{envelope.context}.{envelope.subject_token}"
+
+
+def headers_of(envelope: EventEnvelope) -> dict[str, str]:
+    return {"Nats-Msg-Id": str(envelope.event_id), "Chronicle-Position": str(envelope.position),
+            "Chronicle-Previous": str(envelope.previous), "Chronicle-Stream-Id": str(envelope.stream_id),
+            "Chronicle-Version": str(envelope.version), "Chronicle-Type": envelope.type}
+
+
+async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -> NATS:
+    """Connects, retrying forever (until `stop`), and reconnects forever afterwards."""
+    delay = 0.5
+    while True:
+        try:
+            return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1,
+                                      connect_timeout=3, allow_reconnect=True)
+        except Exception as e:  # NATS is down: the log keeps the events; try again
+            log.warning("%s: NATS unreachable (%s); retrying in %.1fs", name, e, delay)
+            if stop is not None and stop.is_set():
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def ensure_stream(js: JetStreamContext, namespace: str) -> None:
+    name = stream_name(namespace)
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(name=name, subjects=[subjects(namespace)], storage=StorageType.FILE,
+                                         duplicate_window=DUPLICATE_WINDOW_S))
+
+
+@dataclass
+class RelayState:
+    position: int = 0
+    stream_seq: int = 0
+
+
+class Relay:
+    def __init__(self, settings: Settings, *, batch_size: int = 500, poll_interval: float = 0.5,
+                 publish_timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.url = settings.require_database_url()
+        self.namespace = settings.namespace
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.publish_timeout = publish_timeout
+        self.reader = EnvelopeReader()
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        key = lock_key(self.namespace, "relay")
+        while not stop.is_set():
+            try:
+                async with leadership(self.url, key, stop, "relay") as conn:
+                    if conn is not None:
+                        await self._lead(conn, stop)
+            except (psycopg.Error, OSError) as e:
+                log.warning("relay: lost PostgreSQL (%s); starting over", e)
+                await _pause(stop, 1.0)
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+        nc = await connect_nats(self.settings.nats_url or "", "chronicle-relay", stop)
+        wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen(wake, stop))
+        try:
+            js = nc.jetstream(timeout=self.publish_timeout)
+            await self._with_retry(lambda: ensure_stream(js, self.namespace), stop)
+            state = await self._load_state(conn)
+            already = await self._with_retry(lambda: self._in_stream_after(js, state.stream_seq), stop)
+            while not stop.is_set():
+                if not await still_leading(conn):
+                    log.warning("relay: the lock's connection broke; stepping down")
+                    return
+                rows = await (await conn.execute(READ_AFTER, (state.position, self.batch_size))).fetchall()
+                if not rows:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    continue
+                envelopes = self.reader.from_rows(rows, state.position)
+                try:
+                    seq = await self._publish(js, [e for e in envelopes if e.position not in already])
+                except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
+                    log.warning("relay: publishing failed (%s); retrying the batch", e)
+                    await _pause(stop, 1.0)
+                    continue
+                state = RelayState(envelopes[-1].position, max(seq, state.stream_seq))
+                await self._save_state(conn, state)
+                already.difference_update(e.position for e in envelopes)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(BaseException):
+                await listener
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _publish(self, js: JetStreamContext, envelopes: list[EventEnvelope]) -> int:
+        futures = [await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers_of(e))
+                   for e in envelopes]
+        acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
+        self.published += sum(1 for ack in acks if not ack.duplicate)
+        return max((ack.seq for ack in acks), default=0)
+
+    async def _in_stream_after(self, js: JetStreamContext, stream_seq: int) -> set[int]:
+        """Positions of events already in the stream after the recorded sequence: published by a
+        relay that died before it could record them."""
+        info = await js.stream_info(stream_name(self.namespace))
+        last = info.state.last_seq
+        if last < stream_seq:
+            log.warning("relay: the stream holds fewer messages (%d) than recorded (%d): purged or lost; "
+                        "consumers will fill the hole from the log", last, stream_seq)
+            return set()
+        if last - stream_seq > MAX_SCAN:
+            log.warning("relay: %d messages after the recorded sequence; relying on deduplication",
+                        last - stream_seq)
+            return set()
+        found: set[int] = set()
+        for seq in range(stream_seq + 1, last + 1):
+            try:
+                msg = await js.get_msg(stream_name(self.namespace), seq)
+            except NotFoundError:
+                continue
+            position = (msg.headers or {}).get("Chronicle-Position")
+            if position:
+                found.add(int(position))
+        if found:
+            log.info("relay: %d events were in the stream already; not publishing them again", len(found))
+        return found
+
+    async def _load_state(self, conn: psycopg.AsyncConnection[Any]) -> RelayState:
+        row = await (await conn.execute("SELECT position, stream_seq FROM relay_state")).fetchone()
+        return RelayState(*row) if row else RelayState()
+
+    async def _save_state(self, conn: psycopg.AsyncConnection[Any], state: RelayState) -> None:
+        await conn.execute(
+            "INSERT INTO relay_state (id, position, stream_seq) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE"
+            " SET position = excluded.position, stream_seq = excluded.stream_seq, updated_at = now()",
+            (state.position, state.stream_seq))
+
+    async def _listen(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    async for _ in conn.notifies():
+                        wake.set()
+            except psycopg.Error as e:  # polling covers the gap
+                log.debug("relay: LISTEN connection lost (%s)", e)
+                await _pause(stop, 1.0)
+
+    async def _with_retry(self, action: Any, stop: asyncio.Event) -> Any:
+        while True:
+            try:
+                return await action()
+            except Exception as e:  # NATS not ready: keep trying, the log keeps the events
+                if stop.is_set():
+                    raise
+                log.warning("relay: JetStream not ready (%s); retrying", e)
+                await _pause(stop, 1.0)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,92 @@
+"""What a projection is: the events it handles and what each does to its view, written against a
+small view interface. The projector (infra.projector) feeds it events in order, applies a batch and
+the checkpoint atomically, and never hands it an event twice.
+
+A projection's `version` names its view: changing what a projection writes means a new version,
+which is built beside the live one and switched in (`chronicle projections rebuild`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from infra.envelope import EventEnvelope
+
+
+class SqlView(Protocol):
+    """Statements against the projection's own tables, run in one transaction with the checkpoint.
+    In `sql`, `{name}` stands for the table `name` of this view version."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+
+class RedisView(Protocol):
+    """Redis operations on the view's own keys, applied in one Lua script with the checkpoint.
+
+    `hash` reads a hash as it stands with this batch's earlier operations applied (the projector
+    fetched the keys named by `Projection.reads` before the batch)."""
+
+    def hash(self, key: str) -> dict[str, str]: ...
+
+    def hset(self, key: str, mapping: Mapping[str, str | int | float]) -> None: ...
+
+    def hdel(self, key: str, *fields: str) -> None: ...
+
+    def hincrby(self, key: str, field: str, delta: int) -> None: ...
+
+    def zadd(self, key: str, member: str, score: float) -> None: ...
+
+    def zrem(self, key: str, member: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class Projection(ABC):
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    kind: ClassVar[Literal["sql", "redis"]]
+    handles: ClassVar[frozenset[str]]
+    description: ClassVar[str] = ""
+
+
+class SqlProjection(Projection):
+    kind = "sql"
+    schema: ClassVar[str]
+    tables: ClassVar[dict[str, str]]
+    """Logical table name -> `CREATE TABLE {name} (...)`, plus any `CREATE INDEX ... ON {name}`
+    statements after a `;`. The projector creates them for each version it builds."""
+
+    @abstractmethod
+    def apply(self, event: EventEnvelope, view: SqlView) -> None: ...
+
+
+class RedisProjection(Projection):
+    kind = "redis"
+
+    def reads(self, event: EventEnvelope) -> list[str]:
+        """Keys (relative to the view) whose hashes `apply` will read for this event."""
+        return []
+
+    @abstractmethod
+    def apply(self, event: EventEnvelope, view: RedisView) -> None: ...
+
+
+# -- helpers for reading envelope data (plain JSON values) ---------------------------------------
+
+
+def uuid_or_none(value: Any) -> uuid.UUID | None:
+    return None if value in (None, "") else uuid.UUID(str(value))
+
+
+def date_or_none(value: Any) -> date | None:
+    return None if value in (None, "") else date.fromisoformat(str(value))
+
+
+def when(event: EventEnvelope) -> datetime:
+    """The domain time of the event (its `timestamp`), else when it was recorded."""
+    stamp = event.data.get("timestamp")
+    return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.recorded_at

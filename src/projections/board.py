@@ -1,0 +1,48 @@
+"""TaskBoard (Redis): per project, how many tasks are in each status, and per assignee per status."""
+
+from __future__ import annotations
+
+from infra.envelope import EventEnvelope
+from projections.base import RedisProjection, RedisView
+
+UNASSIGNED = "none"
+
+
+class TaskBoard(RedisProjection):
+    name = "task_board"
+    version = 1
+    description = "board:<project> counts per status and per assignee and status"
+    handles = frozenset({"Task.Created", "Task.Assigned", "Task.Unassigned", "Task.Started", "Task.Completed",
+                         "Task.Reopened"})
+
+    def reads(self, event: EventEnvelope) -> list[str]:
+        return [f"task:{event.stream_id}"]
+
+    def apply(self, event: EventEnvelope, view: RedisView) -> None:
+        key = f"task:{event.stream_id}"
+        if event.type == "Task.Created":
+            project = str(event.data["project_id"])
+            view.hset(key, {"project": project, "status": "todo", "assignee": UNASSIGNED})
+            self._count(view, project, "todo", UNASSIGNED, +1)
+            view.hincrby(f"board:{project}", "total", 1)
+            return
+        task = view.hash(key)
+        if not task:
+            return  # a task this view never saw created cannot be moved (never happens in order)
+        project, status, assignee = task["project"], task["status"], task["assignee"]
+        match event.type:
+            case "Task.Assigned" | "Task.Unassigned":
+                new = str(event.data["assignee_id"]) if event.type == "Task.Assigned" else UNASSIGNED
+                view.hincrby(f"board:{project}", f"assignee:{assignee}:{status}", -1)
+                view.hincrby(f"board:{project}", f"assignee:{new}:{status}", 1)
+                view.hset(key, {"assignee": new})
+            case "Task.Started" | "Task.Completed" | "Task.Reopened":
+                new = {"Task.Started": "in_progress", "Task.Completed": "done", "Task.Reopened": "todo"}[event.type]
+                self._count(view, project, status, assignee, -1)
+                self._count(view, project, new, assignee, +1)
+                view.hset(key, {"status": new})
+
+    @staticmethod
+    def _count(view: RedisView, project: str, status: str, assignee: str, delta: int) -> None:
+        view.hincrby(f"board:{project}", f"status:{status}", delta)
+        view.hincrby(f"board:{project}", f"assignee:{assignee}:{status}", delta)

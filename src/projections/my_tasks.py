@@ -1,0 +1,47 @@
+"""MyTasks (Redis): per user, the open (not done) tasks assigned to them, oldest first; its size
+is the user's open task count."""
+
+from __future__ import annotations
+
+from infra.envelope import EventEnvelope
+from projections.base import RedisProjection, RedisView, when
+
+
+class MyTasks(RedisProjection):
+    name = "my_tasks"
+    version = 1
+    description = "open:<user> sorted set of open assigned task ids (score: created time)"
+    handles = frozenset({"Task.Created", "Task.Assigned", "Task.Unassigned", "Task.Completed", "Task.Reopened"})
+
+    def reads(self, event: EventEnvelope) -> list[str]:
+        return [f"task:{event.stream_id}"]
+
+    def apply(self, event: EventEnvelope, view: RedisView) -> None:
+        key, task_id = f"task:{event.stream_id}", str(event.stream_id)
+        if event.type == "Task.Created":
+            view.hset(key, {"assignee": "", "done": 0, "created": when(event).timestamp()})
+            return
+        task = view.hash(key)
+        if not task:
+            return
+        assignee, done, created = task["assignee"], task["done"] == "1", float(task["created"])
+        match event.type:
+            case "Task.Assigned":
+                new = str(event.data["assignee_id"])
+                if assignee:
+                    view.zrem(f"open:{assignee}", task_id)
+                if not done:
+                    view.zadd(f"open:{new}", task_id, created)
+                view.hset(key, {"assignee": new})
+            case "Task.Unassigned":
+                if assignee:
+                    view.zrem(f"open:{assignee}", task_id)
+                view.hset(key, {"assignee": ""})
+            case "Task.Completed":
+                if assignee:
+                    view.zrem(f"open:{assignee}", task_id)
+                view.hset(key, {"done": 1})
+            case "Task.Reopened":
+                if assignee:
+                    view.zadd(f"open:{assignee}", task_id, created)
+                view.hset(key, {"done": 0})

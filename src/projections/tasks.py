@@ -1,0 +1,79 @@
+"""TaskList: every task with all its fields, indexed for the list queries (filters and keyset
+pagination per sort order)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.envelope import EventEnvelope
+from projections.base import SqlProjection, SqlView, date_or_none, uuid_or_none, when
+
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+NO_DUE_DATE = "9999-12-31"  # tasks without a due date sort after every date
+
+
+class TaskList(SqlProjection):
+    name = "task_list"
+    version = 1
+    schema = "work_views"
+    description = "tasks: all fields, status, assignee, dates"
+    handles = frozenset({"Task.Created", "Task.Edited", "Task.Assigned", "Task.Unassigned", "Task.Started",
+                         "Task.Completed", "Task.Reopened"})
+    tables = {
+        "tasks": "CREATE TABLE {tasks} (id uuid PRIMARY KEY, project_id uuid NOT NULL, title text NOT NULL,"
+                 " description text NOT NULL, priority text NOT NULL, priority_rank smallint NOT NULL,"
+                 " due_date date, due_sort date NOT NULL, status text NOT NULL, assignee_id uuid,"
+                 " created_by uuid NOT NULL, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,"
+                 " completed_at timestamptz, version bigint NOT NULL);"
+                 " CREATE INDEX ON {tasks} (project_id, created_at, id);"
+                 " CREATE INDEX ON {tasks} (project_id, due_sort, id);"
+                 " CREATE INDEX ON {tasks} (project_id, priority_rank, id);"
+                 " CREATE INDEX ON {tasks} (project_id, title COLLATE \"C\", id);"
+                 " CREATE INDEX ON {tasks} (assignee_id, status) WHERE assignee_id IS NOT NULL;"
+                 " CREATE INDEX ON {tasks} USING gin (title gin_trgm_ops)",
+    }
+
+    def apply(self, event: EventEnvelope, view: SqlView) -> None:
+        data = event.data
+        match event.type:
+            case "Task.Created":
+                due = date_or_none(data.get("due_date"))
+                view.execute(
+                    "INSERT INTO {tasks} (id, project_id, title, description, priority, priority_rank, due_date,"
+                    " due_sort, status, created_by, created_at, updated_at, version)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'todo', %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (event.stream_id, uuid_or_none(data["project_id"]), data["title"], data.get("description", ""),
+                     data["priority"], PRIORITY_RANK[data["priority"]], due, due or NO_DUE_DATE,
+                     uuid_or_none(data["created_by"]), when(event), when(event), event.version))
+            case "Task.Edited":
+                self._set(view, event, **_edits(data["changes"]))
+            case "Task.Assigned":
+                self._set(view, event, assignee_id=uuid_or_none(data["assignee_id"]))
+            case "Task.Unassigned":
+                self._set(view, event, assignee_id=None)
+            case "Task.Started":
+                self._set(view, event, status="in_progress")
+            case "Task.Completed":
+                self._set(view, event, status="done", completed_at=when(event))
+            case "Task.Reopened":
+                self._set(view, event, status="todo", completed_at=None)
+
+    @staticmethod
+    def _set(view: SqlView, event: EventEnvelope, **columns: Any) -> None:
+        sets = "".join(f"{column} = %s, " for column in columns)
+        view.execute(f"UPDATE {{tasks}} SET {sets}updated_at = %s, version = %s WHERE id = %s",
+                     (*columns.values(), when(event), event.version, event.stream_id))
+
+
+def _edits(changes: dict[str, Any]) -> dict[str, Any]:
+    columns: dict[str, Any] = {}
+    for key, value in changes.items():
+        match key:
+            case "priority":
+                columns["priority"], columns["priority_rank"] = value, PRIORITY_RANK[value]
+            case "due_date":
+                due = date_or_none(value)
+                columns["due_date"], columns["due_sort"] = due, due or NO_DUE_DATE
+            case "title" | "description":
+                columns[key] = value
+    return columns

@@ -1,0 +1,136 @@
+"""Relay and projector processes for tests, and checks that views match the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import redis.asyncio as aioredis
+
+from infra.rebuild import fingerprint, head_position, open_store, replay
+from infra.settings import Settings
+from infra.viewstores import RedisStore, SqlStore
+from projections import all_projections
+from tests.integration.http import api_env
+
+
+class Processes:
+    """`chronicle relay` / `chronicle projector` children that a test can kill and start again."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = api_env(settings, CHRONICLE_LOG_LEVEL="WARNING")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        command = name.split("#")[0]
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "api.cli", command, *args], env=self.env,
+                                            start_new_session=True)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+@contextmanager
+def running(settings: Settings, *names: str) -> Iterator[Processes]:
+    processes = Processes(settings)
+    try:
+        for name in names:
+            processes.start(name)
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def checkpoints(url: str, settings: Settings) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        client = aioredis.from_url(settings.redis_url or "")
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                found = {}
+                for projection in all_projections():
+                    store = await open_store(conn, client, settings.namespace, projection, projection.version)
+                    found[projection.name] = await store.checkpoint()
+                return found
+        finally:
+            await client.aclose()
+    return asyncio.run(read())
+
+
+def head(url: str) -> int:
+    async def read() -> int:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await head_position(conn)
+    return asyncio.run(read())
+
+
+def wait_caught_up(settings: Settings, timeout: float = 60.0) -> None:
+    url = settings.database_url or ""
+    target = head(url)
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = checkpoints(url, settings)
+        if all(position >= target for position in seen.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"views did not catch up with {target}: {seen}")
+        time.sleep(0.2)
+
+
+def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> dict[str, list[str]]:
+    """Builds every projection again from the log into a scratch version and compares: no event
+    missing and none applied twice means no difference."""
+
+    async def compare() -> dict[str, list[str]]:
+        url = settings.database_url or ""
+        client = aioredis.from_url(settings.redis_url or "")
+        found: dict[str, list[str]] = {}
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                for projection in all_projections():
+                    live = await open_store(conn, client, settings.namespace, projection, projection.version)
+                    scratch = await open_store(conn, client, settings.namespace, projection, scratch_version)
+                    await replay(url, scratch, after=0, until=await live.checkpoint())
+                    found[projection.name] = (await fingerprint(conn, client, live)).differences(
+                        await fingerprint(conn, client, scratch))
+                    await _drop(conn, client, scratch)
+        finally:
+            await client.aclose()
+        return found
+
+    return asyncio.run(compare())
+
+
+async def _drop(conn: psycopg.AsyncConnection[object], client: aioredis.Redis, store: SqlStore | RedisStore) -> None:
+    if isinstance(store, SqlStore):
+        for table in store.tables.values():
+            await conn.execute(f"DROP TABLE {table}".encode())
+        await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
+                           (store.projection.name, store.version))
+    else:
+        keys = [key async for key in client.scan_iter(match=store.prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+
+
+def env_without_servers() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CHRONICLE_")}

@@ -1,0 +1,259 @@
+"""Delivery under faults, with real processes and real servers of the test's own (so it may stop
+and kill them): SIGKILLed relays and projectors, NATS restarted mid-stream, Redis flushed and
+restarted. Afterwards every view equals one built from scratch from the log."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from commands.base import Actor, Context
+from domain.errors import DomainError
+from domain.identity import Role
+from infra.bootstrap import bootstrap
+from infra.embedded import EmbeddedServers
+from infra.migrate import migrate
+from infra.scratch import create_database, drop_database
+from infra.settings import Settings
+from tests.integration.pipeline import differences_from_scratch, running, wait_caught_up
+
+
+@pytest.fixture(scope="module")
+def own_servers() -> Iterator[EmbeddedServers]:
+    with tempfile.TemporaryDirectory(prefix="chronicle-faults-") as tmp:
+        servers = EmbeddedServers(Path(tmp), durable=False)
+        servers.start()
+        try:
+            yield servers
+        finally:
+            servers.stop()
+
+
+@pytest.fixture
+def fault_settings(own_servers: EmbeddedServers) -> Iterator[Settings]:
+    assert own_servers.urls is not None
+    url = create_database(own_servers.urls.database_url)
+    migrate(url)
+    yield Settings(database_url=url, nats_url=own_servers.urls.nats_url, redis_url=own_servers.urls.redis_url,
+                   namespace=f"f{uuid.uuid4().hex[:8]}")
+    drop_database(url)
+
+
+class Workload(threading.Thread):
+    """Users, projects and a stream of task commands, as fast as one writer goes."""
+
+    def __init__(self, settings: Settings, commands: int) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.commands, self.error = settings, commands, None  # type: ignore[var-annotated]
+        self.done = 0
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        app = bootstrap(self.settings)
+        try:
+            users = [app.identity.register(Context("t"), f"u{i}-{uuid.uuid4().hex[:6]}@example.com", f"U{i}",
+                                           "long enough pw").id for i in range(4)]
+            actors = [Actor(u, frozenset({Role.MEMBER})) for u in users]
+            ctx = Context("t", actor=actors[0])
+            projects = [app.work.create_project(ctx, f"P{i}", None).id for i in range(3)]
+            for p in projects:
+                for u in users[1:]:
+                    app.work.add_member(ctx, p, u)
+            tasks: list[uuid.UUID] = []
+            while self.done < self.commands:
+                actor_ctx = Context("t", actor=rng.choice(actors))
+                try:
+                    if len(tasks) < 20 or rng.random() < 0.25:
+                        tasks.append(app.work.create_task(actor_ctx, rng.choice(projects), f"T{len(tasks)}").id)
+                    else:
+                        task = rng.choice(tasks)
+                        action = rng.choice(["assign", "unassign", "start", "complete", "reopen", "edit"])
+                        match action:
+                            case "assign":
+                                app.work.assign_task(actor_ctx, task, rng.choice(users))
+                            case "unassign":
+                                app.work.unassign_task(actor_ctx, task)
+                            case "edit":
+                                app.work.edit_task(actor_ctx, task, {"title": f"E{self.done}"})
+                            case _:
+                                getattr(app.work, f"{action}_task")(actor_ctx, task)
+                except DomainError:
+                    pass
+                self.done += 1
+        finally:
+            app.close()
+
+
+def _chaos(processes: object, servers: EmbeddedServers, settings: Settings, workload: Workload,
+           actions: list[str], rng: random.Random) -> list[str]:
+    done = []
+    while workload.is_alive():
+        time.sleep(rng.uniform(0.3, 0.8))
+        action = rng.choice(actions)
+        match action:
+            case "relay" | "projector":
+                processes.kill(action)  # type: ignore[attr-defined]
+                time.sleep(rng.uniform(0.05, 0.6))
+                processes.start(action)  # type: ignore[attr-defined]
+            case "nats":
+                servers.stop_server("nats", kill=rng.random() < 0.5)
+                time.sleep(rng.uniform(0.2, 1.0))
+                servers.start_server("nats")
+            case "redis":
+                redis.Redis.from_url(settings.redis_url or "").flushall()
+                servers.stop_server("redis")
+                time.sleep(rng.uniform(0.2, 0.6))
+                servers.start_server("redis")
+        done.append(action)
+    return done
+
+
+def _run_with_chaos(settings: Settings, servers: EmbeddedServers, actions: list[str], commands: int,
+                    seed: int) -> list[str]:
+    workload = Workload(settings, commands)
+    with running(settings, "relay", "projector") as processes:
+        workload.start()
+        done = _chaos(processes, servers, settings, workload, actions, random.Random(seed))
+        workload.join()
+        assert workload.error is None, workload.error
+        for name in ("relay", "projector"):
+            if name not in processes.procs:
+                processes.start(name)
+        wait_caught_up(settings, timeout=120)
+    return done
+
+
+def _assert_views_equal_the_log(settings: Settings) -> None:
+    differences = differences_from_scratch(settings)
+    assert differences == {name: [] for name in differences}, differences
+
+
+@pytest.mark.timeout(400)
+def test_sigkilled_relay_and_projectors_lose_nothing_and_double_nothing(
+        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    done = _run_with_chaos(fault_settings, own_servers, ["relay", "projector"], commands=2500, seed=1)
+    assert len(done) >= 3, f"too few crashes to mean anything: {done}"
+    with psycopg.connect(fault_settings.database_url or "") as conn:
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
+    assert events > 1500
+    _assert_views_equal_the_log(fault_settings)
+
+
+@pytest.mark.timeout(400)
+def test_nats_restarted_mid_stream(fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    done = _run_with_chaos(fault_settings, own_servers, ["nats", "relay", "projector"], commands=2000, seed=2)
+    assert "nats" in done, done
+    _assert_views_equal_the_log(fault_settings)
+
+
+@pytest.mark.timeout(400)
+def test_redis_flushed_and_restarted_views_rebuild_themselves(
+        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    done = _run_with_chaos(fault_settings, own_servers, ["redis"], commands=1500, seed=3)
+    assert "redis" in done, done
+    _assert_views_equal_the_log(fault_settings)
+
+
+def _relay_holder(url: str) -> str | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                           " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'chronicle relay%%'"
+                           " AND l.granted").fetchone()
+    return None if row is None else str(row[0])
+
+
+@pytest.mark.timeout(300)
+def test_two_relays_one_publishes_and_the_standby_takes_over(
+        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    import asyncio
+
+    import nats
+
+    from infra.relay import stream_name
+
+    settings = fault_settings
+    workload = Workload(settings, 600)
+    with running(settings, "relay#a", "relay#b", "projector") as processes:
+        workload.start()
+        time.sleep(1.5)
+        holder = _relay_holder(settings.database_url or "")
+        assert holder is not None
+        active = next(n for n, p in processes.procs.items() if n.startswith("relay") and f"pid={p.pid}" in holder)
+        processes.kill(active)
+        workload.join()
+        assert workload.error is None
+        wait_caught_up(settings, timeout=90)
+        assert _relay_holder(settings.database_url or "") not in (None, holder), "the standby did not take over"
+
+    async def stream_ids() -> list[str]:
+        nc = await nats.connect(settings.nats_url or "")
+        js = nc.jetstream()
+        info = await js.stream_info(stream_name(settings.namespace))
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream_name(settings.namespace), seq)
+            ids.append((msg.headers or {})["Nats-Msg-Id"])
+        await nc.close()
+        return ids
+
+    published = asyncio.run(stream_ids())
+    with psycopg.connect(settings.database_url or "") as conn:
+        logged = [str(r[0]) for r in conn.execute("SELECT event_id FROM events ORDER BY notification_id")]
+    assert len(published) == len(set(published)), "an event was published twice"
+    assert published == logged, "the stream is not the log, in order, once each"
+    _assert_views_equal_the_log(settings)
+
+
+@pytest.mark.timeout(300)
+def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault_settings: Settings) -> None:
+    from eventsourcing.persistence import StoredEvent
+
+    from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase
+
+    settings = fault_settings
+    app = bootstrap(settings)
+    owner = app.identity.register(Context("t"), f"p-{uuid.uuid4().hex[:6]}@example.com", "P", "long enough pw").id
+    ctx = Context("t", actor=Actor(owner, frozenset({Role.MEMBER})))
+    project = app.work.create_project(ctx, "Poisoned", None).id
+    database = EventStoreDatabase(settings.database_url or "")
+    bad = app.work.mapper.transcoder.encode({"project_id": project, "title": "bad", "description": "",
+                                             "priority": "apocalyptic", "due_date": None, "created_by": owner,
+                                             "timestamp": datetime.now(UTC),
+                                             "originator_topic": "domain.work:Task"})
+    (poison_at,) = ChronicleApplicationRecorder(database).insert_events(
+        [StoredEvent(uuid.uuid4(), 1, "domain.work:Task.Created", bad)]) or []
+    after = app.work.create_project(ctx, "After the poison", None).position
+    database.close()
+    with running(settings, "relay", "projector"):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with psycopg.connect(settings.database_url or "") as conn:
+                state = dict(conn.execute("SELECT projection, state FROM projections").fetchall())
+                points = dict(conn.execute("SELECT projection, position FROM projection_checkpoints").fetchall())
+                letters = conn.execute("SELECT projection, position, error FROM dead_letters").fetchall()
+            if state.get("task_list") == "parked" and points.get("project_catalog", 0) >= (after or 0):
+                break
+            time.sleep(0.3)
+        assert state["task_list"] == "parked", state
+        assert letters and letters[0][0] == "task_list" and letters[0][1] == poison_at
+        assert "apocalyptic" in letters[0][2]
+        assert points["task_list"] < poison_at, "the parked projection moved past its poison event"
+        assert points["project_catalog"] >= (after or 0) and points["user_directory"] >= (after or 0)
+        assert state["project_catalog"] == "running"
+    app.close()
