@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_argument("--connections", type=int, default=32)
     commands.add_argument("--workers", type=int, default=1)
     commands.set_defaults(run=cmd_bench_commands)
+    lag = add(bench, "lag", help="time from a command's response to its effect in a query")
+    lag.add_argument("--rate", type=float, default=1000.0)
+    lag.add_argument("--seconds", type=float, default=10.0)
+    lag.set_defaults(run=cmd_bench_lag)
+    queries = add(bench, "queries", help="query routes vs a bare constant route")
+    queries.add_argument("--seconds", type=float, default=10.0)
+    queries.add_argument("--connections", type=int, default=32)
+    queries.set_defaults(run=cmd_bench_queries)
     return parser
 
 
@@ -301,6 +309,18 @@ def cmd_bench_commands(args: argparse.Namespace) -> None:
 
     settings = with_servers(settings_from(args))
     print(json.dumps(bench_commands(settings, args.seconds, args.connections, args.workers)))
+
+
+def cmd_bench_lag(args: argparse.Namespace) -> None:
+    from infra.bench.lag import bench_lag
+
+    print(json.dumps(bench_lag(with_servers(settings_from(args)), args.rate, args.seconds)))
+
+
+def cmd_bench_queries(args: argparse.Namespace) -> None:
+    from infra.bench.queries import bench_queries
+
+    print(json.dumps(bench_queries(with_servers(settings_from(args)), args.seconds, args.connections)))
 
 
 # -- helpers ------------------------------------------------------------------------------------

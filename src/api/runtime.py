@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from infra.bootstrap import Chronicle, bootstrap
+from infra.checkpoints import CheckpointWatcher
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Runtime:
     redis: aioredis.Redis
     executor: ThreadPoolExecutor
     views: AsyncConnectionPool[AsyncConnection[Any]]
+    checkpoints: CheckpointWatcher
     nats: NATS | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -66,7 +68,9 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
         settings.database_url or "", min_size=2, max_size=settings.query_pool_size, open=False,
         kwargs={"autocommit": True}, name="chronicle-queries")
     await views.open(wait=True, timeout=30)
-    runtime = Runtime(settings, chronicle, redis_client, executor, views)
+    watcher = CheckpointWatcher(settings.redis_url or "", settings.namespace)
+    watcher.start()
+    runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
     try:
@@ -78,6 +82,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
         if runtime.nats is not None:
             with contextlib.suppress(Exception):
                 await runtime.nats.close()
+        await watcher.stop()
         await redis_client.aclose()
         await views.close()
         executor.shutdown(wait=True)

@@ -283,7 +283,7 @@ class AppendNotifier:
     process turns bursts of appends into one notification. It is a wake-up hint: readers also poll.
     """
 
-    def __init__(self, url: str, interval: float = 0.005) -> None:
+    def __init__(self, url: str, interval: float = 0.002) -> None:
         self.url = url
         self.interval = interval
         self._pending = threading.Event()

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import redis.asyncio as aioredis
 
 from infra.envelope import EventEnvelope
@@ -39,6 +40,10 @@ class BufferedSqlView:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.statements.append((sql.format_map(self.tables), params))
+
+
+_ADVANCE = ("WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
+            " WHERE projection = %s AND version = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved")
 
 
 class SqlStore:
@@ -80,17 +85,16 @@ class SqlStore:
         for envelope in envelopes:
             if envelope.type in self.projection.handles:
                 self.projection.apply(envelope, view)
-        async with self.conn.transaction():
-            if view.statements:
-                async with self.conn.pipeline(), self.conn.cursor() as cur:
-                    for sql, params in view.statements:
-                        await cur.execute(sql, params)
-            cur = await self.conn.execute(
-                "UPDATE projection_checkpoints SET position = %s, updated_at = now()"
-                " WHERE projection = %s AND version = %s AND position = %s",
-                (new, self.projection.name, self.version, expected))
-            if cur.rowcount != 1:
-                raise StaleCheckpoint(f"{self.projection.name} v{self.version} is no longer at {expected}")
+        # One round trip: BEGIN, the view's statements, the checkpoint, COMMIT, all pipelined. The
+        # checkpoint statement divides by zero (aborting the transaction) unless the stored
+        # checkpoint is the one this batch was planned from.
+        try:
+            async with self.conn.pipeline(), self.conn.transaction(), self.conn.cursor() as cur:
+                for sql, params in view.statements:
+                    await cur.execute(sql, params)
+                await cur.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
+        except psycopg.errors.DivisionByZero:
+            raise StaleCheckpoint(f"{self.projection.name} v{self.version} is no longer at {expected}") from None
 
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ local current = redis.call('GET', KEYS[1]) or '0'
 if current ~= ARGV[1] then
   return redis.error_reply('STALE ' .. current)
 end
-local allowed = {HSET=true, HDEL=true, HINCRBY=true, ZADD=true, ZREM=true, DEL=true}
+local allowed = {HSET=true, HDEL=true, HINCRBY=true, ZADD=true, ZREM=true, SADD=true, SREM=true, DEL=true}
 local i = 3
 while i <= #ARGV do
   local command = ARGV[i]
@@ -158,6 +162,12 @@ class BufferedRedisView:
 
     def zrem(self, key: str, member: str) -> None:
         self._op("ZREM", key, member)
+
+    def sadd(self, key: str, member: str) -> None:
+        self._op("SADD", key, member)
+
+    def srem(self, key: str, member: str) -> None:
+        self._op("SREM", key, member)
 
     def delete(self, key: str) -> None:
         self.hashes.pop(key, None)

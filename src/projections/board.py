@@ -11,14 +11,25 @@ UNASSIGNED = "none"
 class TaskBoard(RedisProjection):
     name = "task_board"
     version = 1
-    description = "board:<project> counts per status and per assignee and status"
-    handles = frozenset({"Task.Created", "Task.Assigned", "Task.Unassigned", "Task.Started", "Task.Completed",
-                         "Task.Reopened"})
+    description = ("board:<project> counts per status and per assignee and status;"
+                   " members:<project>, who may read the board")
+    handles = frozenset({"Project.Created", "Project.MemberAdded", "Project.MemberRemoved", "Task.Created",
+                         "Task.Assigned", "Task.Unassigned", "Task.Started", "Task.Completed", "Task.Reopened"})
 
     def reads(self, event: EventEnvelope) -> list[str]:
-        return [f"task:{event.stream_id}"]
+        return [] if event.type.startswith("Project.") else [f"task:{event.stream_id}"]
 
     def apply(self, event: EventEnvelope, view: RedisView) -> None:
+        match event.type:
+            case "Project.Created":
+                view.sadd(f"members:{event.stream_id}", str(event.data["owner_id"]))
+                return
+            case "Project.MemberAdded":
+                view.sadd(f"members:{event.stream_id}", str(event.data["user_id"]))
+                return
+            case "Project.MemberRemoved":
+                view.srem(f"members:{event.stream_id}", str(event.data["user_id"]))
+                return
         key = f"task:{event.stream_id}"
         if event.type == "Task.Created":
             project = str(event.data["project_id"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any, Generic, TypeVar
@@ -45,6 +44,31 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
     return values
 
 
+class LiveVersions:
+    """Which version of each projection queries read, remembered for a second: it changes only when
+    a rebuild switches versions, and the old version is kept a few seconds after a switch."""
+
+    ttl = 1.0
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, int]] = {}
+
+    async def get(self, runtime: Runtime, projection: str) -> int:
+        now = time.monotonic()
+        known = self._known.get(projection)
+        if known is not None and now - known[0] < self.ttl:
+            return known[1]
+        async with runtime.views.connection() as conn:
+            row = await (await conn.execute("SELECT live_version FROM projections WHERE projection = %s",
+                                            (projection,))).fetchone()
+        version = int(row[0]) if row else _PROJECTIONS[projection].version
+        self._known[projection] = (now, version)
+        return version
+
+
+live_versions = LiveVersions()
+
+
 def etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
@@ -69,21 +93,30 @@ async def checkpoints(runtime: Runtime, names: list[str]) -> dict[str, int]:
 
 async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], token: str | None,
                             projections: list[str]) -> None:
-    """Read-your-writes: returns once every projection has applied `token`'s position."""
+    """Read-your-writes: returns once every projection has applied `token`'s position, woken by the
+    projectors' checkpoint announcements and re-reading the stores every 200 ms besides."""
     if token is None:
         return
     if not token.isdigit():
         raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
     position = int(token)
+    watcher = runtime.checkpoints
+    versions = {name: await live_versions.get(runtime, name) for name in projections}
+
+    def behind() -> list[str]:
+        return [n for n in projections if watcher.positions.get((n, versions[n]), -1) < position]
+
     deadline = time.monotonic() + runtime.settings.min_position_wait_ms / 1000
-    delay = 0.002
-    while True:
-        seen = await checkpoints(runtime, projections)
-        if all(seen.get(name, 0) >= position for name in projections):
-            return
-        if time.monotonic() >= deadline:
-            behind = sorted(name for name in projections if seen.get(name, 0) < position)
-            raise ServiceUnavailable(f"the views {', '.join(behind)} have not caught up with that position yet",
-                                     retry_after=1)
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
+    next_read = 0.0
+    while behind():
+        now = time.monotonic()
+        if now >= next_read:
+            for name, seen in (await checkpoints(runtime, behind())).items():
+                watcher.learn(name, versions[name], seen)
+            next_read = now + 0.2
+            if not behind():
+                return
+        if now >= deadline:
+            raise ServiceUnavailable(f"the views {', '.join(sorted(behind()))} have not caught up with that "
+                                     "position yet", retry_after=1)
+        await watcher.wait(min(0.05, max(0.0, deadline - now)))

@@ -17,7 +17,15 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.commands.common import problems
-from api.queries.common import MIN_POSITION, Page, decode_cursor, encode_cursor, etag, wait_for_position
+from api.queries.common import (
+    MIN_POSITION,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    etag,
+    live_versions,
+    wait_for_position,
+)
 from api.runtime import Runtime, get_runtime
 from commands.base import Actor
 from domain.errors import NotFound
@@ -166,11 +174,13 @@ class ProjectQueries(Controller):
             sort: TaskSort = TaskSort.CREATED_DESC, limit: Limit = 50, cursor: Cursor = None,
             min_position: MinPosition = None) -> Page[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        await visible_project(runtime, request.user, project_id)
         sql, params = task_list_query(project_id, status=status, priority=priority, assignee=assignee,
-                                      due_before=due_before, q=q, sort=sort, limit=limit, cursor=cursor)
+                                      due_before=due_before, q=q, sort=sort, limit=limit, cursor=cursor,
+                                      visible_to=request.user)
         async with runtime.views.connection() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
+        if not rows:  # empty, or not the caller's to see: only then is the second question asked
+            await visible_project(runtime, request.user, project_id)
         items = [TaskView(*row[:-1]) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -182,21 +192,33 @@ class ProjectQueries(Controller):
          summary="Task counts per status and per assignee (from Redis)", responses=problems(401, 404, 503))
     async def board(self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
                     min_position: MinPosition = None) -> Board:
-        await wait_for_position(runtime, request, min_position, ["project_catalog", TaskBoard.name])
-        await visible_project(runtime, request.user, project_id)
-        version = await _live_version(runtime, TaskBoard.name)
-        raw = await runtime.redis.hgetall(
-            f"{redis_prefix(runtime.settings.namespace, TaskBoard(), version)}board:{project_id}")
-        counts = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-        by_assignee: dict[str, AssigneeCounts] = {}
-        for field, n in counts.items():
-            if field.startswith("assignee:") and n:
-                _, who, state = field.split(":")
-                row = by_assignee.setdefault(who, AssigneeCounts(None if who == UNASSIGNED else uuid.UUID(who)))
-                setattr(row, state, n)
-        return Board(project_id, counts.get("total", 0),
-                     StatusCounts(**{s: counts.get(f"status:{s}", 0) for s in ("todo", "in_progress", "done")}),
-                     sorted(by_assignee.values(), key=lambda a: str(a.assignee_id or "")))
+        """One Redis round trip: the board view keeps the project's members beside its counts."""
+        await wait_for_position(runtime, request, min_position, [TaskBoard.name])
+        prefix = redis_prefix(runtime.settings.namespace, TaskBoard(),
+                              await live_versions.get(runtime, TaskBoard.name))
+        actor = request.user
+        async with runtime.redis.pipeline(transaction=False) as pipe:
+            if actor.is_staff:
+                pipe.exists(f"{prefix}members:{project_id}")
+            else:
+                pipe.sismember(f"{prefix}members:{project_id}", str(actor.user_id))
+            pipe.hgetall(f"{prefix}board:{project_id}")
+            visible, raw = await pipe.execute()
+        if not visible:
+            raise NotFound(f"project {project_id} not found")
+        return _board(project_id, {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()})
+
+
+def _board(project_id: uuid.UUID, counts: dict[str, int]) -> Board:
+    by_assignee: dict[str, AssigneeCounts] = {}
+    for field, n in counts.items():
+        if field.startswith("assignee:") and n:
+            _, who, state = field.split(":")
+            row = by_assignee.setdefault(who, AssigneeCounts(None if who == UNASSIGNED else uuid.UUID(who)))
+            setattr(row, state, n)
+    return Board(project_id, counts.get("total", 0),
+                 StatusCounts(**{s: counts.get(f"status:{s}", 0) for s in ("todo", "in_progress", "done")}),
+                 sorted(by_assignee.values(), key=lambda a: str(a.assignee_id or "")))
 
 
 class TaskQueries(Controller):
@@ -222,7 +244,7 @@ class TaskQueries(Controller):
     async def my_tasks(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
                        min_position: MinPosition = None) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, "task_list"])
-        version = await _live_version(runtime, MyTasks.name)
+        version = await live_versions.get(runtime, MyTasks.name)
         key = f"{redis_prefix(runtime.settings.namespace, MyTasks(), version)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
@@ -238,12 +260,15 @@ class TaskQueries(Controller):
 
 def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, priority: Priority | None = None,
                     assignee: str | None = None, due_before: date | None = None, q: str | None = None,
-                    sort: TaskSort = TaskSort.CREATED_DESC, limit: int = 50,
-                    cursor: str | None = None) -> tuple[str, dict[str, Any]]:
+                    sort: TaskSort = TaskSort.CREATED_DESC, limit: int = 50, cursor: str | None = None,
+                    visible_to: Actor | None = None) -> tuple[str, dict[str, Any]]:
     """The SQL of a task list page: filters, keyset pagination on (sort column, id), one row more than
     the page to tell whether another follows. Every shape is served by an index (see
     tests/integration/test_query_plans.py)."""
     where, params = ["project_id = %(project)s"], {"project": project_id, "limit": limit + 1}
+    if visible_to is not None:
+        where.append(_VISIBLE.format(project="%(project)s"))
+        params |= _who(visible_to)
     if status:
         where.append("status = %(status)s")
         params["status"] = status.value
@@ -272,13 +297,6 @@ def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, 
     sort_key = column.split(" ")[0]
     return (f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
             f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"), params
-
-
-async def _live_version(runtime: Runtime, projection: str) -> int:
-    async with runtime.views.connection() as conn:
-        row = await (await conn.execute("SELECT live_version FROM projections WHERE projection = %s",
-                                        (projection,))).fetchone()
-    return int(row[0]) if row else 1
 
 
 def _uuid_param(value: str, name: str) -> uuid.UUID:

@@ -1,5 +1,6 @@
-"""The ceiling for `chronicle bench commands`: a bare Litestar POST that does one pooled INSERT
-and nothing else, served by the same server (granian) as the real API."""
+"""The ceilings for `chronicle bench commands` (a bare Litestar POST that does one pooled INSERT and
+nothing else) and `chronicle bench queries` (a bare GET returning a constant Struct), served by the
+same server (granian) as the real API."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import msgspec
-from litestar import Litestar, post
+import redis.asyncio as aioredis
+from litestar import Litestar, get, post
 from litestar.params import Body
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,6 +25,16 @@ class Edit(msgspec.Struct):
 
 class Inserted(msgspec.Struct):
     id: uuid.UUID
+
+
+class Constant(msgspec.Struct):
+    id: uuid.UUID
+    title: str
+    status: str
+    version: int
+
+
+CONSTANT = Constant(uuid.UUID(int=1), "A constant task", "todo", 1)
 
 
 def create_app() -> Litestar:
@@ -42,4 +54,23 @@ def create_app() -> Litestar:
             await conn.execute("INSERT INTO bench_ceiling (id, title, at) VALUES (%s, %s, now())", (row_id, data.title))
         return Inserted(row_id)
 
-    return Litestar([insert], lifespan=[lifespan])
+    @get("/constant")
+    async def constant() -> Constant:
+        return CONSTANT
+
+    redis_client = aioredis.from_url(os.environ["CHRONICLE_REDIS_URL"])
+
+    @get("/constant/after-redis")
+    async def after_redis() -> Constant:
+        """The constant after one Redis read: what any Redis-backed route must pay at least."""
+        await redis_client.hgetall("chronicle-bench-nothing")
+        return CONSTANT
+
+    @get("/constant/after-sql")
+    async def after_sql() -> Constant:
+        """The constant after one pooled SELECT: what any SQL-backed route must pay at least."""
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        return CONSTANT
+
+    return Litestar([insert, constant, after_redis, after_sql], lifespan=[lifespan])

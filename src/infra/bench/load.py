@@ -49,29 +49,47 @@ def _encode(method: str, host: str, path: str, body: bytes, headers: dict[str, s
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request, then its whole response, in turn."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, base: str) -> Connection:
+        parts = urlsplit(base)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        self.writer.write(_encode(method, self.host, path, body, headers or {}))
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        payload = await self.reader.readexactly(length) if length else b""
+        return int(status_line.split()[1]), payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def _connection(base: str, make: RequestMaker, stop_at: float, result: LoadResult, seed: int) -> None:
-    parts = urlsplit(base)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     rng = random.Random(seed)
-    reader, writer = await asyncio.open_connection(host, port)
+    conn = await Connection.open(base)
     try:
         while time.perf_counter() < stop_at:
             method, path, body, headers = make(rng)
             started = time.perf_counter()
-            writer.write(_encode(method, f"{host}:{port}", path, body, headers))
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip())
-            if length:
-                await reader.readexactly(length)
-            status = int(status_line.split()[1])
+            status, _ = await conn.request(method, path, body, headers)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
     finally:
-        writer.close()
+        conn.close()
 
 
 async def _drive(base: str, make: RequestMaker, connections: int, seconds: float) -> LoadResult:

@@ -1,0 +1,59 @@
+"""`chronicle bench queries`: query routes against a bare Litestar route returning a constant
+Struct, both served by granian with the same workers, in the same run, alternating in rounds."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from infra.bench.load import LoadResult, drive
+from infra.bench.stack import Prepared, api_argv, background, ceiling_argv, prepare, scratch_env, serve
+from infra.settings import Settings
+
+
+class Get:
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
+        self.path, self.headers = path, headers
+
+    def __call__(self, rng: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
+        return "GET", self.path, b"", self.headers
+
+
+def _merge(into: LoadResult, part: LoadResult) -> None:
+    into.seconds += part.seconds
+    into.latencies_ms += part.latencies_ms
+    for status, n in part.statuses.items():
+        into.statuses[status] = into.statuses.get(status, 0) + n
+
+
+def bench_queries(settings: Settings, seconds: float, connections: int = 32, rounds: int = 3) -> dict[str, Any]:
+    with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
+            serve(ceiling_argv(), env, "/") as ceiling, background(env, "relay", "projector"):
+        prepared: Prepared = prepare(api, 300, assign=True)
+        import time
+
+        import httpx
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{api}/v1/projects/{prepared.project_id}/tasks?limit=50", headers=prepared.auth
+                        ).json().get("items", []) == [] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        routes = {
+            "ceiling": (ceiling, Get("/constant", {})),
+            "constant after one redis read": (ceiling, Get("/constant/after-redis", {})),
+            "constant after one sql select": (ceiling, Get("/constant/after-sql", {})),
+            "board (redis)": (api, Get(f"/v1/projects/{prepared.project_id}/board", prepared.auth)),
+            "my tasks (redis + sql)": (api, Get("/v1/me/tasks?limit=20", prepared.auth)),
+            "task list (sql)": (api, Get(f"/v1/projects/{prepared.project_id}/tasks?limit=50&sort=due",
+                                         prepared.auth)),
+            "task (sql)": (api, Get(f"/v1/tasks/{prepared.task_ids[0]}", prepared.auth)),
+        }
+        results = {name: LoadResult(0.0) for name in routes}
+        for base, make in routes.values():
+            drive(base, make, connections, 0.5)
+        for _ in range(rounds):
+            for name, (base, make) in routes.items():
+                _merge(results[name], drive(base, make, connections, seconds / rounds))
+    ceiling_rate = results["ceiling"].rate()
+    return {"bench": "queries", "seconds": seconds, "connections": connections,
+            "routes": {name: {**r.summary(), "ratio": round(r.rate() / ceiling_rate, 3)}
+                       for name, r in results.items()}}
