@@ -56,6 +56,8 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
+from infra.tamper import event_hash
+
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,14 +67,14 @@ GATE = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
 NOTIFY_CHANNEL = "chronicle_events"
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
 _COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
-            " actor_id, command, correlation_id, causation_id")
+            " actor_id, command, correlation_id, causation_id, hash")
 
 INSERT_ONE = (
     f"INSERT INTO events ({_COLUMNS}) "
-    f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "RETURNING notification_id")
-_UNNEST = ("FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[])"
-           " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, ord) ")
+_UNNEST = ("FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[])"
+           " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, hash, ord) ")
 # Appends only if none of the given streams has moved past the given version: the command read
 # those aggregates (e.g. the project of a task) and decided on that state.
 _GUARD = ("WHERE NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
@@ -82,7 +84,7 @@ _GUARD = ("WHERE NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d
 # The common guarded append: one event, one aggregate read.
 INSERT_ONE_GUARDED = (
     f"INSERT INTO events ({_COLUMNS}) "
-    f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+    f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
     "WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = %s AND x.version > %s) "
     "RETURNING notification_id")
 
@@ -90,7 +92,7 @@ INSERT_ONE_GUARDED = (
 def insert_many(*, guarded: bool) -> str:
     return (f"INSERT INTO events ({_COLUMNS}) "
             f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
-            " %s, %s, %s, %s, %s " + _UNNEST + (_GUARD if guarded else "")
+            " %s, %s, %s, %s, %s, e.hash " + _UNNEST + (_GUARD if guarded else "")
             + "ORDER BY e.ord RETURNING notification_id")
 
 
@@ -432,17 +434,19 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 conditions: Sequence[tuple[UUID, int]] = ()) -> list[int]:
         if not events:
             return []
+        hashes = [event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
+                  for i, e in zip(event_ids, events, strict=True)]
         if len(events) == 1 and claim is None and len(conditions) <= 1:
             e = events[0]
             one = (event_ids[0], e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state,
-                   *tail, *(conditions[0] if conditions else ()))
+                   *tail, hashes[0], *(conditions[0] if conditions else ()))
             row = cur.execute(INSERT_ONE_GUARDED if conditions else INSERT_ONE, one).fetchone()
             if row is None:
                 raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
             return [row[0]]
         stream_ids, versions, topics, states = _columns(events)
         params: tuple[Any, ...] = (*tail, event_ids, stream_ids, versions, topics,
-                                   [event_type(t) for t in topics], states)
+                                   [event_type(t) for t in topics], states, hashes)
         sql = insert_many(guarded=bool(conditions))
         if conditions:
             params = (*params, [c[0] for c in conditions], [c[1] for c in conditions])

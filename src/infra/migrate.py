@@ -63,9 +63,29 @@ def migrate(database_url: str) -> list[Migration]:
                     conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                                  (migration.version, migration.name))
                 applied.append(migration)
+            if current_version(conn) >= 4:
+                backfill_hashes(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
+
+
+def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5000) -> int:
+    """Gives events appended before event hashing (migration 0004) their hash; returns how many."""
+    from infra.tamper import hash_of_row
+
+    done = 0
+    while True:
+        rows = conn.execute(
+            "SELECT notification_id, event_id, stream_id, version, topic, type, data, recorded_at, actor_id, command,"
+            " correlation_id, causation_id FROM events WHERE hash IS NULL ORDER BY notification_id LIMIT %s",
+            (batch,)).fetchall()
+        if not rows:
+            return done
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE events SET hash = %s WHERE notification_id = %s",
+                            [(hash_of_row(row[1:]), row[0]) for row in rows])
+        done += len(rows)
 
 
 def current_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:

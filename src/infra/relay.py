@@ -33,13 +33,16 @@ from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore import GATE, NOTIFY_CHANNEL
 from infra.leadership import leadership, lock_key, still_leading
 from infra.settings import Settings
+from infra.tamper import GENESIS, merkle_root, seal_hash
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120
 MAX_SCAN = 100_000
-READ_AFTER = f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < {GATE}" \
+READ_AFTER = f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s AND notification_id < {GATE}" \
              " ORDER BY notification_id LIMIT %s"
+READ_RANGE = (f"SELECT notification_id, hash FROM events WHERE notification_id > %s AND notification_id <= %s"
+              f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s")
 
 
 def stream_name(namespace: str) -> str:
@@ -90,6 +93,46 @@ class RelayState:
     stream_seq: int = 0
 
 
+@dataclass
+class LastSeal:
+    seq: int = 0
+    to_position: int = 0
+    seal_hash: bytes = GENESIS
+
+
+class Sealer:
+    """Seals the log in order, range after range, each chained to the one before (infra.tamper)."""
+
+    def __init__(self) -> None:
+        self.last = LastSeal()
+
+    async def load(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        row = await (await conn.execute(
+            "SELECT seq, to_position, seal_hash FROM seals ORDER BY seq DESC LIMIT 1")).fetchone()
+        self.last = LastSeal(row[0], row[1], bytes(row[2])) if row else LastSeal()
+
+    async def seal(self, conn: psycopg.AsyncConnection[Any], to_position: int, hashes: list[bytes]) -> LastSeal:
+        """Writes the seal of (last sealed position, to_position] (in the caller's transaction)."""
+        seq = self.last.seq + 1
+        root = merkle_root(hashes)
+        digest = seal_hash(seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash)
+        await conn.execute(
+            "INSERT INTO seals (seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash, digest))
+        return LastSeal(seq, to_position, digest)
+
+    async def seal_backlog(self, conn: psycopg.AsyncConnection[Any], upto: int, chunk: int = 5000) -> None:
+        """Seals what was published before sealing existed (or before a crash), up to `upto`."""
+        while self.last.to_position < upto:
+            rows = await (await conn.execute(READ_RANGE, (self.last.to_position, upto, chunk))).fetchall()
+            if not rows:
+                return
+            async with conn.transaction():
+                sealed = await self.seal(conn, rows[-1][0], [bytes(r[1]) for r in rows])
+            self.last = sealed
+
+
 class Relay:
     def __init__(self, settings: Settings, *, batch_size: int = 500, poll_interval: float = 0.5,
                  publish_timeout: float = 10.0) -> None:
@@ -124,6 +167,9 @@ class Relay:
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._with_retry(lambda: ensure_stream(js, self.namespace), stop)
             state = await self._load_state(conn)
+            sealer = Sealer()
+            await sealer.load(conn)
+            await sealer.seal_backlog(conn, state.position)
             already = await self._with_retry(lambda: self._in_stream_after(js, state.stream_seq), stop)
             while not stop.is_set():
                 if not await still_leading(conn):
@@ -135,7 +181,7 @@ class Relay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
                     continue
-                envelopes = self.reader.from_rows(rows, state.position)
+                envelopes = self.reader.from_rows([r[:-1] for r in rows], state.position)
                 try:
                     seq = await self._publish(js, [e for e in envelopes if e.position not in already])
                 except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
@@ -143,7 +189,10 @@ class Relay:
                     await _pause(stop, 1.0)
                     continue
                 state = RelayState(envelopes[-1].position, max(seq, state.stream_seq))
-                await self._save_state(conn, state)
+                async with conn.transaction():
+                    sealed = await sealer.seal(conn, state.position, [bytes(r[-1]) for r in rows])
+                    await self._save_state(conn, state)
+                sealer.last = sealed
                 already.difference_update(e.position for e in envelopes)
         finally:
             listener.cancel()
