@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
         route_handlers=[Router("/", route_handlers=[
             HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands,
-            UserQueries, ProjectQueries, TaskQueries])],
+            UserQueries, ProjectQueries, TaskQueries, AuditQueries])],
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

@@ -77,6 +77,63 @@ def build_parser() -> argparse.ArgumentParser:
     projector.add_argument("names", nargs="*", metavar="NAME")
     projector.set_defaults(run=cmd_projector)
 
+    projections = add(sub, "projections", help="see, rebuild and repair projections").add_subparsers(
+        required=True, metavar="ACTION")
+    add(projections, "list", help="every projection: kind, version, the events it handles").set_defaults(
+        run=cmd_projections_list)
+    status = add(projections, "status", help="checkpoint, lag and state of every projection")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_projections_status)
+    rebuild = add(projections, "rebuild", help="rebuild from the log into a new version, compare, switch")
+    rebuild.add_argument("name", nargs="?")
+    rebuild.add_argument("--all", action="store_true")
+    rebuild.add_argument("--no-switch", action="store_true", help="build and compare only")
+    rebuild.add_argument("--force", action="store_true", help="switch despite differences")
+    rebuild.set_defaults(run=cmd_projections_rebuild)
+    reset = add(projections, "reset", help="drop a view and its checkpoint; it rebuilds from the start")
+    reset.add_argument("name")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(run=cmd_projections_reset)
+    retry = add(projections, "retry", help="retry the event a projection is parked on")
+    retry.add_argument("name")
+    retry.set_defaults(run=cmd_projections_retry)
+    skip = add(projections, "skip", help="skip the event a projection is parked on (recorded)")
+    skip.add_argument("name")
+    skip.add_argument("--event", required=True, metavar="ID")
+    skip.set_defaults(run=cmd_projections_skip)
+
+    auditing = add(sub, "audit", help="the auditors' view of history (no server needed)").add_subparsers(
+        required=True, metavar="ACTION")
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--type", help="event type, e.g. Task.Assigned")
+        p.add_argument("--actor", help="actor id")
+        p.add_argument("--from", dest="since", type=_datetime, help="recorded at or after (ISO 8601)")
+        p.add_argument("--to", dest="until", type=_datetime, help="recorded before (ISO 8601)")
+
+    audit_stream = add(auditing, "stream", help="a stream's events in order")
+    audit_stream.add_argument("id", type=_uuid)
+    audit_stream.set_defaults(run=cmd_audit_stream)
+    audit_log = add(auditing, "log", help="the global log in total order")
+    filters(audit_log)
+    audit_log.add_argument("--after", default="0", help="a position: start after it")
+    audit_log.add_argument("--limit", type=int, default=100)
+    audit_log.set_defaults(run=cmd_audit_log)
+    audit_state = add(auditing, "state", help="an aggregate as it was")
+    audit_state.add_argument("id", type=_uuid)
+    when = audit_state.add_mutually_exclusive_group(required=True)
+    when.add_argument("--version", type=int)
+    when.add_argument("--at", type=_datetime)
+    when.add_argument("--position")
+    audit_state.set_defaults(run=cmd_audit_state)
+    audit_correlation = add(auditing, "correlation", help="every event caused by one request, as a tree")
+    audit_correlation.add_argument("id", type=_uuid)
+    audit_correlation.set_defaults(run=cmd_audit_correlation)
+    audit_export = add(auditing, "export", help="the (filtered) log as NDJSON on standard output")
+    filters(audit_export)
+    audit_export.set_defaults(run=cmd_audit_export)
+    add(auditing, "verify", help="recompute every event hash and seal").set_defaults(run=cmd_audit_verify)
+
     migrate = add(sub, "migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)
 
@@ -261,6 +318,288 @@ def _check_schema(settings: Settings) -> None:
         check_schema(settings.require_database_url())
     except SchemaOutOfDate as e:
         raise CliError(str(e)) from None
+
+
+def _projection(name: str) -> Any:
+    from projections import all_projections
+
+    known = {p.name: p for p in all_projections()}
+    if name not in known:
+        raise CliError(f"unknown projection {name!r}; known: {', '.join(known)}")
+    return known[name]
+
+
+def _operator() -> str:
+    return f"cli:{_os_user()}"
+
+
+def cmd_projections_list(args: argparse.Namespace) -> None:
+    from projections import all_projections
+
+    for p in all_projections():
+        print(f"{p.name:16} {p.kind:6} v{p.version}  {p.description}")
+        print(f"{'':16} handles: {', '.join(sorted(p.handles))}")
+
+
+def cmd_projections_status(args: argparse.Namespace) -> None:
+    from infra.operations import statuses
+    from projections import all_projections
+
+    settings = with_servers(settings_from(args))
+    _check_schema(settings)
+    rows = asyncio.run(statuses(settings, all_projections()))
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(rows).decode())
+        return
+    print(f"{'PROJECTION':16} {'KIND':6} {'VER':>4} {'STATE':11} {'CHECKPOINT':>20} {'LAG':>8} {'LAG S':>8}")
+    for r in rows:
+        print(f"{r.name:16} {r.kind:6} {r.version:>4} {r.state:11} {r.checkpoint:>20} {r.lag_events:>8}"
+              f" {r.lag_seconds:>8.1f}" + (f"  parked: {r.error}" if r.error else ""))
+
+
+def cmd_projections_rebuild(args: argparse.Namespace) -> None:
+    from infra.operations import OperationRefused, rebuild
+    from projections import all_projections
+
+    if bool(args.all) == bool(args.name):
+        raise CliError("name one projection, or pass --all")
+    settings = with_servers(settings_from(args))
+    _check_schema(settings)
+    chosen = all_projections() if args.all else [_projection(args.name)]
+    for projection in chosen:
+        bar = ProgressBar(projection.name, settings)
+        try:
+            report = asyncio.run(rebuild(settings, projection, switch=not args.no_switch, force=args.force,
+                                         progress=bar.update, operator=_operator()))
+        except OperationRefused as e:
+            raise CliError(str(e)) from None
+        bar.done()
+        print(f"{projection.name}: v{report.new_version} built from {report.events} events in "
+              f"{report.seconds:.1f}s ({report.rate:,.0f} events/s)")
+        for difference in report.differences:
+            print(f"  differs from v{report.live_version}: {difference}")
+        if report.switched:
+            print(f"  switched: queries now read v{report.new_version}; v{report.live_version} dropped")
+        elif args.no_switch:
+            print(f"  not switched (--no-switch); v{report.new_version} dropped")
+        else:
+            print(f"  not switched: the versions differ (pass --force to switch anyway); v{report.new_version} dropped")
+
+
+def cmd_projections_reset(args: argparse.Namespace) -> None:
+    from infra.operations import OperationRefused, reset
+
+    projection = _projection(args.name)
+    if not args.yes:
+        answer = input(f"Drop the view of {projection.name} and rebuild it from the start? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            raise CliError("not reset")
+    settings = with_servers(settings_from(args))
+    try:
+        asyncio.run(reset(settings, projection, operator=_operator()))
+    except OperationRefused as e:
+        raise CliError(str(e)) from None
+    print(f"{projection.name}: reset; the projector rebuilds it from the start of the log")
+
+
+def cmd_projections_retry(args: argparse.Namespace) -> None:
+    from infra.operations import OperationRefused, retry
+
+    settings = with_servers(settings_from(args))
+    try:
+        position = asyncio.run(retry(settings, _projection(args.name), operator=_operator()))
+    except OperationRefused as e:
+        raise CliError(str(e)) from None
+    print(f"{args.name}: retrying from position {position}")
+
+
+def cmd_projections_skip(args: argparse.Namespace) -> None:
+    from infra.operations import OperationRefused, skip
+
+    settings = with_servers(settings_from(args))
+    try:
+        position = asyncio.run(skip(settings, _projection(args.name), args.event, operator=_operator()))
+    except OperationRefused as e:
+        raise CliError(str(e)) from None
+    print(f"{args.name}: skipped event {args.event} at position {position} (recorded in operations_log)")
+
+
+class ProgressBar:
+    """events/s and ETA on stderr, redrawn in place on a terminal, a line every few seconds if not."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name, self.started, self.last_draw = name, time.monotonic(), 0.0
+        self.total = _count_events(settings)
+        self.tty = sys.stderr.isatty()
+
+    def update(self, applied: int, position: int) -> None:
+        now = time.monotonic()
+        if now - self.last_draw < (0.2 if self.tty else 5.0):
+            return
+        self.last_draw = now
+        rate = applied / max(now - self.started, 1e-6)
+        left = max(self.total - applied, 0)
+        eta = left / rate if rate else 0
+        width = 30
+        filled = int(width * min(applied / self.total, 1.0)) if self.total else width
+        line = (f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {applied:,}/{self.total:,} events"
+                f"  {rate:,.0f}/s  ETA {eta:,.0f}s")
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty and self.last_draw:
+            print(file=sys.stderr)
+
+
+def _count_events(settings: Settings) -> int:
+    import psycopg
+
+    with psycopg.connect(settings.require_database_url()) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _uuid(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an id: {value!r}") from None
+
+
+def _datetime(value: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _audited(args: argparse.Namespace, route: str, query: dict[str, Any]) -> Any:
+    """The audit application, after recording this access (the CLI's look at history is history too)."""
+    from commands.base import Context
+    from infra.bootstrap import bootstrap
+
+    settings = with_servers(settings_from(args))
+    _check_schema(settings)
+    chronicle = bootstrap(settings)
+    chronicle.audit.record_access(Context("audit.access", system_actor=_operator()), route,
+                                  {k: str(v) for k, v in query.items() if v is not None})
+    return chronicle
+
+
+async def _with_conn(settings: Settings, action: Any) -> Any:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn:
+        return await action(conn)
+
+
+def _print_json(value: Any) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def cmd_audit_stream(args: argparse.Namespace) -> None:
+    from infra import audit
+
+    chronicle = _audited(args, f"cli audit stream {args.id}", {})
+    try:
+        after = 0
+        while True:
+            page = asyncio.run(_with_conn(chronicle.settings,
+                                          lambda c, after=after: audit.stream_events(c, args.id, after, 1000)))
+            for event in page:
+                _print_json(event)
+            if len(page) < 1000:
+                break
+            after = page[-1].version
+    finally:
+        chronicle.close()
+
+
+def cmd_audit_log(args: argparse.Namespace) -> None:
+    from infra import audit
+
+    chronicle = _audited(args, "cli audit log", vars(args) | {"run": None})
+    where = audit.LogFilter(args.type, args.actor, args.since, args.until)
+    try:
+        for event in asyncio.run(_with_conn(chronicle.settings,
+                                            lambda c: audit.log_events(c, where, int(args.after), args.limit))):
+            _print_json(event)
+    finally:
+        chronicle.close()
+
+
+def cmd_audit_state(args: argparse.Namespace) -> None:
+    from domain.errors import NotFound
+    from infra import audit
+
+    chronicle = _audited(args, f"cli audit state {args.id}", {"version": args.version, "at": args.at,
+                                                              "position": args.position})
+    try:
+        version = args.version
+        if version is None:
+            position = int(args.position) if args.position else None
+            version = asyncio.run(_with_conn(chronicle.settings, lambda c: audit.version_at(
+                c, args.id, at=args.at, position=position)))
+            if version is None:
+                raise CliError(f"stream {args.id} had no events then")
+        try:
+            _print_json(chronicle.audit.state_at(args.id, version))
+        except NotFound as e:
+            raise CliError(e.reason) from None
+    finally:
+        chronicle.close()
+
+
+def cmd_audit_correlation(args: argparse.Namespace) -> None:
+    from infra import audit
+
+    chronicle = _audited(args, f"cli audit correlation {args.id}", {})
+    try:
+        tree = asyncio.run(_with_conn(chronicle.settings, lambda c: audit.correlation(c, args.id)))
+        if tree is None:
+            raise CliError(f"no events with correlation id {args.id}")
+        _print_json(tree)
+    finally:
+        chronicle.close()
+
+
+def cmd_audit_export(args: argparse.Namespace) -> None:
+    from infra import audit
+
+    chronicle = _audited(args, "cli audit export", vars(args) | {"run": None})
+    where = audit.LogFilter(args.type, args.actor, args.since, args.until)
+
+    async def stream(conn: Any) -> None:
+        async for chunk in audit.export(conn, where):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    try:
+        asyncio.run(_with_conn(chronicle.settings, stream))
+    finally:
+        chronicle.close()
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> None:
+    from infra.verify import verify
+
+    chronicle = _audited(args, "cli audit verify", {})
+    try:
+        report = verify(chronicle.settings.require_database_url())
+    finally:
+        chronicle.close()
+    _print_json(report)
+    if not report.ok:
+        sys.exit(1)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

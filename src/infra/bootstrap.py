@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from eventsourcing.utils import Environment
 
+from commands.audit import AuditApplication
 from commands.identity import IdentityApplication
 from commands.work import WorkApplication
 from infra.eventstore import EventStoreDatabase, Factory
@@ -26,6 +27,7 @@ class Chronicle:
     identity: IdentityApplication
     work: WorkApplication
     idempotency: IdempotencyKeys
+    audit: AuditApplication
 
     def close(self) -> None:
         self.database.close()
@@ -44,4 +46,5 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     keys = IdempotencyKeys(database)
     identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
-    return Chronicle(settings, database, identity, work, keys)
+    audit = AuditApplication(make_factory)
+    return Chronicle(settings, database, identity, work, keys, audit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -56,14 +57,15 @@ def consumer_name(namespace: str, projection: Projection, version: int) -> str:
     return f"{namespace}_{projection.name}_v{version}"
 
 
-async def register(conn: psycopg.AsyncConnection[Any], projection: Projection) -> tuple[int, str]:
-    """The projection's live version and state, registering it on first sight."""
+async def register(conn: psycopg.AsyncConnection[Any], projection: Projection) -> tuple[int, str, bool]:
+    """The projection's live version, state and pause flag, registering it on first sight (at the
+    code's version). Afterwards the live version changes only by a rebuild's switch."""
     await conn.execute("INSERT INTO projections (projection, kind, live_version) VALUES (%s, %s, %s)"
                        " ON CONFLICT DO NOTHING", (projection.name, projection.kind, projection.version))
-    row = await (await conn.execute("SELECT live_version, state FROM projections WHERE projection = %s",
+    row = await (await conn.execute("SELECT live_version, state, paused FROM projections WHERE projection = %s",
                                     (projection.name,))).fetchone()
     assert row is not None
-    return int(row[0]), str(row[1])
+    return int(row[0]), str(row[1]), bool(row[2])
 
 
 class ProjectionRunner:
@@ -78,6 +80,7 @@ class ProjectionRunner:
         self.backfill_chunk = backfill_chunk
         self.reader = EnvelopeReader()
         self.checkpoint = 0
+        self.version = projection.version
         self.applied = 0
         self.role = f"projection {projection.name}"
 
@@ -89,6 +92,7 @@ class ProjectionRunner:
                 async with leadership(self.url, key, stop, self.role) as conn:
                     if conn is not None:
                         await self._lead(conn, stop)
+                await self._wait_while_paused(stop)
             except Exception as e:  # supervised: NATS, Redis or PostgreSQL went away; start over
                 log.warning("%s: %s: %s; restarting in 1s", self.role, type(e).__name__, e)
                 await _pause(stop, 1.0)
@@ -97,8 +101,10 @@ class ProjectionRunner:
         # A view and its checkpoint commit together, so losing the last commits in a server crash
         # only rewinds both: the projector applies those events again. No fsync wait per batch.
         await conn.execute("SET synchronous_commit = off")
-        version = self.projection.version
-        live, state = await register(conn, self.projection)
+        live, state, paused = await register(conn, self.projection)
+        version = self.version = live
+        if paused:
+            return  # a rebuild is comparing or switching versions: let go of the lock for a moment
         if state == "parked":
             log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", self.role)
             await self._wait_unparked(conn, stop)
@@ -108,26 +114,30 @@ class ProjectionRunner:
         nc = await connect_nats(self.settings.nats_url or "", f"chronicle-{self.projection.name}", stop)
         try:
             await store.prepare()
-            if live == version:
-                await store.publish_views()
+            await store.publish_views()
             js = nc.jetstream()
             await ensure_stream(js, self.namespace)
             sub = await js.pull_subscribe(
                 subjects(self.namespace), durable=consumer_name(self.namespace, self.projection, version),
                 stream=stream_name(self.namespace),
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                # A new consumer starts at the stream's end: the catch-up below reads the rest from the log.
+                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW,
                                       ack_wait=60, max_ack_pending=20_000, max_deliver=-1))
             self.checkpoint = await store.checkpoint()
             await self._catch_up(conn, store)
-            log.info("%s: consuming from position %d", self.role, self.checkpoint)
+            log.info("%s: consuming v%d from position %d", self.role, version, self.checkpoint)
+            next_look = 0.0
             while not stop.is_set():
                 try:
                     msgs = await self._fetch(sub)
                 except (NatsTimeout, TimeoutError):
-                    if not await still_leading(conn) or await store.checkpoint() != self.checkpoint:
-                        return  # lost the lock, or the view was reset under us (e.g. Redis flushed)
-                    continue
-                await self._handle(conn, store, msgs)
+                    msgs = []
+                if msgs:
+                    await self._handle(conn, store, msgs)
+                if time.monotonic() >= next_look:
+                    next_look = time.monotonic() + 0.5
+                    if await self._should_let_go(conn, store):
+                        return
         except Parked:
             await self._wait_unparked(conn, stop)
         finally:
@@ -135,6 +145,29 @@ class ProjectionRunner:
                 await nc.close()
             if client is not None:
                 await client.aclose()
+
+    async def _wait_while_paused(self, stop: asyncio.Event) -> None:
+        """Waits, without the lock, while a rebuild holds this projection paused."""
+        announced = False
+        while not stop.is_set():
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                row = await (await conn.execute("SELECT paused FROM projections WHERE projection = %s",
+                                                (self.projection.name,))).fetchone()
+            if not (row and row[0]):
+                return
+            if not announced:
+                log.info("%s: paused while a rebuild compares and switches versions", self.role)
+                announced = True
+            await _pause(stop, 0.2)
+
+    async def _should_let_go(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore) -> bool:
+        """Lost the lock; the view was reset under us (e.g. Redis flushed); or an operator asked
+        this projection to pause or switched its live version."""
+        if not await still_leading(conn) or await store.checkpoint() != self.checkpoint:
+            return True
+        row = await (await conn.execute("SELECT live_version, paused FROM projections WHERE projection = %s",
+                                        (self.projection.name,))).fetchone()
+        return row is None or row[0] != self.version or bool(row[1])
 
     async def _fetch(self, sub: Any) -> list[Msg]:
         """One message as soon as there is one, then whatever else is already waiting. (A single
@@ -235,7 +268,7 @@ class ProjectionRunner:
             return
         try:
             await self.announcer.publish(channel(self.namespace),
-                                         announcement(self.projection.name, self.projection.version, self.checkpoint))
+                                         announcement(self.projection.name, self.version, self.checkpoint))
         except Exception as e:  # queries also read the checkpoint from the store
             log.debug("%s: could not announce checkpoint (%s)", self.role, e)
 
@@ -246,7 +279,7 @@ class ProjectionRunner:
             await conn.execute(
                 "INSERT INTO dead_letters (projection, version, position, event_id, type, error, traceback)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (self.projection.name, self.projection.version, event.position, event.event_id, event.type,
+                (self.projection.name, self.version, event.position, event.event_id, event.type,
                  f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error))))
             await conn.execute("UPDATE projections SET state = 'parked', parked_at = %s, error = %s,"
                                " updated_at = now() WHERE projection = %s",

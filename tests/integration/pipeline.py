@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import psycopg
 import redis.asyncio as aioredis
 
+from infra.projector import register
 from infra.rebuild import fingerprint, head_position, open_store, replay
 from infra.settings import Settings
 from infra.viewstores import RedisStore, SqlStore
@@ -68,7 +69,8 @@ def checkpoints(url: str, settings: Settings) -> dict[str, int]:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 found = {}
                 for projection in all_projections():
-                    store = await open_store(conn, client, settings.namespace, projection, projection.version)
+                    live, _, _ = await register(conn, projection)
+                    store = await open_store(conn, client, settings.namespace, projection, live)
                     found[projection.name] = await store.checkpoint()
                 return found
         finally:
@@ -107,7 +109,8 @@ def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> 
         try:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 for projection in all_projections():
-                    live = await open_store(conn, client, settings.namespace, projection, projection.version)
+                    version, _, _ = await register(conn, projection)
+                    live = await open_store(conn, client, settings.namespace, projection, version)
                     scratch = await open_store(conn, client, settings.namespace, projection, scratch_version)
                     await replay(url, scratch, after=0, until=await live.checkpoint())
                     found[projection.name] = (await fingerprint(conn, client, live)).differences(

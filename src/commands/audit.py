@@ -1,0 +1,40 @@
+"""The auditors' application: records each access to history, and reconstructs any aggregate as
+it was at a version (the library's repository replays its events, snapshots included)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
+
+from commands.base import ChronicleApplication, CommandResult, Context
+from domain.audit import AuditAccess
+from domain.errors import NotFound
+from domain.identity import SECRET_FIELDS
+
+REDACTED = "[redacted]"
+
+
+class AuditApplication(ChronicleApplication):
+    name = "audit"
+
+    def record_access(self, ctx: Context, route: str, query: dict[str, str]) -> CommandResult:
+        access = AuditAccess(auditor=ctx.actor_id or "unknown", route=route, query=query)
+        return self.record(ctx, access, result_of=access)
+
+    def state_at(self, stream_id: uuid.UUID, version: int) -> dict[str, Any]:
+        """The aggregate as it was after `version`, as plain JSON values, secrets redacted."""
+        try:
+            aggregate: Aggregate = self.repository.get(stream_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"stream {stream_id} has no version {version}") from None
+        if aggregate.version != version:
+            raise NotFound(f"stream {stream_id} has no version {version} (it is at {aggregate.version})")
+        state = {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}
+        for secret in SECRET_FIELDS & state.keys():
+            state[secret] = REDACTED
+        return {"stream_id": str(stream_id), "type": type(aggregate).__qualname__, "version": aggregate.version,
+                "state": msgspec.to_builtins(state, order="sorted")}

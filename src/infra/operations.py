@@ -1,0 +1,319 @@
+"""What operators do to projections: see them, rebuild them blue/green, reset them, and deal with
+a parked poison event. Every change of state is written to `operations_log`.
+
+A rebuild never stops queries: they read the live version while the new one is built from the log
+(the source of truth) beside it. Once the new version has caught up with live events, the live
+projector is paused for a moment, both versions are brought to the same position and compared
+(row/key counts and a content checksum per table or key kind), and the switch (the live version
+number, and for SQL the views queries read) is one transaction. The old version is dropped a few
+seconds later, once no process can still be reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats
+import psycopg
+import redis.asyncio as aioredis
+
+from infra.eventstore import GATE
+from infra.leadership import lock_key
+from infra.projector import consumer_name, register
+from infra.rebuild import Progress, fingerprint, head_position, open_store, replay
+from infra.relay import stream_name
+from infra.settings import Settings
+from infra.viewstores import RedisStore, SqlStore
+from projections.base import Projection
+
+GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)
+CATCH_UP_LEFT = 1000  # events still to apply before the live projector is paused for the comparison
+
+
+class OperationRefused(Exception):
+    """The operation cannot be done now; the message says why."""
+
+
+@dataclass
+class RebuildReport:
+    projection: str
+    live_version: int
+    new_version: int
+    events: int
+    seconds: float
+    differences: list[str] = field(default_factory=list)
+    switched: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+class ProjectionStatus(msgspec.Struct):
+    name: str
+    kind: str
+    version: int
+    state: str
+    checkpoint: str
+    lag_events: int
+    lag_seconds: float
+    error: str | None = None
+
+
+# -- locks ---------------------------------------------------------------------------------------
+
+
+async def lock_held(conn: psycopg.AsyncConnection[Any], key: int) -> bool:
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    row = await (await conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = %s AND objid = %s", (unsigned >> 32, unsigned & 0xFFFFFFFF))).fetchone()
+    return bool(row and row[0])
+
+
+@asynccontextmanager
+async def _locked(url: str, key: int, what: str, *, wait: float = 0.0) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                 application_name=f"chronicle {what} pid={os.getpid()}")
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+            if row and row[0]:
+                break
+            if time.monotonic() >= deadline:
+                raise OperationRefused(f"{what}: another process holds it")
+            await asyncio.sleep(0.1)
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _log(conn: psycopg.AsyncConnection[Any], operator: str, operation: str, projection: str,
+               **detail: Any) -> None:
+    await conn.execute("INSERT INTO operations_log (operator, operation, projection, detail)"
+                       " VALUES (%s, %s, %s, %s)",
+                       (operator, operation, projection, msgspec.json.encode(detail).decode()))
+
+
+@asynccontextmanager
+async def _paused(url: str, settings: Settings, projection: Projection) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """Pauses the live projector and holds its lock: nothing else writes the live view meanwhile."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("UPDATE projections SET paused = true WHERE projection = %s", (projection.name,))
+        try:
+            async with _locked(url, lock_key(settings.namespace, "projection", projection.name),
+                               f"projection {projection.name} (paused)", wait=60.0) as locked:
+                yield locked
+        finally:
+            await conn.execute("UPDATE projections SET paused = false WHERE projection = %s", (projection.name,))
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+async def statuses(settings: Settings, projections: list[Projection]) -> list[ProjectionStatus]:
+    url = settings.require_database_url()
+    client = aioredis.from_url(settings.redis_url or "")
+    found = []
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for projection in projections:
+                live, state, _ = await register(conn, projection)
+                store = await open_store(conn, client, settings.namespace, projection, live)
+                position = await store.checkpoint()
+                lag = await (await conn.execute(
+                    f"SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %(p)s"
+                    f" AND notification_id < {GATE} LIMIT 1000000) s), coalesce(extract(epoch FROM now() -"
+                    f" (SELECT recorded_at FROM events WHERE notification_id > %(p)s AND notification_id < {GATE}"
+                    f" ORDER BY notification_id LIMIT 1)), 0)", {"p": position})).fetchone() or (0, 0)
+                error_row = await (await conn.execute("SELECT error FROM projections WHERE projection = %s",
+                                                      (projection.name,))).fetchone()
+                if state != "parked":
+                    if await lock_held(conn, lock_key(settings.namespace, "rebuild", projection.name)):
+                        state = "rebuilding"
+                    elif await lock_held(conn, lock_key(settings.namespace, "projection", projection.name)):
+                        state = "running"
+                    else:
+                        state = "stopped"
+                found.append(ProjectionStatus(projection.name, projection.kind, live, state, str(position),
+                                              int(lag[0]), round(float(lag[1]), 3),
+                                              error_row[0] if error_row and state == "parked" else None))
+    finally:
+        await client.aclose()
+    return found
+
+
+# -- rebuild --------------------------------------------------------------------------------------
+
+
+async def rebuild(settings: Settings, projection: Projection, *, switch: bool = True, force: bool = False,
+                  progress: Progress | None = None, operator: str = "cli") -> RebuildReport:
+    url = settings.require_database_url()
+    client = aioredis.from_url(settings.redis_url or "")
+    key = lock_key(settings.namespace, "rebuild", projection.name)
+    try:
+        async with _locked(url, key, f"rebuild {projection.name}") as conn:
+            return await _rebuild(url, settings, conn, client, projection, switch, force, progress, operator)
+    except OperationRefused:
+        raise OperationRefused(f"a rebuild of {projection.name} is already running; wait for it to finish") from None
+    finally:
+        await client.aclose()
+
+
+async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
+                   projection: Projection, switch: bool, force: bool, progress: Progress | None,
+                   operator: str) -> RebuildReport:
+    live, _, _ = await register(conn, projection)
+    versions = {row[0] for row in await (await conn.execute(
+        "SELECT version FROM projection_checkpoints WHERE projection = %s", (projection.name,))).fetchall()}
+    new = max(versions | {live, projection.version}) + 1
+    started = time.monotonic()
+    target = await open_store(conn, client, settings.namespace, projection, new)
+    position = await replay(url, target, after=0, progress=progress)
+    while await _behind(conn, position) > CATCH_UP_LEFT:
+        position = await replay(url, target, after=position, progress=progress)
+    report = RebuildReport(projection.name, live, new, 0, 0.0)
+    async with _paused(url, settings, projection):
+        current = await open_store(conn, client, settings.namespace, projection, live)
+        head = await head_position(conn)
+        await replay(url, current, after=await current.checkpoint(), until=head)
+        position = await replay(url, target, after=position, until=head, progress=progress)
+        report.differences = (await fingerprint(conn, client, current)).differences(
+            await fingerprint(conn, client, target))
+        report.switched = switch and (force or not report.differences)
+        if report.switched:
+            async with conn.transaction():
+                await conn.execute("UPDATE projections SET live_version = %s, state = 'running', error = NULL,"
+                                   " parked_at = NULL, updated_at = now() WHERE projection = %s",
+                                   (new, projection.name))
+                await target.publish_views()
+                await _log(conn, operator, "rebuild.switch", projection.name, from_version=live, to_version=new,
+                           position=str(position), differences=report.differences, forced=bool(report.differences))
+    report.seconds = time.monotonic() - started
+    report.events = await _count(conn, position)
+    if report.switched:
+        await asyncio.sleep(GRACE_S)
+        await drop_version(settings, conn, client, projection, current)
+    else:
+        await drop_version(settings, conn, client, projection, target)
+        await _log(conn, operator, "rebuild.compare", projection.name, version=new, differences=report.differences)
+    return report
+
+
+async def _behind(conn: psycopg.AsyncConnection[Any], position: int) -> int:
+    row = await (await conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %s"
+                                    f" AND notification_id < {GATE} LIMIT {CATCH_UP_LEFT + 1}) s",
+                                    (position,))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _count(conn: psycopg.AsyncConnection[Any], upto: int) -> int:
+    row = await (await conn.execute("SELECT count(*) FROM events WHERE notification_id <= %s", (upto,))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def drop_version(settings: Settings, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
+                       projection: Projection, store: SqlStore | RedisStore) -> None:
+    """Drops a version's tables or keys, its checkpoint and its NATS consumer."""
+    if isinstance(store, SqlStore):
+        for table in store.tables.values():
+            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE".encode())
+    else:
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=store.prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.delete(*batch)
+                batch = []
+        if batch:
+            await client.delete(*batch)
+    await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
+                       (projection.name, store.version))
+    with contextlib.suppress(Exception):  # no consumer yet, or NATS away: nothing to clean
+        nc = await nats.connect(settings.nats_url or "", connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            await nc.jetstream().delete_consumer(stream_name(settings.namespace),
+                                                 consumer_name(settings.namespace, projection, store.version))
+        finally:
+            await nc.close()
+
+
+# -- reset, retry, skip ---------------------------------------------------------------------------
+
+
+async def reset(settings: Settings, projection: Projection, operator: str = "cli") -> None:
+    """Empties the live view and its checkpoint: the projector rebuilds it from the start of the log."""
+    url = settings.require_database_url()
+    client = aioredis.from_url(settings.redis_url or "")
+    try:
+        async with _paused(url, settings, projection) as conn, conn.transaction():
+            # One transaction: queries see the old view or the new empty one, never none.
+            live, _, _ = await register(conn, projection)
+            store = await open_store(conn, client, settings.namespace, projection, live)
+            await drop_version(settings, conn, client, projection, store)
+            store = await open_store(conn, client, settings.namespace, projection, live)
+            await store.publish_views()
+            await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL"
+                               " WHERE projection = %s", (projection.name,))
+            await _log(conn, operator, "reset", projection.name, version=live)
+    finally:
+        await client.aclose()
+
+
+async def retry(settings: Settings, projection: Projection, operator: str = "cli") -> int:
+    """Resumes a parked projection at the event it parked on; returns that position."""
+    async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn, \
+            conn.transaction():
+        row = await (await conn.execute("SELECT parked_at FROM projections WHERE projection = %s AND state = 'parked'"
+                                        " FOR UPDATE", (projection.name,))).fetchone()
+        if row is None:
+            raise OperationRefused(f"{projection.name} is not parked")
+        await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
+                           " updated_at = now() WHERE projection = %s", (projection.name,))
+        await conn.execute("UPDATE dead_letters SET resolved = 'retried', resolved_at = now()"
+                           " WHERE projection = %s AND resolved IS NULL", (projection.name,))
+        await _log(conn, operator, "retry", projection.name, position=str(row[0]))
+        return int(row[0])
+
+
+async def skip(settings: Settings, projection: Projection, event_id: str, operator: str = "cli") -> int:
+    """Moves a parked projection past the event it parked on, explicitly: the view will never hold
+    it. Recorded in the operations log; returns the event's position."""
+    url = settings.require_database_url()
+    client = aioredis.from_url(settings.redis_url or "")
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            letter = await (await conn.execute(
+                "SELECT position, type FROM dead_letters WHERE projection = %s AND event_id::text = %s"
+                " AND resolved IS NULL ORDER BY id DESC LIMIT 1", (projection.name, event_id))).fetchone()
+            if letter is None:
+                raise OperationRefused(f"{projection.name} is not parked on event {event_id}")
+            position, type_ = int(letter[0]), str(letter[1])
+            previous = await (await conn.execute("SELECT coalesce(max(notification_id), 0) FROM events"
+                                                 " WHERE notification_id < %s", (position,))).fetchone()
+            live, _, _ = await register(conn, projection)
+            store = await open_store(conn, client, settings.namespace, projection, live)
+            checkpoint = await store.checkpoint()
+            if previous is None or checkpoint != previous[0]:
+                raise OperationRefused(f"{projection.name} is at {checkpoint}, not just before event {event_id}")
+            async with conn.transaction():
+                await store.apply([], checkpoint, position)
+                await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
+                                   " updated_at = now() WHERE projection = %s", (projection.name,))
+                await conn.execute("UPDATE dead_letters SET resolved = 'skipped', resolved_at = now()"
+                                   " WHERE projection = %s AND resolved IS NULL", (projection.name,))
+                await _log(conn, operator, "skip", projection.name, event_id=event_id, position=str(position),
+                           type=type_)
+            return position
+    finally:
+        await client.aclose()
