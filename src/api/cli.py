@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     queries.add_argument("--seconds", type=float, default=10.0)
     queries.add_argument("--connections", type=int, default=32)
     queries.set_defaults(run=cmd_bench_queries)
+    rebuild_bench = add(bench, "rebuild", help="generate N events in bulk, rebuild every projection from them")
+    rebuild_bench.add_argument("--events", type=int, default=100_000)
+    rebuild_bench.set_defaults(run=cmd_bench_rebuild)
     return parser
 
 
@@ -369,7 +372,7 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> None:
     _check_schema(settings)
     chosen = all_projections() if args.all else [_projection(args.name)]
     for projection in chosen:
-        bar = ProgressBar(projection.name, settings)
+        bar = ProgressBar(projection.name)
         try:
             report = asyncio.run(rebuild(settings, projection, switch=not args.no_switch, force=args.force,
                                          progress=bar.update, operator=_operator()))
@@ -427,38 +430,34 @@ def cmd_projections_skip(args: argparse.Namespace) -> None:
 
 
 class ProgressBar:
-    """events/s and ETA on stderr, redrawn in place on a terminal, a line every few seconds if not."""
+    """events/s and ETA on stderr, redrawn in place on a terminal, a line every few seconds if not.
+    Progress is measured in positions of the log (the rebuild reads only the event types the
+    projection handles)."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str) -> None:
         self.name, self.started, self.last_draw = name, time.monotonic(), 0.0
-        self.total = _count_events(settings)
         self.tty = sys.stderr.isatty()
+        self.first: int | None = None
 
-    def update(self, applied: int, position: int) -> None:
+    def update(self, applied: int, position: int, end: int) -> None:
         now = time.monotonic()
+        if self.first is None:
+            self.first = position
         if now - self.last_draw < (0.2 if self.tty else 5.0):
             return
         self.last_draw = now
-        rate = applied / max(now - self.started, 1e-6)
-        left = max(self.total - applied, 0)
-        eta = left / rate if rate else 0
+        elapsed = max(now - self.started, 1e-6)
+        done = (position - self.first) / max(end - self.first, 1)
+        eta = elapsed * (1 - done) / done if done > 0 else 0.0
         width = 30
-        filled = int(width * min(applied / self.total, 1.0)) if self.total else width
-        line = (f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {applied:,}/{self.total:,} events"
-                f"  {rate:,.0f}/s  ETA {eta:,.0f}s")
+        filled = int(width * min(done, 1.0))
+        line = (f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {done:6.1%}  {applied:,} events"
+                f"  {applied / elapsed:,.0f}/s  ETA {eta:,.0f}s")
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def done(self) -> None:
         if self.tty and self.last_draw:
             print(file=sys.stderr)
-
-
-def _count_events(settings: Settings) -> int:
-    import psycopg
-
-    with psycopg.connect(settings.require_database_url()) as conn:
-        row = conn.execute("SELECT count(*) FROM events").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _uuid(value: str) -> Any:
@@ -660,6 +659,12 @@ def cmd_bench_queries(args: argparse.Namespace) -> None:
     from infra.bench.queries import bench_queries
 
     print(json.dumps(bench_queries(with_servers(settings_from(args)), args.seconds, args.connections)))
+
+
+def cmd_bench_rebuild(args: argparse.Namespace) -> None:
+    from infra.bench.rebuild import bench_rebuild
+
+    print(json.dumps(bench_rebuild(with_servers(settings_from(args)), args.events)))
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ lost its lock but has not noticed yet) and refuse with `StaleCheckpoint` when it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 import psycopg.errors
 import redis.asyncio as aioredis
@@ -33,13 +35,82 @@ def table_names(projection: SqlProjection, version: int) -> dict[str, str]:
     return {name: f"{projection.schema}.{name}_v{version}" for name in projection.tables}
 
 
+@dataclass
+class _RowOp:
+    kind: str  # "insert" | "update" | "delete" | "replace" (delete, then insert)
+    columns: dict[str, Any] = field(default_factory=dict)
+    increments: dict[str, int] = field(default_factory=dict)
+
+
 class BufferedSqlView:
-    def __init__(self, tables: Mapping[str, str]) -> None:
-        self.tables = tables
-        self.statements: list[tuple[str, Sequence[Any]]] = []
+    """A batch's writes as a unit of work: row operations coalesced per (table, key) and applied
+    as grouped `executemany`s; raw statements after them, in order (see `SqlView`)."""
+
+    def __init__(self, tables: Mapping[str, str], keys: Mapping[str, tuple[str, ...]]) -> None:
+        self.tables, self.keys = tables, keys
+        self.rows: dict[tuple[str, tuple[Any, ...]], _RowOp] = {}
+        self.raw: list[tuple[str, Sequence[Any]]] = []
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        key = (table, tuple(row[c] for c in self.keys[table]))
+        op = self.rows.get(key)
+        if op is None:
+            self.rows[key] = _RowOp("insert", dict(row))
+        elif op.kind == "delete":
+            self.rows[key] = _RowOp("replace", dict(row))
+
+    def update(self, table: str, key: Sequence[Any], columns: Mapping[str, Any]) -> None:
+        op = self.rows.setdefault((table, tuple(key)), _RowOp("update"))
+        if op.kind == "delete":
+            return
+        op.columns.update(columns)
+        for column in columns:
+            op.increments.pop(column, None)
+
+    def increment(self, table: str, key: Sequence[Any], column: str, delta: int) -> None:
+        op = self.rows.setdefault((table, tuple(key)), _RowOp("update"))
+        if op.kind == "delete":
+            return
+        if op.kind in ("insert", "replace") or column in op.columns:
+            op.columns[column] = op.columns.get(column, 0) + delta
+        else:
+            op.increments[column] = op.increments.get(column, 0) + delta
+
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        self.rows[(table, tuple(key))] = _RowOp("delete")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self.statements.append((sql.format_map(self.tables), params))
+        self.raw.append((sql.format_map(self.tables), params))
+
+    def statements(self) -> list[tuple[str, list[Sequence[Any]]]]:
+        """Deletes, inserts, updates (each grouped by shape), then raw statements in order."""
+        deletes: dict[str, list[Sequence[Any]]] = {}
+        inserts: dict[tuple[str, tuple[str, ...]], list[Sequence[Any]]] = {}
+        updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[Sequence[Any]]] = {}
+        for (table, key), op in self.rows.items():
+            if op.kind in ("delete", "replace"):
+                deletes.setdefault(table, []).append(key)
+            if op.kind in ("insert", "replace"):
+                columns = tuple(op.columns)
+                inserts.setdefault((table, columns), []).append(tuple(op.columns.values()))
+            elif op.kind == "update" and (op.columns or op.increments):
+                shape = (table, tuple(op.columns), tuple(op.increments))
+                updates.setdefault(shape, []).append((*op.columns.values(), *op.increments.values(), *key))
+        found: list[tuple[str, list[Sequence[Any]]]] = []
+        for table, keys in deletes.items():
+            found.append((f"DELETE FROM {self.tables[table]} WHERE {self._where(table)}", keys))
+        for (table, columns), rows in inserts.items():
+            names, marks = ", ".join(columns), ", ".join(["%s"] * len(columns))
+            conflict = ", ".join(self.keys[table])
+            found.append((f"INSERT INTO {self.tables[table]} ({names}) VALUES ({marks})"
+                          f" ON CONFLICT ({conflict}) DO NOTHING", rows))
+        for (table, sets, adds), rows in updates.items():
+            assignments = [f"{c} = %s" for c in sets] + [f"{c} = {c} + %s" for c in adds]
+            found.append((f"UPDATE {self.tables[table]} SET {', '.join(assignments)} WHERE {self._where(table)}", rows))
+        return found + [(sql, [params]) for sql, params in self.raw]
+
+    def _where(self, table: str) -> str:
+        return " AND ".join(f"{c} = %s" for c in self.keys[table])
 
 
 _ADVANCE = ("WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
@@ -81,7 +152,7 @@ class SqlStore:
         return int(row[0]) if row else 0
 
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
-        view = BufferedSqlView(self.tables)
+        view = BufferedSqlView(self.tables, self.projection.keys)
         for envelope in envelopes:
             if envelope.type in self.projection.handles:
                 self.projection.apply(envelope, view)
@@ -90,8 +161,11 @@ class SqlStore:
         # checkpoint is the one this batch was planned from.
         try:
             async with self.conn.pipeline(), self.conn.transaction(), self.conn.cursor() as cur:
-                for sql, params in view.statements:
-                    await cur.execute(sql, params)
+                for sql, rows in view.statements():
+                    if len(rows) == 1:
+                        await cur.execute(sql, rows[0])
+                    else:
+                        await cur.executemany(sql, rows)
                 await cur.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
         except psycopg.errors.DivisionByZero:
             raise StaleCheckpoint(f"{self.projection.name} v{self.version} is no longer at {expected}") from None
@@ -99,22 +173,17 @@ class SqlStore:
 
 # -- Redis -------------------------------------------------------------------------------------
 
-# KEYS[1] is the checkpoint; ARGV: expected checkpoint, new checkpoint, then operations as
-# (command, key index, argument count, arguments...). All keys of a view share one hash tag.
+# KEYS[1] is the checkpoint; ARGV: expected checkpoint, new checkpoint, and the operations as one
+# JSON array of [command, key index, arguments...]. All keys of a view share one hash tag.
 APPLY_BATCH = """
 local current = redis.call('GET', KEYS[1]) or '0'
 if current ~= ARGV[1] then
   return redis.error_reply('STALE ' .. current)
 end
 local allowed = {HSET=true, HDEL=true, HINCRBY=true, ZADD=true, ZREM=true, SADD=true, SREM=true, DEL=true}
-local i = 3
-while i <= #ARGV do
-  local command = ARGV[i]
-  if not allowed[command] then return redis.error_reply('FORBIDDEN ' .. command) end
-  local key = KEYS[tonumber(ARGV[i + 1])]
-  local n = tonumber(ARGV[i + 2])
-  redis.call(command, key, unpack(ARGV, i + 3, i + 2 + n))
-  i = i + 3 + n
+for _, op in ipairs(cjson.decode(ARGV[3])) do
+  if not allowed[op[1]] then return redis.error_reply('FORBIDDEN ' .. tostring(op[1])) end
+  redis.call(op[1], KEYS[op[2]], unpack(op, 3))
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
@@ -125,18 +194,48 @@ def redis_prefix(namespace: str, projection: Projection, version: int) -> str:
     return f"{namespace}:{{{projection.name}:v{version}}}:"
 
 
+@dataclass
+class _KeyOps:
+    """What a batch does to one key, coalesced: the last write of a field or member wins,
+    increments add up, a delete clears what came before it."""
+
+    deleted: bool = False
+    hset: dict[str, str] = field(default_factory=dict)
+    hincr: dict[str, int] = field(default_factory=dict)
+    hdel: set[str] = field(default_factory=set)
+    zadd: dict[str, float] = field(default_factory=dict)
+    zrem: set[str] = field(default_factory=set)
+    sadd: set[str] = field(default_factory=set)
+    srem: set[str] = field(default_factory=set)
+
+    def commands(self) -> list[list[str]]:
+        found: list[list[str]] = [["DEL"]] if self.deleted else []
+        if self.hdel:
+            found.append(["HDEL", *sorted(self.hdel)])
+        if self.hset:
+            found.append(["HSET", *[x for kv in self.hset.items() for x in kv]])
+        found += [["HINCRBY", f, str(d)] for f, d in self.hincr.items()]  # a zero still makes the field, as unbatched
+        if self.zrem:
+            found.append(["ZREM", *sorted(self.zrem)])
+        if self.zadd:
+            found.append(["ZADD", *[x for m, s in self.zadd.items() for x in (repr(s), m)]])
+        if self.srem:
+            found.append(["SREM", *sorted(self.srem)])
+        if self.sadd:
+            found.append(["SADD", *sorted(self.sadd)])
+        return found
+
+
 class BufferedRedisView:
-    """Collects a batch's operations and keeps the hashes it read up to date as it goes."""
+    """Collects a batch's operations, coalesced per key, and keeps the hashes it read up to date."""
 
     def __init__(self, prefix: str, hashes: dict[str, dict[str, str]]) -> None:
         self.prefix = prefix
         self.hashes = hashes
-        self.keys: dict[str, int] = {}
-        self.ops: list[Any] = []
+        self.pending: dict[str, _KeyOps] = {}
 
-    def _op(self, command: str, key: str, *args: Any) -> None:
-        index = self.keys.setdefault(self.prefix + key, len(self.keys) + 2)
-        self.ops += [command, index, len(args), *args]
+    def _ops(self, key: str) -> _KeyOps:
+        return self.pending.setdefault(key, _KeyOps())
 
     def hash(self, key: str) -> dict[str, str]:
         if key not in self.hashes:
@@ -144,34 +243,62 @@ class BufferedRedisView:
         return dict(self.hashes[key])
 
     def hset(self, key: str, mapping: Mapping[str, str | int | float]) -> None:
-        self.hashes.setdefault(key, {}).update({k: str(v) for k, v in mapping.items()})
-        self._op("HSET", key, *[x for kv in mapping.items() for x in kv])
+        ops, values = self._ops(key), {k: str(v) for k, v in mapping.items()}
+        self.hashes.setdefault(key, {}).update(values)
+        for name, value in values.items():
+            ops.hset[name] = value
+            ops.hincr.pop(name, None)
+            ops.hdel.discard(name)
 
-    def hdel(self, key: str, *fields: str) -> None:
-        for field in fields:
-            self.hashes.get(key, {}).pop(field, None)
-        self._op("HDEL", key, *fields)
+    def hdel(self, key: str, *names: str) -> None:
+        ops = self._ops(key)
+        for name in names:
+            self.hashes.get(key, {}).pop(name, None)
+            ops.hset.pop(name, None)
+            ops.hincr.pop(name, None)
+            ops.hdel.add(name)
 
-    def hincrby(self, key: str, field: str, delta: int) -> None:
+    def hincrby(self, key: str, name: str, delta: int) -> None:
+        ops = self._ops(key)
         current = self.hashes.setdefault(key, {})
-        current[field] = str(int(current.get(field, "0")) + delta)
-        self._op("HINCRBY", key, field, delta)
+        current[name] = str(int(current.get(name, "0")) + delta)
+        if name in ops.hset or name in ops.hdel or ops.deleted:
+            ops.hset[name] = str(int(ops.hset.get(name, "0")) + delta)
+            ops.hdel.discard(name)
+        else:
+            ops.hincr[name] = ops.hincr.get(name, 0) + delta
 
     def zadd(self, key: str, member: str, score: float) -> None:
-        self._op("ZADD", key, score, member)
+        ops = self._ops(key)
+        ops.zadd[member] = score
+        ops.zrem.discard(member)
 
     def zrem(self, key: str, member: str) -> None:
-        self._op("ZREM", key, member)
+        ops = self._ops(key)
+        ops.zadd.pop(member, None)
+        ops.zrem.add(member)
 
     def sadd(self, key: str, member: str) -> None:
-        self._op("SADD", key, member)
+        ops = self._ops(key)
+        ops.sadd.add(member)
+        ops.srem.discard(member)
 
     def srem(self, key: str, member: str) -> None:
-        self._op("SREM", key, member)
+        ops = self._ops(key)
+        ops.sadd.discard(member)
+        ops.srem.add(member)
 
     def delete(self, key: str) -> None:
         self.hashes.pop(key, None)
-        self._op("DEL", key)
+        self.pending[key] = _KeyOps(deleted=True)
+
+    def encoded(self) -> tuple[list[str], bytes]:
+        """The keys (for KEYS, after the checkpoint) and the operations as one JSON argument."""
+        keys, ops = [], []
+        for index, (key, pending) in enumerate(self.pending.items(), start=2):
+            keys.append(self.prefix + key)
+            ops += [[command[0], index, *command[1:]] for command in pending.commands()]
+        return keys, msgspec.json.encode(ops)
 
 
 class RedisStore:
@@ -204,9 +331,9 @@ class RedisStore:
         view = BufferedRedisView(self.prefix, hashes)
         for envelope in handled:
             self.projection.apply(envelope, view)
-        keys = [self.checkpoint_key, *view.keys]
+        keys, ops = view.encoded()
         try:
-            await self.script(keys=keys, args=[str(expected), str(new), *view.ops])
+            await self.script(keys=[self.checkpoint_key, *keys], args=[str(expected), str(new), ops])
         except aioredis.ResponseError as e:
             if str(e).startswith("STALE"):
                 raise StaleCheckpoint(f"{self.projection.name} v{self.version}: {e}") from None

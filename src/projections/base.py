@@ -18,8 +18,24 @@ from infra.envelope import EventEnvelope
 
 
 class SqlView(Protocol):
-    """Statements against the projection's own tables, run in one transaction with the checkpoint.
-    In `sql`, `{name}` stands for the table `name` of this view version."""
+    """Writes to the projection's own tables, applied in one transaction with the checkpoint.
+
+    Row operations (by the table's key, see `SqlProjection.keys`) are coalesced per batch: an
+    update of a row inserted in the same batch folds into the insert, increments add up, the last
+    write of a column wins. They are applied before `execute` statements, which run in the order
+    given: a projection uses `execute` for what rows cannot say (array operations, subqueries), and
+    such statements must not depend on the order of row operations beyond "the batch's rows exist".
+    In `sql`, `{name}` stands for the table `name` of this view version.
+    """
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        """Adds a row unless one with its key exists."""
+
+    def update(self, table: str, key: Sequence[Any], columns: Mapping[str, Any]) -> None: ...
+
+    def increment(self, table: str, key: Sequence[Any], column: str, delta: int) -> None: ...
+
+    def delete(self, table: str, key: Sequence[Any]) -> None: ...
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
 
@@ -63,6 +79,8 @@ class SqlProjection(Projection):
     tables: ClassVar[dict[str, str]]
     """Logical table name -> `CREATE TABLE {name} (...)`, plus any `CREATE INDEX ... ON {name}`
     statements after a `;`. The projector creates them for each version it builds."""
+    keys: ClassVar[dict[str, tuple[str, ...]]]
+    """Logical table name -> the columns of its primary key (for row operations)."""
 
     @abstractmethod
     def apply(self, event: EventEnvelope, view: SqlView) -> None: ...

@@ -3,6 +3,7 @@ pagination per sort order)."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from infra.envelope import EventEnvelope
@@ -32,19 +33,20 @@ class TaskList(SqlProjection):
                  " CREATE INDEX ON {tasks} (assignee_id, status) WHERE assignee_id IS NOT NULL;"
                  " CREATE INDEX ON {tasks} USING gin (title gin_trgm_ops)",
     }
+    keys = {"tasks": ("id",)}
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data = event.data
         match event.type:
             case "Task.Created":
                 due = date_or_none(data.get("due_date"))
-                view.execute(
-                    "INSERT INTO {tasks} (id, project_id, title, description, priority, priority_rank, due_date,"
-                    " due_sort, status, created_by, created_at, updated_at, version)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'todo', %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                    (event.stream_id, uuid_or_none(data["project_id"]), data["title"], data.get("description", ""),
-                     data["priority"], PRIORITY_RANK[data["priority"]], due, due or NO_DUE_DATE,
-                     uuid_or_none(data["created_by"]), when(event), when(event), event.version))
+                view.insert("tasks", {
+                    "id": event.stream_id, "project_id": uuid_or_none(data["project_id"]), "title": data["title"],
+                    "description": data.get("description", ""), "priority": data["priority"],
+                    "priority_rank": PRIORITY_RANK[data["priority"]], "due_date": due,
+                    "due_sort": due or date.fromisoformat(NO_DUE_DATE), "status": "todo", "assignee_id": None,
+                    "created_by": uuid_or_none(data["created_by"]), "created_at": when(event),
+                    "updated_at": when(event), "completed_at": None, "version": event.version})
             case "Task.Edited":
                 self._set(view, event, **_edits(data["changes"]))
             case "Task.Assigned":
@@ -60,9 +62,7 @@ class TaskList(SqlProjection):
 
     @staticmethod
     def _set(view: SqlView, event: EventEnvelope, **columns: Any) -> None:
-        sets = "".join(f"{column} = %s, " for column in columns)
-        view.execute(f"UPDATE {{tasks}} SET {sets}updated_at = %s, version = %s WHERE id = %s",
-                     (*columns.values(), when(event), event.version, event.stream_id))
+        view.update("tasks", (event.stream_id,), {**columns, "updated_at": when(event), "version": event.version})
 
 
 def _edits(changes: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def _edits(changes: dict[str, Any]) -> dict[str, Any]:
                 columns["priority"], columns["priority_rank"] = value, PRIORITY_RANK[value]
             case "due_date":
                 due = date_or_none(value)
-                columns["due_date"], columns["due_sort"] = due, due or NO_DUE_DATE
+                columns["due_date"], columns["due_sort"] = due, due or date.fromisoformat(NO_DUE_DATE)
             case "title" | "description":
                 columns[key] = value
     return columns

@@ -17,20 +17,20 @@ class UserDirectory(SqlProjection):
                  " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
                  " CREATE INDEX ON {users} (email)",
     }
+    keys = {"users": ("id",)}
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
-        data = event.data
+        data, user = event.data, event.stream_id
         match event.type:
             case "User.Registered":
-                view.execute("INSERT INTO {users} (id, name, email, roles, registered_at, version)"
-                             " VALUES (%s, %s, %s, ARRAY['member'], %s, %s) ON CONFLICT (id) DO NOTHING",
-                             (event.stream_id, data["name"], data["email"], when(event), event.version))
+                view.insert("users", {"id": user, "name": data["name"], "email": data["email"], "roles": ["member"],
+                                      "registered_at": when(event), "version": event.version})
             case "User.RoleGranted":
                 view.execute("UPDATE {users} SET roles = CASE WHEN %s = ANY(roles) THEN roles"
-                             " ELSE array_append(roles, %s) END, version = %s WHERE id = %s",
-                             (data["role"], data["role"], event.version, event.stream_id))
+                             " ELSE array_append(roles, %s) END WHERE id = %s", (data["role"], data["role"], user))
+                view.update("users", (user,), {"version": event.version})
             case "User.RoleRevoked":
-                view.execute("UPDATE {users} SET roles = array_remove(roles, %s), version = %s WHERE id = %s",
-                             (data["role"], event.version, event.stream_id))
+                view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))
+                view.update("users", (user,), {"version": event.version})
             case "User.PasswordHashChanged":
-                view.execute("UPDATE {users} SET version = %s WHERE id = %s", (event.version, event.stream_id))
+                view.update("users", (user,), {"version": event.version})
