@@ -99,8 +99,8 @@ def admin(api: Api, chronicle_app: Any) -> User:
 
 @pytest.fixture(scope="session")
 def pipeline(settings: Settings) -> Iterator[None]:
-    """The run's relay and projectors, so query routes have views to read."""
+    """The run's relay, projectors and order saga, so query routes have views to read."""
     from tests.integration.pipeline import running
 
-    with running(settings, "relay", "projector"):
+    with running(settings, "relay", "projector", "saga"):
         yield

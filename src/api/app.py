@@ -14,11 +14,14 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from api.audit import AuditQueries
 from api.auth import jwt_auth
+from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
+from api.queries.catalog import CatalogQueries
 from api.queries.identity import UserQueries
+from api.queries.orders import OrderQueries
 from api.queries.work import ProjectQueries, TaskQueries
 from api.runtime import runtime_lifespan
 from infra.settings import Settings
@@ -41,7 +44,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
         route_handlers=[Router("/", route_handlers=[
             HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands,
-            UserQueries, ProjectQueries, TaskQueries, AuditQueries])],
+            ProductCommands, InventoryCommands, OrderCommands,
+            UserQueries, ProjectQueries, TaskQueries, AuditQueries, CatalogQueries, OrderQueries])],
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

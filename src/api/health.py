@@ -16,6 +16,7 @@ from api.auth import PUBLIC
 from api.queries.common import checkpoints
 from api.runtime import Runtime, get_runtime
 from infra.eventstore import GATE
+from infra.saga import OrderSagaProcess
 from projections import all_projections
 
 
@@ -61,7 +62,7 @@ _LAG = (f"SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_
 
 
 async def _pipeline(runtime: Runtime, health: Health) -> None:
-    names = [p.name for p in all_projections()]
+    names = [p.name for p in all_projections()] + [OrderSagaProcess.name]
     points = await checkpoints(runtime, names)
     async with runtime.views.connection() as conn:
         head = await (await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"

@@ -243,7 +243,7 @@ class ChronicleApplication(Application[uuid.UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
         """The library's save, for aggregates only: its generic version checks every object against
         runtime protocols, which cost a fifth of a command's own CPU in `chronicle bench commands`."""
-        processing_event: ProcessingEvent[uuid.UUID] = ProcessingEvent()
+        processing_event: ProcessingEvent[uuid.UUID] = ProcessingEvent(tracking=kwargs.pop("tracking", None))
         for aggregate in objs:
             processing_event.events.extend(aggregate.collect_events())
             processing_event.aggregates[aggregate.id] = aggregate

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from eventsourcing.utils import Environment
 
 from commands.audit import AuditApplication
+from commands.catalog import CatalogApplication, InventoryApplication, product_exists
 from commands.identity import IdentityApplication
+from commands.ordering import OrderingApplication
 from commands.work import WorkApplication
 from infra.eventstore import EventStoreDatabase, Factory
 from infra.idempotency import IdempotencyKeys
@@ -28,6 +30,9 @@ class Chronicle:
     work: WorkApplication
     idempotency: IdempotencyKeys
     audit: AuditApplication
+    catalog: CatalogApplication
+    inventory: InventoryApplication
+    ordering: OrderingApplication
 
     def close(self) -> None:
         self.database.close()
@@ -47,4 +52,7 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
-    return Chronicle(settings, database, identity, work, keys, audit)
+    catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
+    inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
+    ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
+    return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)

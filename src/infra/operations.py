@@ -31,7 +31,7 @@ from infra.projector import consumer_name, register
 from infra.rebuild import Progress, fingerprint, head_position, open_store, replay
 from infra.relay import stream_name
 from infra.settings import Settings
-from infra.viewstores import RedisStore, SqlStore
+from infra.viewstores import RedisStore, SqlStore, ViewStore
 from projections.base import Projection
 
 GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)
@@ -158,6 +158,7 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
 
 async def rebuild(settings: Settings, projection: Projection, *, switch: bool = True, force: bool = False,
                   progress: Progress | None = None, operator: str = "cli") -> RebuildReport:
+    _refuse_process(projection, "rebuilt")
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
     key = lock_key(settings.namespace, "rebuild", projection.name)
@@ -223,12 +224,12 @@ async def _count(conn: psycopg.AsyncConnection[Any], upto: int) -> int:
 
 
 async def drop_version(settings: Settings, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
-                       projection: Projection, store: SqlStore | RedisStore) -> None:
+                       projection: Projection, store: ViewStore) -> None:
     """Drops a version's tables or keys, its checkpoint and its NATS consumer."""
     if isinstance(store, SqlStore):
         for table in store.tables.values():
             await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE".encode())
-    else:
+    elif isinstance(store, RedisStore):
         batch: list[Any] = []
         async for key in client.scan_iter(match=store.prefix + "*", count=1000):
             batch.append(key)
@@ -253,6 +254,7 @@ async def drop_version(settings: Settings, conn: psycopg.AsyncConnection[Any], c
 
 async def reset(settings: Settings, projection: Projection, operator: str = "cli") -> None:
     """Empties the live view and its checkpoint: the projector rebuilds it from the start of the log."""
+    _refuse_process(projection, "reset")
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
     try:
@@ -268,6 +270,12 @@ async def reset(settings: Settings, projection: Projection, operator: str = "cli
             await _log(conn, operator, "reset", projection.name, version=live)
     finally:
         await client.aclose()
+
+
+def _refuse_process(projection: Projection, done: str) -> None:
+    if projection.kind == "process":
+        raise OperationRefused(f"{projection.name} sends commands; replaying history through it would send them"
+                               f" again, so it cannot be {done}")
 
 
 async def retry(settings: Settings, projection: Projection, operator: str = "cli") -> int:

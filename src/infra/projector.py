@@ -40,7 +40,7 @@ from infra.eventstore import GATE
 from infra.leadership import leadership, lock_key, still_leading
 from infra.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.settings import Settings
-from infra.viewstores import Parked, RedisStore, SqlStore, StaleCheckpoint
+from infra.viewstores import Parked, RedisStore, SqlStore, StaleCheckpoint, TrackingStore, ViewStore
 from projections.base import Projection, RedisProjection, SqlProjection
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ async def register(conn: psycopg.AsyncConnection[Any], projection: Projection) -
 
 class ProjectionRunner:
     def __init__(self, settings: Settings, projection: Projection, *, batch_size: int = 256,
-                 backfill_chunk: int = 1000, announcer: aioredis.Redis | None = None) -> None:
+                 backfill_chunk: int = 1000, announcer: aioredis.Redis | None = None,
+                 store_factory: Any = None) -> None:
         self.announcer = announcer
+        self.store_factory = store_factory
         self.settings = settings
         self.projection = projection
         self.url = settings.require_database_url()
@@ -160,7 +162,7 @@ class ProjectionRunner:
                 announced = True
             await _pause(stop, 0.2)
 
-    async def _should_let_go(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore) -> bool:
+    async def _should_let_go(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> bool:
         """Lost the lock; the view was reset under us (e.g. Redis flushed); or an operator asked
         this projection to pause or switched its live version."""
         if not await still_leading(conn) or await store.checkpoint() != self.checkpoint:
@@ -179,13 +181,18 @@ class ProjectionRunner:
         return msgs
 
     def _store(self, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None,
-               version: int) -> SqlStore | RedisStore:
+               version: int) -> ViewStore:
+        if self.store_factory is not None:
+            store: ViewStore = self.store_factory(conn)
+            return store
+        if self.projection.kind == "process":
+            return TrackingStore(conn, self.projection)
         if isinstance(self.projection, SqlProjection):
             return SqlStore(conn, self.projection, version)
         assert isinstance(self.projection, RedisProjection) and client is not None
         return RedisStore(client, self.namespace, self.projection, version)
 
-    async def _handle(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore, msgs: list[Msg]) -> None:
+    async def _handle(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, msgs: list[Msg]) -> None:
         try:
             await self._handle_batch(conn, store, msgs)
         except Parked:
@@ -196,7 +203,7 @@ class ProjectionRunner:
         for msg in msgs:
             await msg.ack()
 
-    async def _handle_batch(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore,
+    async def _handle_batch(self, conn: psycopg.AsyncConnection[Any], store: ViewStore,
                             msgs: list[Msg]) -> None:
         batch = sorted([await self._decode(conn, m) for m in msgs], key=lambda e: e.position)
         pending: list[EventEnvelope] = []
@@ -215,7 +222,7 @@ class ProjectionRunner:
             last = event.position
         await self._apply(store, pending)
 
-    async def _catch_up(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore) -> None:
+    async def _catch_up(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> None:
         """On start, applies from the log whatever the view lacks up to the head: the stream may no
         longer hold it (purged, or the view was reset) and no new event may come to reveal the hole."""
         row = await (await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
@@ -224,7 +231,7 @@ class ProjectionRunner:
         if head > self.checkpoint:
             await self._backfill(conn, store, until=head + 1, reason="catching up")
 
-    async def _backfill(self, conn: psycopg.AsyncConnection[Any], store: SqlStore | RedisStore, until: int,
+    async def _backfill(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, until: int,
                         reason: str = "events missing") -> None:
         """Applies, from the log, every event after the checkpoint and before `until`."""
         log.info("%s: %s between %d and %d; reading them from the log", self.role, reason, self.checkpoint, until)
@@ -234,7 +241,7 @@ class ProjectionRunner:
                 return
             await self._apply(store, self.reader.from_rows(rows, self.checkpoint))
 
-    async def _apply(self, store: SqlStore | RedisStore, events: Sequence[EventEnvelope]) -> None:
+    async def _apply(self, store: ViewStore, events: Sequence[EventEnvelope]) -> None:
         if not events:
             return
         try:
@@ -272,7 +279,7 @@ class ProjectionRunner:
         except Exception as e:  # queries also read the checkpoint from the store
             log.debug("%s: could not announce checkpoint (%s)", self.role, e)
 
-    async def _park(self, store: SqlStore | RedisStore | None, event: EventEnvelope, error: Exception) -> None:
+    async def _park(self, store: ViewStore | None, event: EventEnvelope, error: Exception) -> None:
         log.error("%s: parked at position %d (%s %s): %s", self.role, event.position, event.type,
                   event.event_id, error)
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn, conn.transaction():

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from infra.envelope import LOG_COLUMNS, EnvelopeReader
 from infra.eventstore import GATE
-from infra.viewstores import RedisStore, SqlStore, table_names
+from infra.viewstores import RedisStore, SqlStore, TrackingStore, ViewStore, table_names
 from projections.base import Projection, RedisProjection, SqlProjection
 
 Progress = Callable[[int, int, int], None]
@@ -25,9 +25,11 @@ Progress = Callable[[int, int, int], None]
 
 
 async def open_store(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str,
-                     projection: Projection, version: int) -> SqlStore | RedisStore:
-    if isinstance(projection, SqlProjection):
-        store: SqlStore | RedisStore = SqlStore(conn, projection, version)
+                     projection: Projection, version: int) -> ViewStore:
+    if projection.kind == "process":
+        store: ViewStore = TrackingStore(conn, projection)
+    elif isinstance(projection, SqlProjection):
+        store = SqlStore(conn, projection, version)
     else:
         assert isinstance(projection, RedisProjection)
         store = RedisStore(client, namespace, projection, version)
@@ -41,7 +43,7 @@ async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-async def replay(url: str, store: SqlStore | RedisStore, *, after: int, until: int | None = None,
+async def replay(url: str, store: ViewStore, *, after: int, until: int | None = None,
                  batch_size: int = 2000, progress: Progress | None = None) -> int:
     """Applies every event after `after` (up to `until`, else the head at the start) to `store`,
     batch by batch with its checkpoint; returns the position reached. Only the event types the
@@ -140,7 +142,8 @@ def _b(value: Any) -> bytes:
 
 
 async def fingerprint(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
-                      store: SqlStore | RedisStore) -> Fingerprint:
+                      store: ViewStore) -> Fingerprint:
     if isinstance(store, SqlStore):
         return await sql_fingerprint(conn, store.projection, store.version)
+    assert isinstance(store, RedisStore), "processes have no view to fingerprint"
     return await redis_fingerprint(client, store)

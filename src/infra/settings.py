@@ -36,6 +36,7 @@ class Settings:
     command_threads: int = 8
     query_pool_size: int = 10
     min_position_wait_ms: int = 2000
+    order_payment_timeout_s: int = 900
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
     jwt_secret: str | None = None
@@ -81,6 +82,7 @@ class Settings:
             command_threads=_int(env, "CHRONICLE_COMMAND_THREADS", 8, low=1, high=256),
             query_pool_size=_int(env, "CHRONICLE_QUERY_POOL_SIZE", 10, low=1, high=1000),
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
+            order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),

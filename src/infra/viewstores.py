@@ -342,3 +342,39 @@ class RedisStore:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+class TrackingStore:
+    """A process manager's (the order saga's) position: its tracking row, which it writes in the
+    transaction of the events it appends. It has no view to prepare, publish, rebuild or reset; an
+    operator may move it past a parked event (`apply` of no events)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], projection: Projection) -> None:
+        self.conn, self.projection, self.version = conn, projection, projection.version
+
+    async def prepare(self) -> None:
+        return None
+
+    async def publish_views(self) -> None:
+        return None
+
+    async def checkpoint(self) -> int:
+        row = await (await self.conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
+                                             (self.projection.name,))).fetchone()
+        return int(row[0]) if row else 0
+
+    async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
+        if envelopes:
+            raise TypeError("a process applies events itself; a TrackingStore only records skips")
+        row = await (await self.conn.execute(
+            "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
+            " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+            " WHERE t.notification_id = %s RETURNING 1", (self.projection.name, new, expected))).fetchone()
+        if row is None:
+            raise StaleCheckpoint(f"{self.projection.name} is no longer at {expected}")
+
+
+ViewStore = SqlStore | RedisStore | TrackingStore

@@ -68,7 +68,7 @@ class RedisView(Protocol):
 class Projection(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    kind: ClassVar[Literal["sql", "redis"]]
+    kind: ClassVar[Literal["sql", "redis", "process"]]
     handles: ClassVar[frozenset[str]]
     description: ClassVar[str] = ""
 

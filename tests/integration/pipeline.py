@@ -25,8 +25,8 @@ from tests.integration.http import api_env
 class Processes:
     """`chronicle relay` / `chronicle projector` children that a test can kill and start again."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.env = api_env(settings, CHRONICLE_LOG_LEVEL="WARNING")
+    def __init__(self, settings: Settings, **extra_env: str) -> None:
+        self.env = api_env(settings, **{"CHRONICLE_LOG_LEVEL": "WARNING", **extra_env})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, *args: str) -> None:
@@ -52,8 +52,8 @@ class Processes:
 
 
 @contextmanager
-def running(settings: Settings, *names: str) -> Iterator[Processes]:
-    processes = Processes(settings)
+def running(settings: Settings, *names: str, **extra_env: str) -> Iterator[Processes]:
+    processes = Processes(settings, **extra_env)
     try:
         for name in names:
             processes.start(name)

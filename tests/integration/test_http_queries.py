@@ -153,7 +153,8 @@ def test_health_reports_projections_relay_and_the_gate(api: Api, world: dict[str
     body = api.get("/v1/health").json()
     assert body["status"] == "ok" and body["checks"]["database"]["ok"]
     names = {p["name"] for p in body["projections"]}
-    assert names == {"user_directory", "project_catalog", "task_list", "task_board", "my_tasks"}
+    assert names == {"user_directory", "project_catalog", "task_list", "task_board", "my_tasks", "product_catalog",
+                     "catalog_cache", "stock_levels", "order_history", "order_saga"}
     assert all(p["state"] == "running" and p["lag_events"] >= 0 for p in body["projections"])
     assert body["relay"] is not None and body["head"] is not None
     assert body["oldest_transaction_seconds"] >= 0

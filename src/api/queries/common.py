@@ -74,14 +74,15 @@ def etag(version: int) -> dict[str, str]:
 
 
 async def checkpoints(runtime: Runtime, names: list[str]) -> dict[str, int]:
-    """Each named projection's checkpoint (its live version's), SQL ones from PostgreSQL and Redis
-    ones from Redis."""
+    """Each named projection's checkpoint (its live version's), SQL ones (and processes' tracking
+    rows) from PostgreSQL and Redis ones from Redis."""
     async with runtime.views.connection() as conn:
         rows = await (await conn.execute(
-            "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, 0) FROM projections p"
+            "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
             " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
+            " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
             " WHERE p.projection = ANY(%s)", (names,))).fetchall()
-    found = {name: int(position) for name, kind, _, position in rows if kind == "sql"}
+    found = {name: int(position) for name, kind, _, position in rows if kind in ("sql", "process")}
     redis_views = [(name, version) for name, kind, version, _ in rows if kind == "redis"]
     if redis_views:
         keys = [redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"

@@ -1,0 +1,188 @@
+"""Running Chronicle: `dev`, `api`, `relay`, `projector`, `saga`, `migrate`, `users`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from typing import Any
+
+from api.cli.common import (
+    Add,
+    CliError,
+    check_schema,
+    os_user,
+    server_env,
+    settings_from,
+    stop_on_signals,
+    until_signalled,
+    wait_http,
+    with_dev_secret,
+    with_servers,
+)
+from infra.embedded import EmbeddedServers
+
+log = logging.getLogger("chronicle")
+
+
+def register(sub: Any, add: Add) -> None:
+    dev = add(sub, "dev", help="run the whole stack, starting embedded servers if none are configured")
+    dev.add_argument("--port", type=int, help="API port (default 8000 or CHRONICLE_PORT)")
+    dev.add_argument("--servers-only", action="store_true",
+                     help="start only the servers and print their URLs as CHRONICLE_…=… lines")
+    dev.set_defaults(run=cmd_dev)
+
+    api = add(sub, "api", help="serve the HTTP API against configured servers")
+    api.add_argument("--workers", type=int, default=1)
+    api.add_argument("--port", type=int)
+    api.add_argument("--host")
+    api.set_defaults(run=cmd_api)
+
+    relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
+    relay.set_defaults(run=cmd_relay)
+
+    projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
+    projector.add_argument("names", nargs="*", metavar="NAME")
+    projector.set_defaults(run=cmd_projector)
+
+    saga = add(sub, "saga", help="run the order saga: reserve, reject, release, commit stock; expire unpaid orders")
+    saga.set_defaults(run=cmd_saga)
+
+    migrate = add(sub, "migrate", help="bring the database schema up to date")
+    migrate.set_defaults(run=cmd_migrate)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(required=True, metavar="ACTION")
+    for action in ("grant", "revoke"):
+        p = add(users, action, help=f"{action} a role (member, manager, auditor, admin)")
+        p.add_argument("email")
+        p.add_argument("role")
+        p.set_defaults(run=cmd_users, action=action)
+
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from infra.migrate import migrate
+    from infra.supervisor import Supervisor
+
+    settings = settings_from(args)
+    stop = stop_on_signals()
+    servers: EmbeddedServers | None = None
+    try:
+        if not settings.servers_configured:
+            servers = EmbeddedServers(settings.data_dir)
+            urls = servers.start()
+            settings = settings.with_servers(urls.database_url, urls.nats_url, urls.redis_url)
+            log.info("embedded servers running under %s", settings.data_dir.resolve())
+        settings = with_dev_secret(settings)
+        applied = migrate(settings.require_database_url())
+        if applied:
+            log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+        if args.servers_only:
+            for key, value in server_env(settings).items():
+                if key in ("CHRONICLE_DATABASE_URL", "CHRONICLE_NATS_URL", "CHRONICLE_REDIS_URL"):
+                    print(f"{key}={value}", flush=True)
+            print("# servers running; Ctrl-C stops them", flush=True)
+            stop.wait()
+            return
+        supervisor = Supervisor(server_env(settings))
+        supervisor.add("api", "api", "--port", str(settings.port), "--host", settings.host)
+        supervisor.add("relay", "relay")
+        supervisor.add("projector", "projector")
+        supervisor.add("saga", "saga")
+        supervisor.start_all()
+        try:
+            base = f"http://{settings.host}:{settings.port}"
+            if wait_http(f"{base}/schema/openapi.json", stop):
+                print(f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\n"
+                      "Ctrl-C stops everything.", flush=True)
+            supervisor.watch(stop)
+        finally:
+            supervisor.stop_all()
+    finally:
+        if servers is not None:
+            servers.stop()
+            log.info("embedded servers stopped")
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # joining a running `chronicle dev`
+    settings.require_jwt_secret()
+    os.environ.update(server_env(settings))  # the workers build their settings from the environment
+    from infra.migrate import SchemaOutOfDate, check_schema
+    try:
+        check_schema(settings.require_database_url())
+    except SchemaOutOfDate as e:
+        raise CliError(str(e)) from None
+    Server("api.app:create_app", factory=True, interface=Interfaces.ASGI, address=settings.host,
+           port=settings.port, workers=max(1, args.workers), log_access=False).serve()
+
+
+def cmd_relay(args: argparse.Namespace) -> None:
+    from infra.relay import Relay
+
+    settings = with_servers(settings_from(args))
+    check_schema(settings)
+    asyncio.run(until_signalled(Relay(settings).run))
+
+
+def cmd_saga(args: argparse.Namespace) -> None:
+    from infra.saga import run_saga
+
+    settings = with_servers(settings_from(args))
+    check_schema(settings)
+    asyncio.run(until_signalled(lambda stop: run_saga(settings, stop)))
+
+
+def cmd_projector(args: argparse.Namespace) -> None:
+    from infra.projector import run_projections
+    from projections import all_projections
+
+    settings = with_servers(settings_from(args))
+    check_schema(settings)
+    known = {p.name: p for p in all_projections()}
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        raise CliError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [known[n] for n in args.names] if args.names else list(known.values())
+    asyncio.run(until_signalled(lambda stop: run_projections(settings, chosen, stop)))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from infra.migrate import migrate
+
+    settings = with_servers(settings_from(args))
+    applied = migrate(settings.require_database_url())
+    print("applied: " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "schema is up to date")
+
+
+def cmd_users(args: argparse.Namespace) -> None:
+    from commands.base import Context
+    from domain.errors import DomainError
+    from domain.identity import Role
+    from infra.bootstrap import bootstrap
+
+    try:
+        role = Role(args.role.lower())
+    except ValueError:
+        raise CliError(f"unknown role {args.role!r}; roles: {', '.join(Role)}") from None
+    chronicle = bootstrap(with_servers(settings_from(args)))
+    try:
+        user = chronicle.identity.find_by_email(args.email)
+        if user is None:
+            raise CliError(f"no user registered with email {args.email}")
+        ctx = Context(command=f"users.{args.action}", system_actor=f"cli:{os_user()}")
+        action = chronicle.identity.grant if args.action == "grant" else chronicle.identity.revoke
+        try:
+            action(ctx, user.id, role)
+        except DomainError as e:
+            raise CliError(e.reason) from None
+        print(f"{args.action}ed {role.value} {'to' if args.action == 'grant' else 'from'} {user.email} ({user.id})")
+    finally:
+        chronicle.close()

@@ -1,0 +1,120 @@
+"""Query routes of ordering: a member sees their own orders; managers and admins see every order
+(and may filter by customer). Anyone else's order is 404, as if it did not exist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from api.commands.common import problems
+from api.queries.common import MIN_POSITION, Page, decode_cursor, encode_cursor, etag, wait_for_position
+from api.runtime import Runtime, get_runtime
+from commands.base import Actor
+from domain.errors import NotFound
+from domain.ordering import OrderStatus
+from projections.orders import OrderHistory
+
+MinPosition = Annotated[str | None, MIN_POSITION]
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
+Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
+READS = [OrderHistory.name]
+_COLUMNS = ("id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
+            " updated_at, version")
+
+
+class OrderLine(msgspec.Struct):
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    currency: str
+
+
+class StatusChange(msgspec.Struct, omit_defaults=True):
+    status: str
+    at: datetime
+    reason: str | None = None
+
+
+class OrderSummary(msgspec.Struct):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    status: str
+    lines: list[OrderLine]
+    total_minor: int
+    currency: str
+    reason: str | None
+    payment_ref: str | None
+    payment_due_at: datetime | None
+    placed_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OrderView(OrderSummary):
+    history: list[StatusChange] = []
+
+
+def _summary(row: tuple[Any, ...]) -> OrderSummary:
+    return OrderSummary(row[0], row[1], row[2], msgspec.convert(row[3], list[OrderLine]), *row[4:12])
+
+
+class OrderQueries(Controller):
+    path = "/v1/orders"
+    tags = ["queries"]
+    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+
+    @get(operation_id="ListOrders",
+         summary="The caller's orders, newest first (every order for managers and admins)",
+         responses=problems(401, 422, 503))
+    async def list_orders(
+            self, request: Request[Actor, Any, Any], runtime: Runtime, status: OrderStatus | None = None,
+            customer_id: Annotated[uuid.UUID | None, Parameter(description="managers and admins: one customer's")] = None,
+            limit: Limit = 50, cursor: Cursor = None, min_position: MinPosition = None) -> Page[OrderSummary]:
+        await wait_for_position(runtime, request, min_position, READS)
+        actor = request.user
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        if not actor.is_staff:
+            where.append("customer_id = %(customer)s")
+            params["customer"] = actor.user_id
+        elif customer_id is not None:
+            where.append("customer_id = %(customer)s")
+            params["customer"] = customer_id
+        if status is not None:
+            where.append("status = %(status)s")
+            params["status"] = status.value
+        if cursor:
+            placed, last = decode_cursor(cursor, 2)
+            where.append("(placed_at, id) < (%(placed)s::timestamptz, %(last)s::uuid)")
+            params |= {"placed": placed, "last": last}
+        sql = (f"SELECT {_COLUMNS} FROM ordering_views.orders"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s")
+        async with runtime.views.connection() as conn:
+            rows = await (await conn.execute(sql, params)).fetchall()
+        items = [_summary(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, encode_cursor([items[-1].placed_at.isoformat(), str(items[-1].id)]) if more else None)
+
+    @get("/{order_id:uuid}", operation_id="GetOrder", summary="An order, with each status it went through",
+         responses=problems(401, 404, 503))
+    async def get_order(self, request: Request[Actor, Any, Any], runtime: Runtime, order_id: uuid.UUID,
+                        min_position: MinPosition = None) -> Response[OrderView]:
+        await wait_for_position(runtime, request, min_position, READS)
+        actor = request.user
+        async with runtime.views.connection() as conn:
+            row = await (await conn.execute(f"SELECT {_COLUMNS} FROM ordering_views.orders WHERE id = %s",
+                                            (order_id,))).fetchone()
+            if row is None or (row[1] != actor.user_id and not actor.is_staff):
+                raise NotFound(f"order {order_id} not found")
+            history = await (await conn.execute(
+                "SELECT status, at, reason FROM ordering_views.history WHERE order_id = %s ORDER BY version",
+                (order_id,))).fetchall()
+        summary = _summary(row)
+        order = OrderView(**msgspec.structs.asdict(summary), history=[StatusChange(*h) for h in history])
+        return Response(order, headers=etag(order.version))

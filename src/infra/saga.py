@@ -1,0 +1,138 @@
+"""`chronicle saga`: the order saga as a process manager. It consumes order events from JetStream
+like a projection (in order, holes filled from the log, one active process, a poison event parked),
+and each event's decisions (commands/order_saga.py) are appended together with the saga's position
+in one transaction (a tracking row): a crash at any point appends all or nothing, and a redelivered
+event finds its position recorded. Every event it appends carries the correlation id of the
+original request and the causing event's id as its causation id.
+
+Beside it, a sweep cancels reserved orders whose payment is overdue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import psycopg
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from commands.base import ChronicleApplication, Context
+from commands.order_saga import HANDLES, OrderSaga
+from domain.errors import DomainError
+from infra.bootstrap import Chronicle, bootstrap
+from infra.envelope import EventEnvelope
+from infra.eventstore import insert_tracking
+from infra.projector import ProjectionRunner
+from infra.settings import Settings
+from infra.viewstores import TrackingStore
+from projections.base import Projection
+
+log = logging.getLogger(__name__)
+ACTOR = "saga:order"
+ATTEMPTS = 5
+
+
+class OrderSagaProcess(Projection):
+    name = "order_saga"
+    version = 1
+    kind = "process"  # a process manager, listed beside the projections
+    handles: ClassVar[frozenset[str]] = HANDLES
+    description = "reserves, rejects, releases and commits stock for orders; expires unpaid orders"
+
+
+class SagaWorker:
+    """Acts on one order event at a time, synchronously (the store below runs it in a thread)."""
+
+    def __init__(self, chronicle: Chronicle, saga: OrderSaga, name: str = OrderSagaProcess.name) -> None:
+        self.chronicle, self.saga, self.name = chronicle, saga, name
+
+    def step(self, envelope: EventEnvelope) -> None:
+        """Decides and appends what one event causes, with the saga's position, atomically."""
+        app: ChronicleApplication = self.chronicle.inventory
+        ctx = Context(command=f"saga.{envelope.type}", system_actor=ACTOR,
+                      correlation_id=envelope.correlation_id or uuid.uuid4(), causation_id=envelope.event_id)
+        tracking = Tracking(self.name, envelope.position)
+        for _ in range(ATTEMPTS):
+            changed = self.saga.decide(envelope.type, envelope.stream_id)
+            try:
+                if changed:
+                    app.save(*changed, meta=ctx, tracking=tracking)
+                else:
+                    self.track(envelope.position)
+                return
+            except IntegrityError:
+                if self.recorded() >= envelope.position:
+                    return  # done already: a redelivery
+                log.info("saga: %s %s collided with another command; deciding again", envelope.type,
+                         envelope.stream_id)
+        raise RuntimeError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
+
+    def recorded(self) -> int:
+        with self.chronicle.database.connection() as conn:
+            row = conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
+                               (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def track(self, position: int) -> None:
+        with contextlib.suppress(IntegrityError), self.chronicle.database.connection() as conn:
+            insert_tracking(conn, Tracking(self.name, position))
+
+
+class SagaStore(TrackingStore):
+    """The saga's 'view' is its tracking row: the position of the last event it has acted on."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], worker: SagaWorker) -> None:
+        super().__init__(conn, OrderSagaProcess())
+        self.worker = worker
+
+    async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
+        """Acts on each event after the recorded position, each with its position atomically (so
+        a batch cut short by a crash resumes after its last completed event)."""
+        done = await self.checkpoint()
+        for envelope in envelopes:
+            if envelope.position > done and envelope.type in HANDLES:
+                await asyncio.to_thread(self.worker.step, envelope)
+        if await self.checkpoint() < new:
+            await asyncio.to_thread(self.worker.track, new)
+
+
+async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Cancels reserved orders whose payment is overdue (found in the order view; the order itself
+    decides whether it really is overdue and still reserved). The cancellation carries the order's
+    correlation id, caused by the event that set the deadline."""
+    url = chronicle.settings.require_database_url()
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                rows = await (await conn.execute(
+                    "SELECT id, correlation_id, deadline_event_id FROM ordering_views.orders"
+                    " WHERE status = 'reserved' AND payment_due_at < now() ORDER BY payment_due_at LIMIT 100"
+                )).fetchall()
+            for order_id, correlation_id, deadline_event_id in rows:
+                ctx = Context(command="saga.expire", system_actor=ACTOR, correlation_id=correlation_id or uuid.uuid4(),
+                              causation_id=deadline_event_id)
+                with contextlib.suppress(DomainError):  # paid or cancelled meanwhile, or not yet due
+                    await asyncio.to_thread(chronicle.ordering.expire, ctx, order_id)
+        except psycopg.errors.UndefinedTable:
+            pass  # the order view is not built yet
+        except (psycopg.Error, OSError) as e:  # the view or the store is away: try again later
+            log.warning("saga: could not sweep overdue orders (%s)", e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
+    chronicle = await asyncio.to_thread(bootstrap, settings)
+    saga = OrderSaga(chronicle.inventory, timedelta(seconds=settings.order_payment_timeout_s))
+    worker = SagaWorker(chronicle, saga)
+    runner = ProjectionRunner(settings, OrderSagaProcess(),
+                              store_factory=lambda conn: SagaStore(conn, worker))
+    try:
+        await asyncio.gather(runner.run(stop), sweep_overdue(chronicle, stop))
+    finally:
+        await asyncio.to_thread(chronicle.close)
