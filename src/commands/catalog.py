@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from eventsourcing.application import AggregateNotFoundError
 
@@ -30,6 +30,7 @@ def _staff(ctx: Context) -> Actor:
 
 class CatalogApplication(ChronicleApplication):
     name = "catalog"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Product: 100}
 
     def __init__(self, make_factory: FactoryMaker, *, key_recorded: KeyRecorded | None = None) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
@@ -77,7 +78,11 @@ class CatalogApplication(ChronicleApplication):
 
 
 class InventoryApplication(ChronicleApplication):
+    """A hot SKU's stock takes an event per reservation, release and commit: it is loaded from a
+    snapshot (every 100 versions) and the events after it."""
+
     name = "inventory"
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Stock: 100}
 
     def __init__(self, make_factory: FactoryMaker, *, product_exists: Any,
                  key_recorded: KeyRecorded | None = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,44 +27,63 @@ from domain.ordering import Order, OrderStatus
 HANDLES = frozenset({"Order.Placed", "Order.Rejected", "Order.Cancelled", "Order.Shipped"})
 
 
+@dataclass
+class Decision:
+    """What one order event causes: aggregates with new events to append, and the aggregates the
+    decision read without changing (ids and versions), which must not have changed when it is
+    appended (a rejection or a release decided on stale stock must not stand)."""
+
+    changed: list[Aggregate] = field(default_factory=list)
+    read: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+
+
 class OrderSaga:
     def __init__(self, app: ChronicleApplication, payment_timeout: timedelta,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.app, self.payment_timeout, self.clock = app, payment_timeout, clock
 
-    def decide(self, event_type: str, order_id: uuid.UUID) -> list[Aggregate]:
-        """The aggregates the event changes (with their new events pending)."""
+    def decide(self, event_type: str, order_id: uuid.UUID, *, fresh: bool = True) -> Decision:
+        """Decides on the order as it is now and on the stock as cached (unless `fresh`): the
+        append then checks that every stock read is still at the version decided on."""
         order = self.app.load(Order, order_id, "order", fresh=True)
         match event_type:
             case "Order.Placed":
-                return self._reserve(order)
+                return self._reserve(order, fresh)
             case "Order.Rejected" | "Order.Cancelled":
-                return self._each_stock(order, lambda stock: stock.release(order.id))
+                return self._each_stock(order, fresh, lambda stock: stock.release(order.id))
             case "Order.Shipped":
-                return self._each_stock(order, lambda stock: stock.commit(order.id))
-        return []
+                return self._each_stock(order, fresh, lambda stock: stock.commit(order.id))
+        return Decision()
 
-    def _reserve(self, order: Order) -> list[Aggregate]:
+    def _reserve(self, order: Order, fresh: bool) -> Decision:
         if order.status is not OrderStatus.PLACED:
-            return []  # decided already (redelivery), or cancelled before the saga got to it
-        stocks = [self._stock(line["sku"]) for line in order.lines]
+            return Decision()  # decided already (redelivery), or cancelled before the saga got to it
+        stocks = [self._stock(line["sku"], fresh) for line in order.lines]
+        read = [(stock.id, version) for stock, version in stocks]
         try:
-            for stock, line in zip(stocks, order.lines, strict=True):
+            for (stock, _), line in zip(stocks, order.lines, strict=True):
                 stock.reserve(order.id, int(line["quantity"]))
         except InsufficientStock as short:
             order.reject(short.reason)
-            return [order]
+            return Decision([order], read)
         order.mark_reserved(self.clock() + self.payment_timeout)
-        return [*stocks, order]
+        return Decision([*(stock for stock, _ in stocks), order])
 
-    def _each_stock(self, order: Order, change: Callable[[Stock], Any]) -> list[Aggregate]:
-        stocks = [self._stock(line["sku"]) for line in order.lines]
-        for stock in stocks:
+    def _each_stock(self, order: Order, fresh: bool, change: Callable[[Stock], Any]) -> Decision:
+        decision = Decision()
+        for line in order.lines:
+            stock, version = self._stock(line["sku"], fresh)
             change(stock)
-        return [s for s in stocks if s.pending_events]
+            if stock.pending_events:
+                decision.changed.append(stock)
+            else:
+                decision.read.append((stock.id, version))
+        return decision
 
-    def _stock(self, sku: str) -> Stock:
+    def _stock(self, sku: str, fresh: bool) -> tuple[Stock, int]:
+        """The stock, and the version it was read at (0: it has no events yet)."""
         try:
-            return self.app.load(Stock, stock_id(sku), "stock", fresh=True)
+            stock = self.app.load(Stock, stock_id(sku), "stock", fresh=fresh)
+            return stock, stock.version
         except NotFound:
-            return Stock.open(sku)
+            return Stock.open(sku), 0

@@ -26,7 +26,7 @@ from commands.order_saga import HANDLES, OrderSaga
 from domain.errors import DomainError
 from infra.bootstrap import Chronicle, bootstrap
 from infra.envelope import EventEnvelope
-from infra.eventstore import insert_tracking
+from infra.eventstore import DependencyChanged, insert_tracking
 from infra.projector import ProjectionRunner
 from infra.settings import Settings
 from infra.viewstores import TrackingStore
@@ -57,18 +57,21 @@ class SagaWorker:
         ctx = Context(command=f"saga.{envelope.type}", system_actor=ACTOR,
                       correlation_id=envelope.correlation_id or uuid.uuid4(), causation_id=envelope.event_id)
         tracking = Tracking(self.name, envelope.position)
-        for _ in range(ATTEMPTS):
-            changed = self.saga.decide(envelope.type, envelope.stream_id)
+        for attempt in range(ATTEMPTS):
+            decision = self.saga.decide(envelope.type, envelope.stream_id, fresh=attempt > 0)
             try:
-                if changed:
-                    app.save(*changed, meta=ctx, tracking=tracking)
+                if decision.changed:
+                    app.save(*decision.changed, meta=ctx, tracking=tracking, conditions=decision.read)
+                    for aggregate in decision.changed:
+                        app.cache.put(aggregate)
                 else:
-                    self.track(envelope.position)
+                    self.track(envelope.position, conditions=decision.read)
                 return
             except IntegrityError:
+                app.cache.evict(*(a.id for a in decision.changed), *(i for i, _ in decision.read))
                 if self.recorded() >= envelope.position:
                     return  # done already: a redelivery
-                log.info("saga: %s %s collided with another command; deciding again", envelope.type,
+                log.info("saga: %s %s met a change it had not seen; deciding again on fresh state", envelope.type,
                          envelope.stream_id)
         raise RuntimeError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
 
@@ -78,9 +81,19 @@ class SagaWorker:
                                (self.name,)).fetchone()
         return int(row[0]) if row else 0
 
-    def track(self, position: int) -> None:
-        with contextlib.suppress(IntegrityError), self.chronicle.database.connection() as conn:
-            insert_tracking(conn, Tracking(self.name, position))
+    def track(self, position: int, conditions: Sequence[tuple[uuid.UUID, int]] = ()) -> None:
+        """Records the position (if it is not recorded already) when nothing is to be appended; only
+        if none of `conditions` (streams and the versions the decision read) has moved on."""
+        with self.chronicle.database.connection() as conn, conn.transaction():
+            if conditions:
+                moved = conn.execute(
+                    "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
+                    " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version LIMIT 1",
+                    ([c[0] for c in conditions], [c[1] for c in conditions])).fetchone()
+                if moved:
+                    raise DependencyChanged("a stock the decision read has changed")
+            with contextlib.suppress(IntegrityError):
+                insert_tracking(conn, Tracking(self.name, position))
 
 
 class SagaStore(TrackingStore):

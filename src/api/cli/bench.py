@@ -31,6 +31,10 @@ def register(sub: Any, add: Add) -> None:
     rebuild_bench = add(bench, "rebuild", help="generate N events in bulk, rebuild every projection from them")
     rebuild_bench.add_argument("--events", type=int, default=100_000)
     rebuild_bench.set_defaults(run=cmd_bench_rebuild)
+    orders = add(bench, "orders", help="orders at a steady rate through the saga: throughput, latency, stock check")
+    orders.add_argument("--rate", type=float, default=100.0)
+    orders.add_argument("--seconds", type=float, default=10.0)
+    orders.set_defaults(run=cmd_bench_orders)
 
 
 def cmd_bench_appends(args: argparse.Namespace) -> None:
@@ -63,3 +67,9 @@ def cmd_bench_rebuild(args: argparse.Namespace) -> None:
     from infra.bench.rebuild import bench_rebuild
 
     print(json.dumps(bench_rebuild(with_servers(settings_from(args)), args.events)))
+
+
+def cmd_bench_orders(args: argparse.Namespace) -> None:
+    from infra.bench.orders import bench_orders
+
+    print(json.dumps(bench_orders(with_servers(settings_from(args)), args.rate, args.seconds)))

@@ -1,0 +1,83 @@
+"""The saga decides on cached stock, so every decision it appends checks that the stock it read
+is still current: a rejection or a release decided on stale stock is decided again."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from commands.base import Actor, Context
+from commands.order_saga import HANDLES, OrderSaga
+from domain.identity import Role
+from domain.inventory import Stock, stock_id
+from domain.ordering import OrderStatus
+from infra.bootstrap import Chronicle, bootstrap
+from infra.envelope import EnvelopeReader, EventEnvelope
+from infra.projector import READ_BETWEEN
+from infra.saga import SagaWorker
+from infra.settings import Settings
+
+MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
+
+
+@pytest.fixture
+def apps(settings: Settings) -> Iterator[tuple[Chronicle, Chronicle, Chronicle]]:
+    """Three processes' worth of write side: the API's and two saga workers' (each its own cache)."""
+    made = [bootstrap(settings) for _ in range(3)]
+    yield made[0], made[1], made[2]
+    for app in made:
+        app.close()
+
+
+def _worker(app: Chronicle, name: str) -> SagaWorker:
+    return SagaWorker(app, OrderSaga(app.inventory, timedelta(minutes=15)), name=name)
+
+
+def _order_events(app: Chronicle, order_id: uuid.UUID) -> list[EventEnvelope]:
+    with app.database.connection() as conn:
+        rows = conn.execute(READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"),
+                            (0, 2**62, order_id, 100)).fetchall()
+    return [e for e in EnvelopeReader().from_rows(rows, 0) if e.type in HANDLES]
+
+
+def _place(api: Chronicle, sku: str, quantity: int) -> uuid.UUID:
+    ctx = Context("orders.place", actor=Actor(uuid.uuid4()))
+    return api.ordering.place_order(ctx, [{"sku": sku, "quantity": quantity}]).id
+
+
+def test_a_rejection_decided_on_stale_stock_is_decided_again(apps: tuple[Chronicle, Chronicle, Chronicle]) -> None:
+    api, saga_app, _ = apps
+    worker = _worker(saga_app, f"decide-{uuid.uuid4().hex[:6]}")
+    sku = f"STALE-{uuid.uuid4().hex[:6].upper()}"
+    api.catalog.create_product(MANAGER, sku, "Stale", None, 100, "EUR")
+    api.inventory.receive(MANAGER, sku, 1)
+    first = _place(api, sku, 1)
+    worker.step(_order_events(api, first)[0])  # the worker caches the stock, now at 0 available
+    api.inventory.receive(MANAGER, sku, 5)  # behind the worker's back
+    second = _place(api, sku, 3)
+    worker.step(_order_events(api, second)[0])
+    assert api.ordering.order(second, fresh=True).status is OrderStatus.RESERVED
+    stock = api.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
+    assert (stock.available, stock.reserved) == (2, 4)
+
+
+def test_a_release_decided_on_stale_stock_is_decided_again(apps: tuple[Chronicle, Chronicle, Chronicle]) -> None:
+    api, old_leader_app, new_leader_app = apps
+    name = f"release-{uuid.uuid4().hex[:6]}"
+    old, new = _worker(old_leader_app, name), _worker(new_leader_app, name)
+    sku = f"FAILOVER-{uuid.uuid4().hex[:6].upper()}"
+    api.catalog.create_product(MANAGER, sku, "Failover", None, 100, "EUR")
+    api.inventory.receive(MANAGER, sku, 4)
+    warm = _place(api, sku, 1)
+    new.step(_order_events(api, warm)[0])  # the new leader caches the stock early
+    order = _place(api, sku, 2)
+    old.step(_order_events(api, order)[0])  # the old leader reserves; the new leader's cache is stale
+    api.ordering.cancel(Context("orders.cancel", actor=Actor(api.ordering.order(order).customer_id)), order)
+    cancelled = _order_events(api, order)[-1]
+    assert cancelled.type == "Order.Cancelled"
+    new.step(cancelled)
+    stock = api.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
+    assert (stock.available, stock.reserved) == (3, 1) and not stock.is_reserved_for(order)
