@@ -78,6 +78,11 @@ def test_dev_starts_answers_stops_and_keeps_its_data(tmp_path: Path) -> None:
         status, body = _get(f"http://127.0.0.1:{port}/v1/health")
         assert status == 200, body
         assert json.loads(body)["status"] == "ok"
+        deadline = time.monotonic() + 60  # the relay, the projectors and the saga register themselves
+        while {p["name"] for p in json.loads(_get(f"http://127.0.0.1:{port}/v1/health")[1])["projections"]} < {
+                "order_saga", "task_list", "catalog_cache"}:
+            assert time.monotonic() < deadline, "chronicle dev did not start the projector and the saga"
+            time.sleep(0.5)
         status, body = _get(f"http://127.0.0.1:{port}/schema/openapi.json")
         assert status == 200 and "/v1/health" in json.loads(body)["paths"]
         state = json.loads((data_dir / "servers.json").read_text())

@@ -7,6 +7,7 @@ as `chronicle saga` does from JetStream), so Hypothesis chooses exactly when it 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,12 +171,17 @@ class OrderMachine(RuleBasedStateMachine):
         self.model.saga(*expected)
 
     def _next_event(self) -> EventEnvelope:
-        with self.chronicle.database.connection() as conn:
-            rows = conn.execute(READ_BETWEEN, (self.position, 2**62, 1000)).fetchall()
-        for envelope in self.reader.from_rows(rows, self.position):
-            self.position = envelope.position
-            if envelope.type in HANDLES:
-                return envelope
+        """The next order event of the log after the last one acted on, as a reader sees the log:
+        below the gate, which a transaction still open elsewhere on the server holds back a moment."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self.chronicle.database.connection() as conn:
+                rows = conn.execute(READ_BETWEEN, (self.position, 2**62, 1000)).fetchall()
+            for envelope in self.reader.from_rows(rows, self.position):
+                self.position = envelope.position
+                if envelope.type in HANDLES:
+                    return envelope
+            time.sleep(0.01)
         raise AssertionError("the model expects an order event the log does not have")
 
     @precondition(lambda self: bool(self.acted))

@@ -3,6 +3,7 @@ is still current: a rejection or a release decided on stale stock is decided aga
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,6 +16,7 @@ from domain.identity import Role
 from domain.inventory import Stock, stock_id
 from domain.ordering import OrderStatus
 from infra.bootstrap import Chronicle, bootstrap
+from infra.embedded import ServerUrls
 from infra.envelope import EnvelopeReader, EventEnvelope
 from infra.projector import READ_BETWEEN
 from infra.saga import SagaWorker
@@ -24,8 +26,10 @@ MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAG
 
 
 @pytest.fixture
-def apps(settings: Settings) -> Iterator[tuple[Chronicle, Chronicle, Chronicle]]:
-    """Three processes' worth of write side: the API's and two saga workers' (each its own cache)."""
+def apps(servers: ServerUrls, fresh_database_url: str) -> Iterator[tuple[Chronicle, Chronicle, Chronicle]]:
+    """Three processes' worth of write side: the API's and two saga workers' (each its own cache),
+    on a database of the test's own (no `chronicle saga` runs there: the test drives the workers)."""
+    settings = Settings(database_url=fresh_database_url, nats_url=servers.nats_url, redis_url=servers.redis_url)
     made = [bootstrap(settings) for _ in range(3)]
     yield made[0], made[1], made[2]
     for app in made:
@@ -36,11 +40,18 @@ def _worker(app: Chronicle, name: str) -> SagaWorker:
     return SagaWorker(app, OrderSaga(app.inventory, timedelta(minutes=15)), name=name)
 
 
-def _order_events(app: Chronicle, order_id: uuid.UUID) -> list[EventEnvelope]:
-    with app.database.connection() as conn:
-        rows = conn.execute(READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"),
-                            (0, 2**62, order_id, 100)).fetchall()
-    return [e for e in EnvelopeReader().from_rows(rows, 0) if e.type in HANDLES]
+def _order_events(app: Chronicle, order_id: uuid.UUID, count: int = 1) -> list[EventEnvelope]:
+    """The order's events the saga handles, as a reader of the log sees them: below the gate, which
+    a transaction still open elsewhere on the server holds back for a moment."""
+    deadline = time.monotonic() + 10
+    while True:
+        with app.database.connection() as conn:
+            rows = conn.execute(READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"),
+                                (0, 2**62, order_id, 100)).fetchall()
+        found = [e for e in EnvelopeReader().from_rows(rows, 0) if e.type in HANDLES]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def _place(api: Chronicle, sku: str, quantity: int) -> uuid.UUID:
@@ -76,7 +87,7 @@ def test_a_release_decided_on_stale_stock_is_decided_again(apps: tuple[Chronicle
     order = _place(api, sku, 2)
     old.step(_order_events(api, order)[0])  # the old leader reserves; the new leader's cache is stale
     api.ordering.cancel(Context("orders.cancel", actor=Actor(api.ordering.order(order).customer_id)), order)
-    cancelled = _order_events(api, order)[-1]
+    cancelled = _order_events(api, order, count=2)[-1]
     assert cancelled.type == "Order.Cancelled"
     new.step(cancelled)
     stock = api.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
