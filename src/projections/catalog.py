@@ -7,12 +7,15 @@ The Redis view keeps each product as a hash and, for the listing, sorted sets in
 member sorts by bytes (score 0, `ZRANGE ... BYLEX`): by SKU, by name (case-folded) and by price
 (zero-padded), each once over every active product and once over those in stock. A page is one
 range read from the right set, its cursor the last member; the SQL view sorts by the same keys
-(`COLLATE "C"`), so both give the same pages and cursors.
+(`COLLATE "C"`), so both give the same pages and cursors. Each hash also keeps the product as
+JSON, so a page is one script call returning one JSON array.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import msgspec
 
 from infra.envelope import EventEnvelope
 from projections.base import RedisProjection, RedisView, SqlProjection, SqlView, when
@@ -109,6 +112,17 @@ def sort_members(product: dict[str, str]) -> dict[str, str]:
             "price": price_key(int(product["price_minor"])) + SEPARATOR + sku}
 
 
+def as_json(product: dict[str, str]) -> str:
+    """The product as a read returns it, kept beside its fields: a page of the listing is then one
+    script call that returns one JSON array (see api/queries/catalog.py)."""
+    return msgspec.json.encode({
+        "sku": product["sku"], "name": product["name"], "description": product["description"],
+        "price_minor": int(product["price_minor"]), "currency": product["currency"],
+        "active": product["active"] == "1", "available": int(product["available"]),
+        "reserved": int(product["reserved"]), "version": int(product["version"]),
+        "updated_at": product["updated_at"]}).decode()
+
+
 def sku_of(member: str) -> str:
     return member.rsplit(SEPARATOR, 1)[-1]
 
@@ -131,7 +145,7 @@ class CatalogCache(RedisProjection):
                        "price_minor": str(int(data["price_minor"])), "currency": str(data["currency"]),
                        "active": "1", "available": "0", "reserved": "0", "version": str(event.version),
                        "created_at": when(event).isoformat(), "updated_at": when(event).isoformat()}
-            view.hset(key, product)
+            view.hset(key, {**product, "json": as_json(product)})
             self._list(view, product)
             return
         before = view.hash(key)
@@ -151,6 +165,7 @@ class CatalogCache(RedisProjection):
                 after["reserved"] = str(int(before.get("reserved", "0")) + reserved)
         if event.type in PRODUCT_EVENTS:
             after.update({"version": str(event.version), "updated_at": when(event).isoformat()})
+        after["json"] = as_json(after)
         view.hset(key, {k: v for k, v in after.items() if before.get(k) != v})
         self._unlist(view, before, keep=after)
         self._list(view, after)

@@ -53,15 +53,23 @@ class ProductSort(StrEnum):
     PRICE_DESC = "-price"
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def from_hash(raw: dict[Any, Any]) -> ProductView:
-    h = {_text(k): _text(v) for k, v in raw.items()}
-    return ProductView(h["sku"], h["name"], h["description"], int(h["price_minor"]), h["currency"], h["active"] == "1",
-                       int(h["available"]), int(h["reserved"]), int(h["version"]),
-                       datetime.fromisoformat(h["updated_at"]))
+# KEYS[1]: a listing (sorted set); ARGV: the product key prefix, the range (low, high), how many,
+# and 1 for descending. Returns the products' JSON (kept in each hash) as one JSON array.
+PAGE = """
+local members
+if ARGV[5] == '1' then
+  members = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[3], ARGV[2], 'LIMIT', 0, ARGV[4])
+else
+  members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
+end
+local found = {}
+for _, member in ipairs(members) do
+  local json = redis.call('HGET', ARGV[1] .. string.match(member, '[^\1]*$'), 'json')
+  if json then found[#found + 1] = json end
+end
+return '[' .. table.concat(found, ',') .. ']'
+"""
+_scripts: dict[int, Any] = {}
 
 
 def sort_value(product: ProductView, sort: str) -> Any:
@@ -98,7 +106,7 @@ class CatalogFilter(msgspec.Struct):
 
 
 async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
-    """One lexicographic range of the right sorted set, then the products' hashes: two round trips."""
+    """One lexicographic range of the right sorted set and the products in it: one script call."""
     prefix = redis_prefix(runtime.settings.namespace, CatalogCache(), await live_versions.get(runtime, CatalogCache.name))
     zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
     low, high = "-", "+"
@@ -115,16 +123,11 @@ async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductVi
             high = "(" + member
         else:
             low = "(" + member
-    if f.descending:
-        members = await runtime.redis.zrevrangebylex(zset, high, low, 0, f.limit + 1)
-    else:
-        members = await runtime.redis.zrangebylex(zset, low, high, 0, f.limit + 1)
-    skus = [_text(m).rsplit(SEPARATOR, 1)[-1] for m in members]
-    async with runtime.redis.pipeline(transaction=False) as pipe:
-        for sku in skus:
-            pipe.hgetall(f"{prefix}product:{sku}")
-        hashes = await pipe.execute()
-    products = [p for p in (from_hash(h) for h in hashes if h) if f.keeps(p)]
+    script = _scripts.get(id(runtime.redis))
+    if script is None:
+        script = _scripts[id(runtime.redis)] = runtime.redis.register_script(PAGE)
+    raw = await script(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
+    products = [p for p in msgspec.json.decode(raw, type=list[ProductView]) if f.keeps(p)]
     return products[:f.limit], len(products) > f.limit
 
 
@@ -201,9 +204,9 @@ class CatalogQueries(Controller):
         try:
             await wait_for_position(runtime, request, min_position, [CatalogCache.name])
             version = await live_versions.get(runtime, CatalogCache.name)
-            raw = await runtime.redis.hgetall(f"{redis_prefix(runtime.settings.namespace, CatalogCache(), version)}"
-                                              f"product:{sku}")
-            product = from_hash(raw) if raw else None
+            raw = await runtime.redis.hget(f"{redis_prefix(runtime.settings.namespace, CatalogCache(), version)}"
+                                           f"product:{sku}", "json")
+            product = msgspec.json.decode(raw, type=ProductView) if raw else None
         except redis.exceptions.RedisError:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])
             async with runtime.views.connection() as conn:

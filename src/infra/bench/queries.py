@@ -19,6 +19,25 @@ class Get:
         return "GET", self.path, b"", self.headers
 
 
+def seed_catalog(env: dict[str, str], products: int = 200) -> None:
+    """Products with stock, written in-process (the catalog routes only read them)."""
+    import uuid
+
+    from commands.base import Actor, Context
+    from domain.identity import Role
+    from infra.bootstrap import bootstrap
+
+    chronicle = bootstrap(Settings.from_env(env))
+    ctx = Context("bench.seed", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
+    try:
+        for i in range(products):
+            chronicle.catalog.create_product(ctx, f"ITEM-{i:04d}", f"Catalog item {i}", "for the benchmark",
+                                             100 + 7 * i, "EUR")
+            chronicle.inventory.receive(ctx, f"ITEM-{i:04d}", 1 + i % 5)
+    finally:
+        chronicle.close()
+
+
 def _merge(into: LoadResult, part: LoadResult) -> None:
     into.seconds += part.seconds
     into.latencies_ms += part.latencies_ms
@@ -30,12 +49,16 @@ def bench_queries(settings: Settings, seconds: float, connections: int = 32, rou
     with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
             serve(ceiling_argv(), env, "/") as ceiling, background(env, "relay", "projector"):
         prepared: Prepared = prepare(api, 300, assign=True)
+        seed_catalog(env)
         import time
 
         import httpx
         deadline = time.monotonic() + 60
-        while httpx.get(f"{api}/v1/projects/{prepared.project_id}/tasks?limit=50", headers=prepared.auth
-                        ).json().get("items", []) == [] and time.monotonic() < deadline:
+        while (httpx.get(f"{api}/v1/projects/{prepared.project_id}/tasks?limit=50", headers=prepared.auth
+                         ).json().get("items", []) == []
+               or httpx.get(f"{api}/v1/products?q=item+199", headers=prepared.auth).json().get("items", []) == []
+               or httpx.get(f"{api}/v1/products/ITEM-0199", headers=prepared.auth).status_code != 200) \
+                and time.monotonic() < deadline:
             time.sleep(0.2)
         routes = {
             "ceiling": (ceiling, Get("/constant", {})),
@@ -46,6 +69,10 @@ def bench_queries(settings: Settings, seconds: float, connections: int = 32, rou
             "task list (sql)": (api, Get(f"/v1/projects/{prepared.project_id}/tasks?limit=50&sort=due",
                                          prepared.auth)),
             "task (sql)": (api, Get(f"/v1/tasks/{prepared.task_ids[0]}", prepared.auth)),
+            "product (redis)": (api, Get("/v1/products/ITEM-0042", prepared.auth)),
+            "catalog page by price, in stock (redis)": (api, Get("/v1/products?sort=price&in_stock=true&limit=20",
+                                                                 prepared.auth)),
+            "catalog text search (sql)": (api, Get("/v1/products?q=item+1&sort=name&limit=20", prepared.auth)),
         }
         results = {name: LoadResult(0.0) for name in routes}
         for base, make in routes.values():
