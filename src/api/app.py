@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
@@ -27,6 +29,13 @@ from api.runtime import runtime_lifespan
 from infra.settings import Settings
 
 MAX_BODY = 1024 * 1024
+
+
+def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
+    """No read model can hold or match a NUL character (PostgreSQL text cannot): a query string
+    that carries one is refused before it reaches a route."""
+    if b"%00" in request.scope.get("query_string", b""):
+        raise HTTPException(status_code=422, detail="query parameters must not contain NUL characters")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -51,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY,
+        before_request=refuse_nul_in_query,
         openapi_config=OpenAPIConfig(
             title="Chronicle", version="0.1.0", path="/schema",
             description="An event-sourced CQRS backend: commands append events, queries read views.",

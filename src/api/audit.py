@@ -15,7 +15,7 @@ from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import requires_role
-from api.commands.common import context, problems
+from api.commands.common import context, is_number, problems
 from api.runtime import Runtime, get_runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
@@ -44,7 +44,7 @@ class StreamState(msgspec.Struct):
 def _cursor(value: str | None) -> int:
     if value is None:
         return 0
-    if not value.isdigit():
+    if not is_number(value):
         raise Invalid("cursor: not a cursor this list gave out", field="cursor")
     return int(value)
 
@@ -90,7 +90,7 @@ class AuditQueries(Controller):
         given = [name for name, value in (("version", version), ("at", at), ("position", position)) if value is not None]
         if len(given) != 1:
             raise Invalid("give exactly one of version, at, position", field="version")
-        if position is not None and not position.isdigit():
+        if position is not None and not is_number(position):
             raise Invalid("position must be a position token", field="position")
         await _record(request, runtime)
         if version is None:

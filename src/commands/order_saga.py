@@ -73,6 +73,9 @@ class OrderSaga:
         decision = Decision()
         for line in order.lines:
             stock, version = self._stock(line["sku"], fresh)
+            if version == 0:  # no stock at all, so none held for this order: open nothing
+                decision.read.append((stock.id, 0))
+                continue
             change(stock)
             if stock.pending_events:
                 decision.changed.append(stock)

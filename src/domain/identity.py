@@ -14,6 +14,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import Conflict, Invalid
+from domain.text import check_text
 
 EMAIL_NAMESPACE = uuid.UUID("9f3e1c52-6a0b-4e1f-a7d2-0c5b8e4f1a11")
 SESSION_NAMESPACE = uuid.UUID("2b7c4d90-1e8f-4a35-b6c2-7d9e0f1a2b33")
@@ -34,13 +35,14 @@ def normalize_email(email: str) -> str:
     """Emails are unique case-insensitively: compare and key them in this form."""
     normalized = email.strip().lower()
     local, at, domain = normalized.partition("@")
-    if not at or not local or "." not in domain or " " in normalized or len(normalized) > MAX_EMAIL:
+    if (not at or not local or "." not in domain or not normalized.isprintable() or " " in normalized
+            or len(normalized) > MAX_EMAIL):
         raise Invalid(f"{email!r} is not an email address", field="email")
     return normalized
 
 
 def clean_name(name: str, *, field: str = "name", limit: int = MAX_NAME) -> str:
-    cleaned = " ".join(name.split())
+    cleaned = check_text(" ".join(name.split()), field)
     if not cleaned:
         raise Invalid(f"{field} must not be blank", field=field)
     if len(cleaned) > limit:

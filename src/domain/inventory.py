@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.catalog import clean_sku
 from domain.errors import Conflict, Invalid
+from domain.text import check_text
 
 STOCK_NAMESPACE = uuid.UUID("7b2c3d4e-5f60-4a71-8b82-93c4d5e6f708")
 
@@ -66,6 +67,7 @@ class Stock(Aggregate):
             raise Invalid("delta must not be 0", field="delta")
         if not reason.strip():
             raise Invalid("reason must not be blank", field="reason")
+        check_text(reason, "reason", multiline=True)
         if self.available + delta < 0:
             raise Conflict(f"only {self.available} of {self.sku} available; cannot remove {-delta}")
         self._adjusted(sku=self.sku, delta=delta, reason=reason.strip())

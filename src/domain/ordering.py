@@ -13,6 +13,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import Conflict, Invalid
+from domain.text import check_text
 
 MAX_LINES = 100
 MAX_QUANTITY = 10_000
@@ -93,6 +94,7 @@ class Order(Aggregate):
     def pay(self, payment_ref: str) -> None:
         if not payment_ref.strip():
             raise Invalid("payment_ref must not be blank", field="payment_ref")
+        check_text(payment_ref, "payment_ref")
         self._expect(OrderStatus.RESERVED, doing="pay")
         self._paid(payment_ref=payment_ref.strip())
 

@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import Conflict, Invalid
 from domain.identity import clean_name
+from domain.text import check_text
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 10_000
@@ -34,7 +35,7 @@ class TaskStatus(StrEnum):
 
 
 def clean_description(description: str | None) -> str:
-    text = (description or "").strip()
+    text = check_text((description or "").strip(), "description", multiline=True)
     if len(text) > MAX_DESCRIPTION:
         raise Invalid(f"description must be at most {MAX_DESCRIPTION} characters", field="description")
     return text

@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
+from eventsourcing import persistence as es_persistence
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -46,8 +47,10 @@ from projections.base import Projection, RedisProjection, SqlProjection
 log = logging.getLogger(__name__)
 
 INFRASTRUCTURE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, aioredis.ConnectionError,
-                         aioredis.TimeoutError, OSError, StaleCheckpoint)
-"""Failures of a server, not of the projection: never a reason to park an event."""
+                         aioredis.TimeoutError, OSError, StaleCheckpoint, es_persistence.OperationalError,
+                         es_persistence.InterfaceError)
+"""Failures of a server (or, for the saga, of the event store's pool), not of the projection: never
+a reason to park an event."""
 READ_AT = f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id = %s"
 READ_BETWEEN = (f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < %s"
                 f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s")
@@ -85,6 +88,7 @@ class ProjectionRunner:
         self.version = projection.version
         self.applied = 0
         self.role = f"projection {projection.name}"
+        self.leading = False  # holds the projection's lock (what a process manager's side work checks)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop`, restarting after any failure but a parked event."""
@@ -93,7 +97,11 @@ class ProjectionRunner:
             try:
                 async with leadership(self.url, key, stop, self.role) as conn:
                     if conn is not None:
-                        await self._lead(conn, stop)
+                        self.leading = True
+                        try:
+                            await self._lead(conn, stop)
+                        finally:
+                            self.leading = False
                 await self._wait_while_paused(stop)
             except Exception as e:  # supervised: NATS, Redis or PostgreSQL went away; start over
                 log.warning("%s: %s: %s; restarting in 1s", self.role, type(e).__name__, e)

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 
 from commands.base import ChronicleApplication, Context
 from commands.order_saga import HANDLES, OrderSaga
@@ -73,7 +73,8 @@ class SagaWorker:
                     return  # done already: a redelivery
                 log.info("saga: %s %s met a change it had not seen; deciding again on fresh state", envelope.type,
                          envelope.stream_id)
-        raise RuntimeError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
+        # Not a poison event: the runner starts over in a moment and the event comes again.
+        raise OperationalError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
 
     def recorded(self) -> int:
         with self.chronicle.database.connection() as conn:
@@ -114,29 +115,40 @@ class SagaStore(TrackingStore):
             await asyncio.to_thread(self.worker.track, new)
 
 
-async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, interval: float = 1.0) -> None:
-    """Cancels reserved orders whose payment is overdue (found in the order view; the order itself
-    decides whether it really is overdue and still reserved). The cancellation carries the order's
-    correlation id, caused by the event that set the deadline."""
+async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, leading: Callable[[], bool],
+                        interval: float = 1.0) -> None:
+    """While this process leads the saga, cancels reserved orders whose payment is overdue (found in
+    the order view; the order itself decides whether it really is still reserved and overdue). The
+    cancellation carries the order's correlation id, caused by the event that set the deadline."""
     url = chronicle.settings.require_database_url()
     while not stop.is_set():
         try:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                rows = await (await conn.execute(
-                    "SELECT id, correlation_id, deadline_event_id FROM ordering_views.orders"
-                    " WHERE status = 'reserved' AND payment_due_at < now() ORDER BY payment_due_at LIMIT 100"
-                )).fetchall()
-            for order_id, correlation_id, deadline_event_id in rows:
-                ctx = Context(command="saga.expire", system_actor=ACTOR, correlation_id=correlation_id or uuid.uuid4(),
-                              causation_id=deadline_event_id)
-                with contextlib.suppress(DomainError):  # paid or cancelled meanwhile, or not yet due
-                    await asyncio.to_thread(chronicle.ordering.expire, ctx, order_id)
+            if leading():
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    rows = await (await conn.execute(
+                        "SELECT id, correlation_id, deadline_event_id FROM ordering_views.orders"
+                        " WHERE status = 'reserved' AND payment_due_at < now() ORDER BY payment_due_at LIMIT 100"
+                    )).fetchall()
+                for order_id, correlation_id, deadline_event_id in rows:
+                    await _expire(chronicle, order_id, correlation_id, deadline_event_id)
         except psycopg.errors.UndefinedTable:
             pass  # the order view is not built yet
-        except (psycopg.Error, OSError) as e:  # the view or the store is away: try again later
-            log.warning("saga: could not sweep overdue orders (%s)", e)
+        except (psycopg.Error, OSError) as e:  # the view is away: try again later
+            log.warning("saga: could not read overdue orders (%s)", e)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _expire(chronicle: Chronicle, order_id: uuid.UUID, correlation_id: uuid.UUID | None,
+                  deadline_event_id: uuid.UUID | None) -> None:
+    ctx = Context(command="saga.expire", system_actor=ACTOR, correlation_id=correlation_id or uuid.uuid4(),
+                  causation_id=deadline_event_id)
+    try:
+        await asyncio.to_thread(chronicle.ordering.expire, ctx, order_id)
+    except DomainError:
+        pass  # paid or cancelled meanwhile (the view is behind), or not overdue by the order's clock
+    except Exception as e:  # the store is away: the next sweep tries again
+        log.warning("saga: could not expire order %s (%s: %s)", order_id, type(e).__name__, e)
 
 
 async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
@@ -146,6 +158,6 @@ async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
     runner = ProjectionRunner(settings, OrderSagaProcess(),
                               store_factory=lambda conn: SagaStore(conn, worker))
     try:
-        await asyncio.gather(runner.run(stop), sweep_overdue(chronicle, stop))
+        await asyncio.gather(runner.run(stop), sweep_overdue(chronicle, stop, lambda: runner.leading))
     finally:
         await asyncio.to_thread(chronicle.close)

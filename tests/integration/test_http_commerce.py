@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from api.queries.common import encode_cursor
 from tests.integration.commerce import new_sku, place, product, stock_of, wait_order
 from tests.integration.http import Api, User, assert_problem
 
@@ -264,3 +265,47 @@ def test_every_event_of_an_order_carries_the_requests_correlation_id(api: Api, s
     assert causes["Stock.Reserved"] == causes["Order.Reserved"] == ids["Order.Placed"]
     assert causes["Stock.Released"] == ids["Order.Cancelled"]
     assert {actor for t, _, _, actor in rows if t.startswith("Stock.")} == {"saga:order"}
+
+
+def test_odd_input_is_a_clear_4xx_never_a_500(api: Api, shop: dict[str, User]) -> None:
+    manager, alice = shop["manager"], shop["alice"]
+    sku, _ = product(api, manager, stock=3)
+    order = place(api, alice, (sku, 1))
+    wait_order(api, alice, order)
+    assert_problem(api.post(f"/v1/orders/{order}/pay", {"payment_ref": "psp\u0000"}, alice), 422, field="payment_ref")
+    assert_problem(api.post("/v1/products", {"sku": new_sku(), "name": "Nul\u0000name", "price_minor": 1,
+                                             "currency": "EUR"}, manager), 422, field="name")
+    assert_problem(api.post(f"/v1/products/{sku}/edit", {"description": "bell \u0007"}, manager), 422,
+                   field="description")
+    assert_problem(api.post(f"/v1/inventory/{sku}/adjust", {"delta": 1, "reason": "x\u0000"}, manager), 422,
+                   field="reason")
+    assert_problem(api.get("/v1/products?q=a%00b", alice), 422)
+    assert_problem(api.get(f"/v1/products/{sku}%00", alice), 404)
+    forged = [encode_cursor(v) for v in ([True, "A"], [1.5, "A"], [[1], "A"], [1, 2, 3], [None, "A"])]
+    for cursor in [*forged, encode_cursor(["x", "y"])]:
+        assert_problem(api.get(f"/v1/orders?cursor={cursor}", alice), 422)
+        assert_problem(api.get(f"/v1/products?sort=price&cursor={cursor}", alice), 422)
+        assert_problem(api.get(f"/v1/products?sort=-price&q=x&cursor={cursor}", alice), 422)
+    for cursor in [*forged, encode_cursor([1, "A"])]:
+        for sort in ("-name", "sku"):
+            assert_problem(api.get(f"/v1/products?sort={sort}&cursor={cursor}", alice), 422)
+            assert_problem(api.get(f"/v1/products?sort={sort}&q=x&cursor={cursor}", alice), 422)
+    superscript_two: Any = "\u00b2".encode("latin-1")  # str.isdigit() says yes; int() says no
+    assert_problem(api.post(f"/v1/orders/{order}/cancel", user=alice, if_match=superscript_two), 400)
+    assert_problem(api.get(f"/v1/orders/{order}", alice, x_min_position=superscript_two), 400)
+    assert_problem(api.get(f"/v1/orders/{order}", alice, x_min_position="9" * 30), 400)
+    assert api.post(f"/v1/orders/{order}/cancel", user=alice).status_code == 200
+
+
+def test_a_cursor_never_widens_the_filters_it_is_sent_with(api: Api, shop: dict[str, User]) -> None:
+    manager, alice = shop["manager"], shop["alice"]
+    tag = uuid.uuid4().hex[:6].upper()
+    for price in (100, 200, 300, 400, 500):
+        _, position = product(api, manager, stock=1, price=price, sku=f"W{tag}-{price}")
+    first = api.get("/v1/products?sort=-price&in_stock=true&limit=1", alice, x_min_position=position).json()
+    top = first["items"][0]["price_minor"]
+    assert top >= 500 and first["next_cursor"]
+    narrowed = api.get(f"/v1/products?sort=-price&in_stock=true&max_price=250&limit=50&cursor={first['next_cursor']}",
+                       alice).json()["items"]
+    assert narrowed and all(p["price_minor"] <= 250 for p in narrowed)
+    assert {f"W{tag}-200", f"W{tag}-100"} <= {p["sku"] for p in narrowed}

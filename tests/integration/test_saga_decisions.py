@@ -92,3 +92,18 @@ def test_a_release_decided_on_stale_stock_is_decided_again(apps: tuple[Chronicle
     new.step(cancelled)
     stock = api.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
     assert (stock.available, stock.reserved) == (3, 1) and not stock.is_reserved_for(order)
+
+
+def test_an_order_for_a_sku_never_stocked_is_rejected_and_opens_no_stock(
+        apps: tuple[Chronicle, Chronicle, Chronicle]) -> None:
+    api, saga_app, _ = apps
+    worker = _worker(saga_app, f"unstocked-{uuid.uuid4().hex[:6]}")
+    sku = f"NONE-{uuid.uuid4().hex[:6].upper()}"
+    api.catalog.create_product(MANAGER, sku, "Never stocked", None, 100, "EUR")
+    order = _place(api, sku, 1)
+    worker.step(_order_events(api, order)[0])
+    assert api.ordering.order(order, fresh=True).status is OrderStatus.REJECTED
+    worker.step(_order_events(api, order, count=2)[-1])  # Order.Rejected: nothing to release
+    with api.database.connection() as conn:
+        opened = conn.execute("SELECT count(*) FROM events WHERE stream_id = %s", (stock_id(sku),)).fetchone()
+    assert opened == (0,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -50,12 +51,18 @@ def position_token(position: int | None) -> str | None:
     return None if position is None else str(position)
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits of a number PostgreSQL's bigint holds (a position or a version; `str.isdigit`
+    also takes '²')."""
+    return re.fullmatch(r"[0-9]{1,19}", text) is not None and int(text) < 2**63
+
+
 def expected_version(if_match: str | None) -> int | None:
     """`If-Match: 3`, `"3"` or `W/"3"`; `*` means any version."""
     if if_match is None or if_match.strip() == "*":
         return None
     tag = if_match.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not is_number(tag):
         raise HTTPException(status_code=400, detail="If-Match must be a version number, e.g. If-Match: 3")
     return int(tag)
 

@@ -54,7 +54,8 @@ class ProductSort(StrEnum):
 
 
 # KEYS[1]: a listing (sorted set); ARGV: the product key prefix, the range (low, high), how many,
-# and 1 for descending. Returns the products' JSON (kept in each hash) as one JSON array.
+# and 1 for descending. Returns how many members the range held and the products' JSON (kept in
+# each hash), as one JSON array: [count, [product, ...]].
 PAGE = """
 local members
 if ARGV[5] == '1' then
@@ -67,7 +68,7 @@ for _, member in ipairs(members) do
   local json = redis.call('HGET', ARGV[1] .. string.match(member, '[^\1]*$'), 'json')
   if json then found[#found + 1] = json end
 end
-return '[' .. table.concat(found, ',') .. ']'
+return '[' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
 """
 _scripts: dict[int, Any] = {}
 
@@ -117,18 +118,19 @@ async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductVi
             high = "(" + price_key(f.max_price + 1)
     if f.after is not None:
         value, sku = f.after
-        member = {"sku": str(sku), "name": f"{value}{SEPARATOR}{sku}",
-                  "price": f"{price_key(int(value))}{SEPARATOR}{sku}"}[f.key]
-        if f.descending:  # the cursor is inside the price range; `keeps` checks it all the same
-            high = "(" + member
+        member = sku if f.key == "sku" else f"{price_key(value) if f.key == 'price' else value}{SEPARATOR}{sku}"
+        # The cursor narrows the range, never widens it (a client may change filters between pages).
+        if f.descending:
+            high = "(" + member if high == "+" else "(" + min(high[1:], member)
         else:
-            low = "(" + member
+            low = "(" + member if low == "-" or member >= low[1:] else low
     script = _scripts.get(id(runtime.redis))
     if script is None:
         script = _scripts[id(runtime.redis)] = runtime.redis.register_script(PAGE)
     raw = await script(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
-    products = [p for p in msgspec.json.decode(raw, type=list[ProductView]) if f.keeps(p)]
-    return products[:f.limit], len(products) > f.limit
+    ranged, found = msgspec.json.decode(raw, type=tuple[int, list[ProductView]])
+    products = [p for p in found if f.keeps(p)]
+    return products[:f.limit], ranged > f.limit
 
 
 async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
@@ -175,10 +177,9 @@ class CatalogQueries(Controller):
             min_position: MinPosition = None) -> Page[ProductView]:
         if min_price is not None and max_price is not None and min_price > max_price:
             raise Invalid("min_price must not exceed max_price", field="min_price")
+        shape = tuple[int, str] if sort.value.lstrip("-") == "price" else tuple[str, str]
         f = CatalogFilter(sort, limit, q, min_price, max_price, in_stock, active,
-                          decode_cursor(cursor, 2) if cursor else None)
-        if f.after is not None and (f.key == "price") != isinstance(f.after[0], int):
-            decode_cursor("", 2)  # a cursor of another sort: refused like any unknown cursor
+                          list(decode_cursor(cursor, shape)) if cursor else None)
         items, more = None, False
         if f.redis_can_serve:
             try:

@@ -11,6 +11,7 @@ from litestar import Request
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter
 
+from api.commands.common import is_number
 from api.problems import ServiceUnavailable
 from api.runtime import Runtime
 from infra.viewstores import redis_prefix
@@ -33,15 +34,15 @@ def encode_cursor(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, size: int) -> list[Any]:
+def decode_cursor(cursor: str, shape: Any) -> Any:
+    """The values of a cursor this list gave out, as the tuple type `shape` (e.g.
+    `tuple[datetime, UUID]`); anything else is a 422, never a value that reaches SQL."""
     try:
         values = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, msgspec.DecodeError):
-        values = None
-    if not isinstance(values, list) or len(values) != size:
+        return msgspec.convert(values, shape)
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise HTTPException(status_code=422, detail="cursor: not a cursor this list gave out",
-                            extra=[{"key": "cursor", "message": "unknown cursor"}])
-    return values
+                            extra=[{"key": "cursor", "message": "unknown cursor"}]) from None
 
 
 class LiveVersions:
@@ -98,7 +99,7 @@ async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], t
     projectors' checkpoint announcements and re-reading the stores every 200 ms besides."""
     if token is None:
         return
-    if not token.isdigit():
+    if not is_number(token):
         raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
     position = int(token)
     watcher = runtime.checkpoints

@@ -90,8 +90,8 @@ class OrderQueries(Controller):
             where.append("status = %(status)s")
             params["status"] = status.value
         if cursor:
-            placed, last = decode_cursor(cursor, 2)
-            where.append("(placed_at, id) < (%(placed)s::timestamptz, %(last)s::uuid)")
+            placed, last = decode_cursor(cursor, tuple[datetime, uuid.UUID])
+            where.append("(placed_at, id) < (%(placed)s, %(last)s)")
             params |= {"placed": placed, "last": last}
         sql = (f"SELECT {_COLUMNS} FROM ordering_views.orders"
                f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s")

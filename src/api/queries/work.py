@@ -108,6 +108,8 @@ class TaskSort(StrEnum):
     TITLE_DESC = "-title"
 
 
+_CURSORS: dict[str, Any] = {"created": tuple[datetime, uuid.UUID], "due": tuple[date, uuid.UUID],
+                            "priority": tuple[int, uuid.UUID], "title": tuple[str, uuid.UUID]}
 _SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
 _TASK_COLUMNS = ("id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
                  " created_at, updated_at, completed_at, version")
@@ -145,7 +147,7 @@ class ProjectQueries(Controller):
         params: dict[str, Any] = {**_who(request.user), "limit": limit + 1}
         after = ""
         if cursor:
-            created, last_id = decode_cursor(cursor, 2)
+            created, last_id = decode_cursor(cursor, tuple[datetime, uuid.UUID])
             after = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
             params |= {"created": created, "last": last_id}
         async with runtime.views.connection() as conn:
@@ -290,7 +292,7 @@ def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, 
     descending = sort.value.startswith("-")
     column = _SORT_COLUMNS[sort.value.lstrip("-")]
     if cursor:
-        value, last_id = decode_cursor(cursor, 2)
+        value, last_id = decode_cursor(cursor, _CURSORS[sort.value.lstrip("-")])
         where.append(f"({column}, id) {'<' if descending else '>'} (%(after)s, %(last)s::uuid)")
         params |= {"after": value, "last": last_id}
     direction = "DESC" if descending else "ASC"
