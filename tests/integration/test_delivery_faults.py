@@ -188,18 +188,28 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
     from infra.relay import stream_name
 
     settings = fault_settings
-    workload = Workload(settings, 600)
+    before, after = Workload(settings, 300), Workload(settings, 300)
     with running(settings, "relay#a", "relay#b", "projector") as processes:
-        workload.start()
-        time.sleep(1.5)
+        before.start()
+        before.join()
+        assert before.error is None
+        wait_caught_up(settings, timeout=90)
         holder = _relay_holder(settings.database_url or "")
         assert holder is not None
         active = next(n for n, p in processes.procs.items() if n.startswith("relay") and f"pid={p.pid}" in holder)
+        # Killed mid-stream: commands go on while the lock passes, and only the standby can publish them.
+        after.start()
+        deadline = time.monotonic() + 30
+        while after.done < 50 and after.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         processes.kill(active)
-        workload.join()
-        assert workload.error is None
-        wait_caught_up(settings, timeout=90)
+        after.join()
+        assert after.error is None
+        deadline = time.monotonic() + 30
+        while _relay_holder(settings.database_url or "") in (None, holder) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert _relay_holder(settings.database_url or "") not in (None, holder), "the standby did not take over"
+        wait_caught_up(settings, timeout=90)
 
     async def stream_ids() -> list[str]:
         nc = await nats.connect(settings.nats_url or "")
