@@ -77,8 +77,9 @@ _UNNEST = ("FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::te
            " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, hash, ord) ")
 # Appends only if none of the given streams has moved past the given version: the command read
 # those aggregates (e.g. the project of a task) and decided on that state.
-_GUARD = ("WHERE NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
-          " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version) ")
+MOVED = ("SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
+         " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version")
+_GUARD = f"WHERE NOT EXISTS ({MOVED}) "
 
 
 # The common guarded append: one event, one aggregate read.
@@ -387,7 +388,10 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
     # writing
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if not stored_events:
+        """Appends `stored_events` (with the caller's `meta`, and atomically its `tracking` position,
+        `idempotency` claim and `conditions`). With no events, records the tracking position alone,
+        under the same conditions."""
+        if not stored_events and kwargs.get("tracking") is None:
             return []
         if len(stored_events) > MAX_EVENTS_PER_APPEND:
             raise ProgrammingError(f"at most {MAX_EVENTS_PER_APPEND} events fit in one append")
@@ -396,7 +400,8 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         recorded_at = datetime.now(UTC)
         ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"),
                            kwargs.get("idempotency"), kwargs.get("conditions") or ())
-        self.database.notifier.poke()
+        if ids:
+            self.database.notifier.poke()
         return ids
 
     def _append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
@@ -426,14 +431,16 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 return self._insert(cur, events, event_ids, tail, claim, conditions)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
+            if not events:
+                if conditions and conn.execute(MOVED, _condition_columns(conditions)).fetchone():
+                    raise DependencyChanged("an aggregate the decision read has changed; nothing was recorded")
+                return []
             return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim, conditions)
 
     @staticmethod
     def _insert(cur: psycopg.Cursor[Any], events: Sequence[StoredEvent], event_ids: list[UUID],
                 tail: tuple[Any, ...], claim: IdempotencyClaim | None = None,
                 conditions: Sequence[tuple[UUID, int]] = ()) -> list[int]:
-        if not events:
-            return []
         hashes = [event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
                   for i, e in zip(event_ids, events, strict=True)]
         if len(events) == 1 and claim is None and len(conditions) <= 1:
@@ -449,7 +456,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                                    [event_type(t) for t in topics], states, hashes)
         sql = insert_many(guarded=bool(conditions))
         if conditions:
-            params = (*params, [c[0] for c in conditions], [c[1] for c in conditions])
+            params = (*params, *_condition_columns(conditions))
         if claim is not None:
             sql = with_key(sql)
             params = (*params, claim.scope, claim.key, claim.request_hash, claim.status, claim.aggregate_id, claim.version)
@@ -540,6 +547,10 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
             self.stop()
 
 
+def _condition_columns(conditions: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:
+    return [c[0] for c in conditions], [c[1] for c in conditions]
+
+
 def insert_tracking(conn: psycopg.Connection[Any], tracking: Tracking) -> None:
     """Records a consumer's position; refuses to record the same or an earlier one again."""
     row = conn.execute(
@@ -573,13 +584,6 @@ class ChronicleProcessRecorder(ChronicleTrackingRecorder, ChronicleApplicationRe
 
     def __init__(self, database: EventStoreDatabase) -> None:
         ChronicleApplicationRecorder.__init__(self, database)
-
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if not stored_events and kwargs.get("tracking") is not None:
-            with self.database.connection() as conn:
-                insert_tracking(conn, kwargs["tracking"])
-            return []
-        return ChronicleApplicationRecorder.insert_events(self, stored_events, **kwargs)
 
 
 # -- the factory the eventsourcing Application uses ------------------------------------------

@@ -26,7 +26,7 @@ from commands.order_saga import HANDLES, OrderSaga
 from domain.errors import DomainError
 from infra.bootstrap import Chronicle, bootstrap
 from infra.envelope import EventEnvelope
-from infra.eventstore import DependencyChanged, insert_tracking
+from infra.eventstore import ChronicleTrackingRecorder, DependencyChanged
 from infra.projector import ProjectionRunner
 from infra.settings import Settings
 from infra.viewstores import TrackingStore
@@ -77,24 +77,18 @@ class SagaWorker:
         raise OperationalError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
 
     def recorded(self) -> int:
-        with self.chronicle.database.connection() as conn:
-            row = conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
-                               (self.name,)).fetchone()
-        return int(row[0]) if row else 0
+        return ChronicleTrackingRecorder(self.chronicle.database).max_tracking_id(self.name) or 0
 
     def track(self, position: int, conditions: Sequence[tuple[uuid.UUID, int]] = ()) -> None:
         """Records the position (if it is not recorded already) when nothing is to be appended; only
         if none of `conditions` (streams and the versions the decision read) has moved on."""
-        with self.chronicle.database.connection() as conn, conn.transaction():
-            if conditions:
-                moved = conn.execute(
-                    "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
-                    " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version LIMIT 1",
-                    ([c[0] for c in conditions], [c[1] for c in conditions])).fetchone()
-                if moved:
-                    raise DependencyChanged("a stock the decision read has changed")
-            with contextlib.suppress(IntegrityError):
-                insert_tracking(conn, Tracking(self.name, position))
+        try:
+            self.chronicle.inventory.recorder.insert_events([], tracking=Tracking(self.name, position),
+                                                            conditions=conditions)
+        except DependencyChanged:
+            raise
+        except IntegrityError:
+            pass  # recorded already: a redelivery
 
 
 class SagaStore(TrackingStore):
@@ -111,7 +105,8 @@ class SagaStore(TrackingStore):
         for envelope in envelopes:
             if envelope.position > done and envelope.type in HANDLES:
                 await asyncio.to_thread(self.worker.step, envelope)
-        if await self.checkpoint() < new:
+                done = envelope.position  # step recorded it (or found it recorded)
+        if done < new:
             await asyncio.to_thread(self.worker.track, new)
 
 

@@ -181,3 +181,46 @@ class TestFactory(conformance.InfrastructureFactoryTestCase[Any]):
 
     def expected_process_recorder_class(self) -> type[Any]:
         return ChronicleProcessRecorder
+
+
+# -- Chronicle's own guarantees beyond the library's suite -------------------------------------
+
+
+def _event(stream: Any, version: int) -> StoredEvent:
+    return StoredEvent(stream, version, "domain.work:Task.Edited", b"{}")
+
+
+def test_a_guarded_append_stores_nothing_once_a_read_stream_has_moved(conformance_db: EventStoreDatabase) -> None:
+    from uuid import uuid4
+
+    from infra.eventstore import DependencyChanged
+
+    recorder = ChronicleApplicationRecorder(conformance_db)
+    read, written = uuid4(), uuid4()
+    recorder.insert_events([_event(read, 1)])
+    assert recorder.insert_events([_event(written, 1)], conditions=[(read, 1)])
+    recorder.insert_events([_event(read, 2)])
+    for events in ([_event(written, 2)], [_event(written, 2), _event(written, 3)]):
+        with pytest.raises(DependencyChanged):
+            recorder.insert_events(events, conditions=[(read, 1)])
+    assert [e.originator_version for e in recorder.select_events(written)] == [1]
+
+
+def test_a_position_alone_is_tracked_under_the_same_conditions(conformance_db: EventStoreDatabase) -> None:
+    from uuid import uuid4
+
+    from eventsourcing.persistence import IntegrityError, Tracking
+
+    from infra.eventstore import DependencyChanged
+
+    recorder = ChronicleProcessRecorder(conformance_db)
+    name, read = f"p-{uuid4().hex[:8]}", uuid4()
+    recorder.insert_events([_event(read, 1), _event(read, 2)])
+    with pytest.raises(DependencyChanged):
+        recorder.insert_events([], tracking=Tracking(name, 10), conditions=[(read, 1)])
+    assert recorder.max_tracking_id(name) is None
+    assert recorder.insert_events([], tracking=Tracking(name, 10), conditions=[(read, 2)]) == []
+    assert recorder.max_tracking_id(name) == 10
+    with pytest.raises(IntegrityError) as again:
+        recorder.insert_events([], tracking=Tracking(name, 10), conditions=[(read, 2)])
+    assert not isinstance(again.value, DependencyChanged)
