@@ -27,7 +27,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment
 
-from domain.errors import Conflict, DomainError, NotFound
+from domain.errors import Conflict, DomainError, Forbidden, NotFound
 from domain.identity import Role
 
 A = TypeVar("A", bound=Aggregate)
@@ -80,6 +80,12 @@ class Context:
     @property
     def actor_id(self) -> str | None:
         return str(self.actor.user_id) if self.actor else self.system_actor
+
+    def authenticated(self) -> Actor:
+        """The acting user, for commands only a signed-in user may send."""
+        if self.actor is None:
+            raise Forbidden("this command needs an authenticated user")
+        return self.actor
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,13 @@ class ChronicleApplication(Application[uuid.UUID]):
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
+
+    def exists(self, cls: type[Aggregate], aggregate_id: uuid.UUID) -> bool:
+        """Whether an aggregate of that class is stored under the id (read from the store)."""
+        try:
+            return isinstance(self.repository.get(aggregate_id), cls)
+        except AggregateNotFoundError:
+            return False
 
     def record(self, ctx: Context, *aggregates: Aggregate, result_of: Aggregate,
                depends_on: Sequence[Aggregate] = ()) -> CommandResult:

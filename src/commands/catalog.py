@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
-
-from eventsourcing.application import AggregateNotFoundError
 
 from commands.base import (
     Actor,
@@ -31,12 +30,6 @@ def _staff(ctx: Context) -> Actor:
 class CatalogApplication(ChronicleApplication):
     name = "catalog"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Product: 100}
-
-    def __init__(self, make_factory: FactoryMaker, *, key_recorded: KeyRecorded | None = None) -> None:
-        super().__init__(make_factory, key_recorded=key_recorded)
-
-    def product(self, sku: str) -> Product:
-        return self.load(Product, product_id(sku), f"product {clean_sku(sku)}", for_update=False)
 
     @command
     def create_product(self, ctx: Context, sku: str, name: str, description: str | None, price_minor: int,
@@ -84,15 +77,15 @@ class InventoryApplication(ChronicleApplication):
     name = "inventory"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Stock: 100}
 
-    def __init__(self, make_factory: FactoryMaker, *, product_exists: Any,
+    def __init__(self, make_factory: FactoryMaker, *, product_exists: Callable[[str], bool],
                  key_recorded: KeyRecorded | None = None) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
         self.product_exists = product_exists
 
-    def stock(self, sku: str, *, fresh: bool = False) -> Stock:
+    def stock(self, sku: str) -> Stock:
         """The SKU's stock, opened (in memory, saved with its first change) if it has none yet."""
         try:
-            return self.load(Stock, stock_id(sku), f"stock of {clean_sku(sku)}", fresh=fresh)
+            return self.load(Stock, stock_id(sku), f"stock of {clean_sku(sku)}")
         except NotFound:
             return Stock.open(sku)
 
@@ -115,10 +108,5 @@ class InventoryApplication(ChronicleApplication):
         return self.stock(sku)
 
 
-def product_exists(catalog: CatalogApplication) -> Any:
-    def exists(sku: str) -> bool:
-        try:
-            return isinstance(catalog.repository.get(product_id(sku)), Product)
-        except AggregateNotFoundError:
-            return False
-    return exists
+def product_exists(catalog: CatalogApplication) -> Callable[[str], bool]:
+    return lambda sku: catalog.exists(Product, product_id(sku))

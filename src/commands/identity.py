@@ -71,10 +71,7 @@ class IdentityApplication(ChronicleApplication):
         return self.load(User, user_id, "user", fresh=fresh)
 
     def user_exists(self, user_id: uuid.UUID) -> bool:
-        try:
-            return isinstance(self.repository.get(user_id), User)
-        except AggregateNotFoundError:
-            return False
+        return self.exists(User, user_id)
 
     def find_by_email(self, email: str) -> User | None:
         try:
@@ -119,13 +116,6 @@ class IdentityApplication(ChronicleApplication):
         if not session.ended:
             session.end("logout")
         return self.record(ctx, session, result_of=session)
-
-    def session_active(self, session_id: uuid.UUID) -> bool:
-        try:
-            session: Aggregate = self.repository.get(session_id)
-        except AggregateNotFoundError:
-            return False
-        return isinstance(session, Session) and not session.ended
 
     @command
     def grant(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from commands.base import (
-    Actor,
     ChronicleApplication,
     CommandResult,
     Context,
@@ -36,7 +35,7 @@ class OrderingApplication(ChronicleApplication):
     def place_order(self, ctx: Context, lines: list[dict[str, Any]]) -> CommandResult:
         """Captures each product's current price. The order is appended only if none of its products
         changed since it was read (a cached product might be stale: then it is decided again)."""
-        actor = _actor(ctx)
+        actor = ctx.authenticated()
         products = [self._product(line["sku"]) for line in lines]
         priced = [{"sku": p.sku, "quantity": int(line["quantity"]), "unit_price_minor": p.price_minor,
                    "currency": p.currency} for p, line in zip(products, lines, strict=True)]
@@ -78,7 +77,7 @@ class OrderingApplication(ChronicleApplication):
     @command
     def cancel(self, ctx: Context, order_id: uuid.UUID, expected_version: int | None = None) -> CommandResult:
         order = self._own_order(ctx, order_id, expected_version)
-        by = "customer" if order.customer_id == _actor(ctx).user_id else "staff"
+        by = "customer" if order.customer_id == ctx.authenticated().user_id else "staff"
         order.cancel(f"cancelled by the {by}", by=by)
         return self.record(ctx, order, result_of=order)
 
@@ -89,7 +88,7 @@ class OrderingApplication(ChronicleApplication):
         return self.record(ctx, order, result_of=order)
 
     def _own_order(self, ctx: Context, order_id: uuid.UUID, expected_version: int | None) -> Order:
-        actor = _actor(ctx)
+        actor = ctx.authenticated()
         order = self.load(Order, order_id, "order")
         if order.customer_id != actor.user_id and not actor.is_staff:
             raise NotFound(f"order {order_id} not found")
@@ -97,7 +96,7 @@ class OrderingApplication(ChronicleApplication):
         return order
 
     def _staff_order(self, ctx: Context, order_id: uuid.UUID, expected_version: int | None) -> Order:
-        actor = _actor(ctx)
+        actor = ctx.authenticated()
         order = self.load(Order, order_id, "order")
         if not actor.is_staff:
             if order.customer_id == actor.user_id:
@@ -107,7 +106,3 @@ class OrderingApplication(ChronicleApplication):
         return order
 
 
-def _actor(ctx: Context) -> Actor:
-    if ctx.actor is None:
-        raise Forbidden("this command needs an authenticated user")
-    return ctx.actor

@@ -9,7 +9,6 @@ from datetime import date
 from typing import Any, ClassVar
 
 from commands.base import (
-    Actor,
     ChronicleApplication,
     CommandResult,
     Context,
@@ -35,7 +34,7 @@ class WorkApplication(ChronicleApplication):
 
     @command
     def create_project(self, ctx: Context, name: str, description: str | None) -> CommandResult:
-        project = Project.create(name, description, _actor(ctx).user_id)
+        project = Project.create(name, description, ctx.authenticated().user_id)
         return self.record(ctx, project, result_of=project)
 
     @command
@@ -75,7 +74,7 @@ class WorkApplication(ChronicleApplication):
                     priority: Priority | None = None, due_date: date | None = None,
                     assignee_id: uuid.UUID | None = None) -> CommandResult:
         project = self._member_project(ctx, project_id)
-        task = Task.create(project, title, description, priority, due_date, _actor(ctx).user_id)
+        task = Task.create(project, title, description, priority, due_date, ctx.authenticated().user_id)
         if assignee_id is not None:
             task.assign(project, assignee_id)
         return self.record(ctx, task, result_of=task, depends_on=[project])
@@ -125,7 +124,7 @@ class WorkApplication(ChronicleApplication):
 
     def _managed_project(self, ctx: Context, project_id: uuid.UUID, expected_version: int | None) -> Project:
         """Renaming, archiving and membership: the owner, managers and admins."""
-        actor = _actor(ctx)
+        actor = ctx.authenticated()
         project = self.load(Project, project_id, "project")
         if not (actor.is_staff or project.owner_id == actor.user_id):
             raise Forbidden("only the project's owner, a manager or an admin may do this")
@@ -134,7 +133,7 @@ class WorkApplication(ChronicleApplication):
 
     def _member_project(self, ctx: Context, project_id: uuid.UUID) -> Project:
         """Tasks: members of the project, managers and admins."""
-        actor = _actor(ctx)
+        actor = ctx.authenticated()
         project = self.load(Project, project_id, "project", for_update=False)
         if not (actor.is_staff or project.is_member(actor.user_id)):
             raise Forbidden("only members of the project may command its tasks")
@@ -147,7 +146,3 @@ class WorkApplication(ChronicleApplication):
         return task, project
 
 
-def _actor(ctx: Context) -> Actor:
-    if ctx.actor is None:
-        raise Forbidden("this command needs an authenticated user")
-    return ctx.actor

@@ -71,11 +71,9 @@ class Product(Aggregate):
 
     def edit(self, name: str | None, description: str | None) -> None:
         self.check_active()
-        changes: dict[str, str] = {}
-        if name is not None and clean_name(name) != self.name:
-            changes["name"] = clean_name(name)
-        if description is not None and clean_description(description) != self.description:
-            changes["description"] = clean_description(description)
+        wanted = {"name": None if name is None else clean_name(name),
+                  "description": None if description is None else clean_description(description)}
+        changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(self, k)}
         if changes:
             self._edited(sku=self.sku, changes=changes)
 

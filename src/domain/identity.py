@@ -69,9 +69,6 @@ class User(Aggregate):
     def register(cls, email: str, name: str, password_hash: str) -> User:
         return cls(normalize_email(email), clean_name(name), password_hash)
 
-    def has_role(self, role: Role) -> bool:
-        return role in self.roles
-
     def grant(self, role: Role) -> None:
         if role in self.roles:
             raise Conflict(f"user already has the role {role.value}")

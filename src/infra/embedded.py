@@ -21,7 +21,7 @@ import subprocess
 import sysconfig
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
@@ -46,9 +46,6 @@ class ServerUrls:
     database_url: str
     nats_url: str
     redis_url: str
-
-    def as_env(self) -> dict[str, str]:
-        return {f"CHRONICLE_{key.upper()}": value for key, value in asdict(self).items()}
 
 
 def find_running(data_dir: Path) -> ServerUrls | None:
@@ -372,12 +369,3 @@ def _stop_process(name: str, proc: subprocess.Popen[bytes], sig: signal.Signals)
         log.warning("%s did not stop in 30s; killing it", name)
         proc.kill()
         proc.wait()
-
-
-@contextlib.contextmanager
-def embedded_servers(data_dir: Path, *, durable: bool = True) -> Iterator[ServerUrls]:
-    servers = EmbeddedServers(data_dir, durable=durable)
-    try:
-        yield servers.start()
-    finally:
-        servers.stop()

@@ -63,7 +63,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TXN_SHIFT = 20
 MAX_EVENTS_PER_APPEND = 1 << TXN_SHIFT
-GATE = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
+GATE = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {TXN_SHIFT})"
 NOTIFY_CHANNEL = "chronicle_events"
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
 _COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
@@ -103,9 +103,6 @@ def with_key(insert: str) -> str:
             "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version,"
             " position) SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended HAVING count(*) > 0) "
             "SELECT notification_id FROM appended ORDER BY notification_id")
-
-
-INSERT_MANY = insert_many(guarded=False)
 
 
 class DependencyChanged(IntegrityError):
@@ -174,10 +171,6 @@ def new_event_id() -> UUID:
 def event_type(topic: str) -> str:
     """`domain.work:Task.Assigned` -> `Task.Assigned`: the name auditors and subjects use."""
     return topic.rpartition(":")[2]
-
-
-def position_of_transaction(xid: int) -> int:
-    return xid << TXN_SHIFT
 
 
 # -- the database: one pool per process, shared by every recorder -----------------------------

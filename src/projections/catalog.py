@@ -102,9 +102,6 @@ class ProductCatalog(SqlProjection):
         view.update("products", (sku,), {**columns, "updated_at": when(event), "version": event.version})
 
 
-SORTS = ("sku", "name", "price")
-
-
 def sort_members(product: dict[str, str]) -> dict[str, str]:
     """The product's member in each sorted set, by sort."""
     sku = product["sku"]
@@ -121,10 +118,6 @@ def as_json(product: dict[str, str]) -> str:
         "active": product["active"] == "1", "available": int(product["available"]),
         "reserved": int(product["reserved"]), "version": int(product["version"]),
         "updated_at": product["updated_at"]}).decode()
-
-
-def sku_of(member: str) -> str:
-    return member.rsplit(SEPARATOR, 1)[-1]
 
 
 class CatalogCache(RedisProjection):
