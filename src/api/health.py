@@ -15,7 +15,7 @@ from litestar.openapi import ResponseSpec
 from api.auth import PUBLIC
 from api.queries.common import checkpoints
 from api.runtime import Runtime, get_runtime
-from infra.eventstore import GATE
+from infra.eventstore import head_position, lags
 from infra.saga import OrderSagaProcess
 from projections import all_projections
 
@@ -55,30 +55,27 @@ class Health(msgspec.Struct):
     oldest_transaction_seconds: float | None = None
 
 
-_LAG = (f"SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %(p)s"
-        f" AND notification_id < {GATE} LIMIT 100000) s),"
-        f" coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM events WHERE notification_id > %(p)s"
-        f" AND notification_id < {GATE} ORDER BY notification_id LIMIT 1)), 0)")
+LAG_CAP = 100_000
 
 
 async def _pipeline(runtime: Runtime, health: Health) -> None:
     names = [p.name for p in all_projections()] + [OrderSagaProcess.name]
     points = await checkpoints(runtime, names)
     async with runtime.views.connection() as conn:
-        head = await (await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
-                                         )).fetchone()
-        health.head = str(head[0]) if head and head[0] is not None else None
+        head = await head_position(conn)
+        health.head = str(head) if head else None
         relay = await (await conn.execute("SELECT position FROM relay_state")).fetchone()
-        if relay is not None:
-            lag = await (await conn.execute(_LAG, {"p": relay[0]})).fetchone() or (0, 0)
-            health.relay = RelayHealth(str(relay[0]), int(lag[0]), round(float(lag[1]), 3))
         rows = await (await conn.execute("SELECT projection, kind, live_version, state, error FROM projections"
                                          " ORDER BY projection")).fetchall()
+        behind = await lags(conn, [*(points.get(r[0], 0) for r in rows), *(relay or ())], cap=LAG_CAP)
+        if relay is not None:
+            lag = behind[relay[0]]
+            health.relay = RelayHealth(str(relay[0]), lag.events, lag.seconds)
         for name, kind, version, state, error in rows:
             position = points.get(name, 0)
-            lag = await (await conn.execute(_LAG, {"p": position})).fetchone() or (0, 0)
-            health.projections.append(ProjectionHealth(name, kind, version, state, str(position), int(lag[0]),
-                                                       round(float(lag[1]), 3), error))
+            lag = behind[position]
+            health.projections.append(ProjectionHealth(name, kind, version, state, str(position), lag.events,
+                                                       lag.seconds, error))
         oldest = await (await conn.execute(
             "SELECT extract(epoch FROM now() - min(xact_start)) FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
         )).fetchone()

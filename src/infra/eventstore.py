@@ -28,11 +28,11 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -65,6 +65,13 @@ TXN_SHIFT = 20
 MAX_EVENTS_PER_APPEND = 1 << TXN_SHIFT
 GATE = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {TXN_SHIFT})"
 NOTIFY_CHANNEL = "chronicle_events"
+HEAD = f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
+# For each position: the events after it that readers can see (counted up to a cap, so a far-behind
+# consumer costs a bounded scan) and the age of the first of them.
+LAGS = ("SELECT u.p, (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > u.p"
+        f" AND notification_id < {GATE} LIMIT %(cap)s) s), coalesce(extract(epoch FROM now() - (SELECT recorded_at"
+        f" FROM events WHERE notification_id > u.p AND notification_id < {GATE} ORDER BY notification_id LIMIT 1)), 0)"
+        " FROM unnest(%(positions)s::bigint[]) AS u(p)")
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
 _COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
             " actor_id, command, correlation_id, causation_id, hash")
@@ -501,8 +508,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
     def max_notification_id(self) -> int | None:
         """The head of the total order: the last event every reader can see."""
         with self.database.connection() as conn:
-            row = conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
-                               ).fetchone()
+            row = conn.execute(HEAD).fetchone()
         return None if row is None else cast(int | None, row[0])
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
@@ -538,6 +544,23 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
             if self._thread_error is None:
                 self._thread_error = e
             self.stop()
+
+
+class Lag(NamedTuple):
+    events: int
+    seconds: float
+
+
+async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The head of the total order (0 for an empty log)."""
+    row = await (await conn.execute(HEAD)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def lags(conn: psycopg.AsyncConnection[Any], positions: Iterable[int], cap: int) -> dict[int, Lag]:
+    """How far behind the head each position is, in one round trip."""
+    rows = await (await conn.execute(LAGS, {"positions": list(positions), "cap": cap})).fetchall()
+    return {int(p): Lag(int(n), round(float(s), 3)) for p, n, s in rows}
 
 
 def _condition_columns(conditions: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:

@@ -25,10 +25,10 @@ import nats
 import psycopg
 import redis.asyncio as aioredis
 
-from infra.eventstore import GATE
+from infra.eventstore import head_position, lags
 from infra.leadership import lock_key
 from infra.projector import consumer_name, register
-from infra.rebuild import Progress, fingerprint, head_position, open_store, replay
+from infra.rebuild import Progress, fingerprint, open_store, replay
 from infra.relay import stream_name
 from infra.settings import Settings
 from infra.viewstores import RedisStore, SqlStore, ViewStore
@@ -131,11 +131,7 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
                 live, state, _ = await register(conn, projection)
                 store = await open_store(conn, client, settings.namespace, projection, live)
                 position = await store.checkpoint()
-                lag = await (await conn.execute(
-                    f"SELECT (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %(p)s"
-                    f" AND notification_id < {GATE} LIMIT 1000000) s), coalesce(extract(epoch FROM now() -"
-                    f" (SELECT recorded_at FROM events WHERE notification_id > %(p)s AND notification_id < {GATE}"
-                    f" ORDER BY notification_id LIMIT 1)), 0)", {"p": position})).fetchone() or (0, 0)
+                lag = (await lags(conn, [position], cap=1_000_000))[position]
                 error_row = await (await conn.execute("SELECT error FROM projections WHERE projection = %s",
                                                       (projection.name,))).fetchone()
                 if state != "parked":
@@ -146,7 +142,7 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
                     else:
                         state = "stopped"
                 found.append(ProjectionStatus(projection.name, projection.kind, live, state, str(position),
-                                              int(lag[0]), round(float(lag[1]), 3),
+                                              lag.events, lag.seconds,
                                               error_row[0] if error_row and state == "parked" else None))
     finally:
         await client.aclose()
@@ -212,10 +208,7 @@ async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[A
 
 
 async def _behind(conn: psycopg.AsyncConnection[Any], position: int) -> int:
-    row = await (await conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > %s"
-                                    f" AND notification_id < {GATE} LIMIT {CATCH_UP_LEFT + 1}) s",
-                                    (position,))).fetchone()
-    return int(row[0]) if row else 0
+    return (await lags(conn, [position], cap=CATCH_UP_LEFT + 1))[position].events
 
 
 async def _count(conn: psycopg.AsyncConnection[Any], upto: int) -> int:

@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from infra import envelope as envelopes
 from infra.checkpoints import announcement, channel
 from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
-from infra.eventstore import GATE
+from infra.eventstore import GATE, head_position
 from infra.leadership import leadership, lock_key, still_leading
 from infra.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.settings import Settings
@@ -233,9 +233,7 @@ class ProjectionRunner:
     async def _catch_up(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> None:
         """On start, applies from the log whatever the view lacks up to the head: the stream may no
         longer hold it (purged, or the view was reset) and no new event may come to reveal the hole."""
-        row = await (await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
-                                        )).fetchone()
-        head = int(row[0]) if row and row[0] is not None else 0
+        head = await head_position(conn)
         if head > self.checkpoint:
             await self._backfill(conn, store, until=head + 1, reason="catching up")
 

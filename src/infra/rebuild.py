@@ -16,7 +16,7 @@ import psycopg
 import redis.asyncio as aioredis
 
 from infra.envelope import LOG_COLUMNS, EnvelopeReader
-from infra.eventstore import GATE
+from infra.eventstore import GATE, head_position
 from infra.viewstores import RedisStore, SqlStore, TrackingStore, ViewStore, table_names
 from projections.base import Projection, RedisProjection, SqlProjection
 
@@ -35,12 +35,6 @@ async def open_store(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
         store = RedisStore(client, namespace, projection, version)
     await store.prepare()
     return store
-
-
-async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
-    row = await (await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM events"
-                                    f" WHERE notification_id < {GATE}")).fetchone()
-    return int(row[0]) if row else 0
 
 
 async def replay(url: str, store: ViewStore, *, after: int, until: int | None = None,

@@ -14,8 +14,9 @@ from contextlib import contextmanager
 import psycopg
 import redis.asyncio as aioredis
 
+from infra.eventstore import head_position
 from infra.projector import register
-from infra.rebuild import fingerprint, head_position, open_store, replay
+from infra.rebuild import fingerprint, open_store, replay
 from infra.settings import Settings
 from infra.viewstores import RedisStore, SqlStore
 from projections import all_projections
