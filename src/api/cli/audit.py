@@ -89,16 +89,19 @@ def cmd_audit_stream(args: argparse.Namespace) -> None:
     from infra import audit
 
     chronicle = _audited(args, f"cli audit stream {args.id}", {})
-    try:
+
+    async def pages(conn: Any) -> None:
         after = 0
         while True:
-            page = asyncio.run(_with_conn(chronicle.settings,
-                                          lambda c, after=after: audit.stream_events(c, args.id, after, 1000)))
+            page = await audit.stream_events(conn, args.id, after, 1000)
             for event in page:
                 print_json(event)
             if len(page) < 1000:
-                break
+                return
             after = page[-1].version
+
+    try:
+        asyncio.run(_with_conn(chronicle.settings, pages))
     finally:
         chronicle.close()
 

@@ -94,14 +94,12 @@ def check_schema(settings: Settings) -> None:
 
 
 def operator_name() -> str:
-    return f"cli:{os_user()}"
-
-
-def os_user() -> str:
+    """Who is at the command line, as the log of operations and events record it."""
     try:
-        return os.getlogin()
+        user = os.getlogin()
     except OSError:
-        return os.environ.get("USER", "unknown")
+        user = os.environ.get("USER", "unknown")
+    return f"cli:{user}"
 
 
 def print_json(value: Any) -> None:

@@ -12,7 +12,7 @@ from api.cli.common import (
     Add,
     CliError,
     check_schema,
-    os_user,
+    operator_name,
     server_env,
     settings_from,
     stop_on_signals,
@@ -115,11 +115,7 @@ def cmd_api(args: argparse.Namespace) -> None:
         settings = with_dev_secret(settings)  # joining a running `chronicle dev`
     settings.require_jwt_secret()
     os.environ.update(server_env(settings))  # the workers build their settings from the environment
-    from infra.migrate import SchemaOutOfDate, check_schema
-    try:
-        check_schema(settings.require_database_url())
-    except SchemaOutOfDate as e:
-        raise CliError(str(e)) from None
+    check_schema(settings)
     Server("api.app:create_app", factory=True, interface=Interfaces.ASGI, address=settings.host,
            port=settings.port, workers=max(1, args.workers), log_access=False).serve()
 
@@ -177,7 +173,7 @@ def cmd_users(args: argparse.Namespace) -> None:
         user = chronicle.identity.find_by_email(args.email)
         if user is None:
             raise CliError(f"no user registered with email {args.email}")
-        ctx = Context(command=f"users.{args.action}", system_actor=f"cli:{os_user()}")
+        ctx = Context(command=f"users.{args.action}", system_actor=operator_name())
         action = chronicle.identity.grant if args.action == "grant" else chronicle.identity.revoke
         try:
             action(ctx, user.id, role)
