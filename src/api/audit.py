@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
 from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import requires_role
 from api.commands.common import context, is_number, problems
-from api.runtime import Runtime, get_runtime
+from api.queries.common import Cursor
+from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
 from infra import audit
@@ -24,7 +24,6 @@ from infra.audit import AuditEvent, CorrelationTree, LogFilter
 from infra.verify import Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
-Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 Since = Annotated[datetime | None, QueryParameter(name="from", description="recorded at or after")]
 Until = Annotated[datetime | None, QueryParameter(name="to", description="recorded before")]
 
@@ -58,7 +57,7 @@ class AuditQueries(Controller):
     path = "/v1/audit"
     tags = ["audit"]
     guards = [requires_role(Role.AUDITOR, Role.ADMIN)]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get("/streams/{stream_id:uuid}", operation_id="AuditStream", summary="A stream's events, in order, with all metadata",
          responses=problems(401, 403, 422))

@@ -9,12 +9,11 @@ from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.di import Provide
 from litestar.openapi import ResponseSpec
 
 from api.auth import PUBLIC
 from api.queries.common import checkpoints
-from api.runtime import Runtime, get_runtime
+from api.runtime import RUNTIME, Runtime
 from infra.eventstore import head_position, lags
 from infra.saga import OrderSagaProcess
 from projections import all_projections
@@ -106,7 +105,7 @@ class HealthController(Controller):
     path = "/v1/health"
     tags = ["health"]
     opt = PUBLIC
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get(operation_id="GetHealth", summary="Reachability of the servers; relay and projections' lag",
          responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")})

@@ -19,6 +19,7 @@ import nats
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.di import Provide
 from nats.aio.client import Client as NATS
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -92,3 +93,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
 def get_runtime(state: State) -> Runtime:
     runtime: Runtime = state.runtime
     return runtime
+
+
+# The dependencies of every controller: the process's runtime, handed to handlers as `runtime`.
+RUNTIME = {"runtime": Provide(get_runtime, sync_to_thread=False)}

@@ -8,28 +8,29 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.di import Provide
 from litestar.params import Body
 
-from api.commands.common import IDEMPOTENCY_KEY, IF_MATCH, CommandAccepted, expected_version, problems, run_command
-from api.runtime import Runtime, get_runtime
+from api.commands.common import (
+    CommandAccepted,
+    Description,
+    IfMatch,
+    Key,
+    Name,
+    expected_version,
+    problems,
+    run_command,
+)
+from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE
 from domain.errors import Invalid
-from domain.identity import MAX_NAME
 from domain.ordering import MAX_LINES, MAX_QUANTITY
-from domain.work import MAX_DESCRIPTION
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
-Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=32, description="letters, digits, '-' or '_'")]
 Price = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="in minor units (cents)")]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217, e.g. EUR")]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 Delta = Annotated[int, msgspec.Meta(ge=-1_000_000_000, le=1_000_000_000, description="not 0")]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-IfMatch = Annotated[str | None, IF_MATCH]
-Key = Annotated[str | None, IDEMPOTENCY_KEY]
-_DEPENDENCIES = {"runtime": Provide(get_runtime, sync_to_thread=False)}
 _ALL = problems(400, 401, 403, 404, 409, 412, 413, 422)
 _NO_BODY = problems(400, 401, 403, 404, 409, 412)
 
@@ -77,7 +78,7 @@ class PayBody(msgspec.Struct, forbid_unknown_fields=True):
 class ProductCommands(Controller):
     path = "/v1/products"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post(operation_id="CreateProduct", summary="Add a product to the catalog (managers, admins)", status_code=201,
           responses=problems(400, 401, 403, 409, 413, 422))
@@ -119,7 +120,7 @@ class ProductCommands(Controller):
 class InventoryCommands(Controller):
     path = "/v1/inventory/{sku:str}"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post("/receive", operation_id="ReceiveStock", summary="Add received units to a SKU's stock (managers, admins)",
           status_code=200, responses=problems(400, 401, 403, 404, 409, 413, 422))
@@ -140,7 +141,7 @@ class InventoryCommands(Controller):
 class OrderCommands(Controller):
     path = "/v1/orders"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post(operation_id="PlaceOrder",
           summary="Place an order at today's prices; the saga then reserves its stock or rejects it",

@@ -6,7 +6,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response
@@ -17,12 +17,18 @@ from litestar.params import HeaderParameter
 from api.problems import Problem
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
+from domain.identity import MAX_NAME
+from domain.work import MAX_DESCRIPTION
 from infra.idempotency import RecordedResponse
 
 IF_MATCH = HeaderParameter(name="If-Match", required=False,
                      description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.")
 IDEMPOTENCY_KEY = HeaderParameter(name="Idempotency-Key", required=False,
                             description="1-255 printable ASCII characters; send the same key again to get the first response again.")
+IfMatch = Annotated[str | None, IF_MATCH]
+Key = Annotated[str | None, IDEMPOTENCY_KEY]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 
 _DESCRIPTIONS = {
     400: "Malformed JSON or header", 401: "No valid access token", 403: "Not allowed to do this",

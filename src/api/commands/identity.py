@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, post
-from litestar.di import Provide
 from litestar.params import Body
 from litestar.security.jwt import JWTAuth, Token
 
@@ -21,14 +20,14 @@ from api.commands.common import (
     problems,
     run_command,
 )
-from api.runtime import Runtime, get_runtime
+from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
-from commands.identity import LoginResult
+from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult
 from domain.errors import Invalid
 from domain.identity import MAX_EMAIL, MAX_NAME, Role
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_EMAIL, examples=["ada@example.com"])]
-Password = Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+Password = Annotated[str, msgspec.Meta(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,7 +38,7 @@ class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD)]
 
 
 class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,13 +61,12 @@ def get_auth(request: Request[Any, Any, Any]) -> JWTAuth[Actor, Token]:
     return auth
 
 
-_DEPENDENCIES = {"runtime": Provide(get_runtime, sync_to_thread=False)}
 
 
 class AuthCommands(Controller):
     path = "/v1/auth"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post("/register", opt=PUBLIC, operation_id="Register", summary="Register a user (as a member)",
           status_code=201, responses=problems(400, 409, 413, 422))
@@ -106,7 +104,7 @@ class AuthCommands(Controller):
 class UserRoleCommands(Controller):
     path = "/v1/users/{user_id:uuid}/roles"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
     guards = [requires_role(Role.ADMIN)]
 
     @post(operation_id="GrantRole", summary="Grant a role (admins only)", status_code=200,

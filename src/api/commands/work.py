@@ -8,20 +8,23 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, post
-from litestar.di import Provide
 from litestar.params import Body
 
-from api.commands.common import IDEMPOTENCY_KEY, IF_MATCH, CommandAccepted, expected_version, problems, run_command
-from api.runtime import Runtime, get_runtime
+from api.commands.common import (
+    CommandAccepted,
+    Description,
+    IfMatch,
+    Key,
+    Name,
+    expected_version,
+    problems,
+    run_command,
+)
+from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid
-from domain.identity import MAX_NAME
-from domain.work import MAX_DESCRIPTION, MAX_TITLE, Priority
+from domain.work import MAX_TITLE, Priority
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
-Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
-IfMatch = Annotated[str | None, IF_MATCH]
-Key = Annotated[str | None, IDEMPOTENCY_KEY]
 _ALL = problems(400, 401, 403, 404, 409, 412, 413, 422)
 
 
@@ -62,13 +65,12 @@ class AssignTaskBody(msgspec.Struct, forbid_unknown_fields=True):
     assignee_id: uuid.UUID
 
 
-_DEPENDENCIES = {"runtime": Provide(get_runtime, sync_to_thread=False)}
 
 
 class ProjectCommands(Controller):
     path = "/v1/projects"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post(operation_id="CreateProject", summary="Create a project; the caller owns it", status_code=201,
           responses=problems(400, 401, 413, 422))
@@ -120,7 +122,7 @@ class ProjectCommands(Controller):
 class TaskCommands(Controller):
     path = "/v1/tasks/{task_id:uuid}"
     tags = ["commands"]
-    dependencies = _DEPENDENCIES
+    dependencies = RUNTIME
 
     @post("/edit", operation_id="EditTask", summary="Edit a task's title, description, priority or due date",
           status_code=200, responses=_ALL)

@@ -12,20 +12,26 @@ from typing import Annotated, Any
 import msgspec
 import redis.exceptions
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.commands.common import problems
-from api.queries.common import MIN_POSITION, Page, decode_cursor, encode_cursor, etag, live_versions, wait_for_position
-from api.runtime import Runtime, get_runtime
+from api.queries.common import (
+    Cursor,
+    Limit,
+    MinPosition,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    etag,
+    live_versions,
+    wait_for_position,
+)
+from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE, clean_sku
 from domain.errors import Invalid, NotFound
 from infra.viewstores import redis_prefix
 from projections.catalog import SEPARATOR, CatalogCache, ProductCatalog, name_key, price_key
 
-MinPosition = Annotated[str | None, MIN_POSITION]
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
-Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 PriceParam = Annotated[int | None, Parameter(ge=0, le=MAX_PRICE, description="in minor units, inclusive")]
 _COLUMNS = "sku, name, description, price_minor, currency, active, available, reserved, version, updated_at"
 _SQL_SORT = {"sku": "sku", "name": "name_key", "price": "price_minor"}
@@ -162,7 +168,7 @@ async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView
 class CatalogQueries(Controller):
     path = "/v1/products"
     tags = ["queries"]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get(operation_id="ListProducts", summary="The catalog: search, filter, sort, a page at a time",
          responses=problems(401, 422, 503))

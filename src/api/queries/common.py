@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar import Request
 from litestar.exceptions import HTTPException
-from litestar.params import HeaderParameter
+from litestar.params import HeaderParameter, Parameter
 
 from api.commands.common import is_number
 from api.problems import ServiceUnavailable
@@ -22,6 +22,9 @@ T = TypeVar("T")
 MIN_POSITION = HeaderParameter(name="X-Min-Position", required=False,
                          description="A `position` from a command: answer only once every view this route "
                                      "reads has applied it (bounded wait; 503 with Retry-After if it takes longer).")
+MinPosition = Annotated[str | None, MIN_POSITION]
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
+Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 _PROJECTIONS = {p.name: p for p in all_projections()}
 
 

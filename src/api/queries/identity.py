@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
 
 from api.commands.common import problems
-from api.queries.common import MIN_POSITION, etag, wait_for_position
-from api.runtime import Runtime, get_runtime
+from api.queries.common import MinPosition, etag, wait_for_position
+from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain.errors import NotFound
 from domain.identity import Role
+from projections.users import UserDirectory
 
-READS = ["user_directory"]
-MinPosition = Annotated[str | None, MIN_POSITION]
+READS = [UserDirectory.name]
 
 
 class UserView(msgspec.Struct, omit_defaults=True):
@@ -44,7 +43,7 @@ def sees_email(actor: Actor, user_id: uuid.UUID) -> bool:
 
 class UserQueries(Controller):
     tags = ["queries"]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get("/v1/me", operation_id="GetMe", summary="The caller's own user", responses=problems(401, 404, 503))
     async def me(self, request: Request[Actor, Any, Any], runtime: Runtime,

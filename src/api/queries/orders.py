@@ -9,20 +9,16 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.commands.common import problems
-from api.queries.common import MIN_POSITION, Page, decode_cursor, encode_cursor, etag, wait_for_position
-from api.runtime import Runtime, get_runtime
+from api.queries.common import Cursor, Limit, MinPosition, Page, decode_cursor, encode_cursor, etag, wait_for_position
+from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain.errors import NotFound
 from domain.ordering import OrderStatus
 from projections.orders import OrderHistory
 
-MinPosition = Annotated[str | None, MIN_POSITION]
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
-Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 READS = [OrderHistory.name]
 _COLUMNS = ("id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
             " updated_at, version")
@@ -67,7 +63,7 @@ def _summary(row: tuple[Any, ...]) -> OrderSummary:
 class OrderQueries(Controller):
     path = "/v1/orders"
     tags = ["queries"]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get(operation_id="ListOrders",
          summary="The caller's orders, newest first (every order for managers and admins)",

@@ -13,12 +13,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.commands.common import problems
 from api.queries.common import (
-    MIN_POSITION,
+    Cursor,
+    Limit,
+    MinPosition,
     Page,
     decode_cursor,
     encode_cursor,
@@ -26,19 +27,18 @@ from api.queries.common import (
     live_versions,
     wait_for_position,
 )
-from api.runtime import Runtime, get_runtime
+from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain.errors import NotFound
 from domain.work import Priority, TaskStatus
 from infra.viewstores import redis_prefix
 from projections.board import UNASSIGNED, TaskBoard
 from projections.my_tasks import MyTasks
+from projections.projects import ProjectCatalog
+from projections.tasks import TaskList
 
-MinPosition = Annotated[str | None, MIN_POSITION]
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
-Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
-PROJECT_VIEWS = ["project_catalog"]
-TASK_VIEWS = ["project_catalog", "task_list"]
+PROJECT_VIEWS = [ProjectCatalog.name]
+TASK_VIEWS = [ProjectCatalog.name, TaskList.name]
 
 
 class ProjectView(msgspec.Struct):
@@ -137,7 +137,7 @@ async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID)
 class ProjectQueries(Controller):
     path = "/v1/projects"
     tags = ["queries"]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get(operation_id="ListProjects", summary="The caller's projects (all of them for managers and admins)",
          responses=problems(401, 422, 503))
@@ -225,7 +225,7 @@ def _board(project_id: uuid.UUID, counts: dict[str, int]) -> Board:
 
 class TaskQueries(Controller):
     tags = ["queries"]
-    dependencies = {"runtime": Provide(get_runtime, sync_to_thread=False)}
+    dependencies = RUNTIME
 
     @get("/v1/tasks/{task_id:uuid}", operation_id="GetTask", summary="A task", responses=problems(401, 404, 503))
     async def get_task(self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID,
@@ -245,7 +245,7 @@ class TaskQueries(Controller):
          responses=problems(401, 422, 503))
     async def my_tasks(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
                        min_position: MinPosition = None) -> MyTaskList:
-        await wait_for_position(runtime, request, min_position, [MyTasks.name, "task_list"])
+        await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
         version = await live_versions.get(runtime, MyTasks.name)
         key = f"{redis_prefix(runtime.settings.namespace, MyTasks(), version)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
