@@ -20,6 +20,7 @@ from api.queries.common import (
     Limit,
     MinPosition,
     Page,
+    contains,
     decode_cursor,
     encode_cursor,
     etag,
@@ -29,7 +30,6 @@ from api.queries.common import (
 from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE, clean_sku
 from domain.errors import Invalid, NotFound
-from infra.viewstores import redis_prefix
 from projections.catalog import SEPARATOR, CatalogCache, ProductCatalog, name_key, price_key
 
 PriceParam = Annotated[int | None, Parameter(ge=0, le=MAX_PRICE, description="in minor units, inclusive")]
@@ -114,7 +114,7 @@ class CatalogFilter(msgspec.Struct):
 
 async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
     """One lexicographic range of the right sorted set and the products in it: one script call."""
-    prefix = redis_prefix(runtime.settings.namespace, CatalogCache(), await live_versions.get(runtime, CatalogCache.name))
+    prefix = await live_versions.prefix(runtime, CatalogCache.name)
     zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
     low, high = "-", "+"
     if f.key == "price":
@@ -144,7 +144,7 @@ async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView
     params: dict[str, Any] = {"limit": f.limit + 1}
     if f.q:
         where.append("(name ILIKE %(q)s OR description ILIKE %(q)s)")
-        params["q"] = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        params["q"] = contains(f.q)
     if f.min_price is not None:
         where.append("price_minor >= %(min)s")
         params["min"] = f.min_price
@@ -210,9 +210,8 @@ class CatalogQueries(Controller):
         product = None
         try:
             await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-            version = await live_versions.get(runtime, CatalogCache.name)
-            raw = await runtime.redis.hget(f"{redis_prefix(runtime.settings.namespace, CatalogCache(), version)}"
-                                           f"product:{sku}", "json")
+            raw = await runtime.redis.hget(f"{await live_versions.prefix(runtime, CatalogCache.name)}product:{sku}",
+                                           "json")
             product = msgspec.json.decode(raw, type=ProductView) if raw else None
         except redis.exceptions.RedisError:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])

@@ -69,8 +69,18 @@ class LiveVersions:
         self._known[projection] = (now, version)
         return version
 
+    async def prefix(self, runtime: Runtime, projection: str) -> str:
+        """The key prefix of a Redis projection's live version."""
+        version = await self.get(runtime, projection)
+        return redis_prefix(runtime.settings.namespace, _PROJECTIONS[projection], version)
+
 
 live_versions = LiveVersions()
+
+
+def contains(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its own wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def etag(version: int) -> dict[str, str]:

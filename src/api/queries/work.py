@@ -21,6 +21,7 @@ from api.queries.common import (
     Limit,
     MinPosition,
     Page,
+    contains,
     decode_cursor,
     encode_cursor,
     etag,
@@ -31,7 +32,6 @@ from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain.errors import NotFound
 from domain.work import Priority, TaskStatus
-from infra.viewstores import redis_prefix
 from projections.board import UNASSIGNED, TaskBoard
 from projections.my_tasks import MyTasks
 from projections.projects import ProjectCatalog
@@ -196,8 +196,7 @@ class ProjectQueries(Controller):
                     min_position: MinPosition = None) -> Board:
         """One Redis round trip: the board view keeps the project's members beside its counts."""
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
-        prefix = redis_prefix(runtime.settings.namespace, TaskBoard(),
-                              await live_versions.get(runtime, TaskBoard.name))
+        prefix = await live_versions.prefix(runtime, TaskBoard.name)
         actor = request.user
         async with runtime.redis.pipeline(transaction=False) as pipe:
             if actor.is_staff:
@@ -246,8 +245,7 @@ class TaskQueries(Controller):
     async def my_tasks(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
                        min_position: MinPosition = None) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
-        version = await live_versions.get(runtime, MyTasks.name)
-        key = f"{redis_prefix(runtime.settings.namespace, MyTasks(), version)}open:{request.user.user_id}"
+        key = f"{await live_versions.prefix(runtime, MyTasks.name)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
             pipe.zrange(key, 0, limit - 1)
@@ -288,7 +286,7 @@ def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, 
         params["due_before"] = due_before
     if q:
         where.append("title ILIKE %(q)s")
-        params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        params["q"] = contains(q)
     descending = sort.value.startswith("-")
     column = _SORT_COLUMNS[sort.value.lstrip("-")]
     if cursor:
