@@ -53,17 +53,10 @@ def bench_commands(settings: Settings, seconds: float, connections: int = 32, wo
             drive(ceiling, InsertRow(), connections, 1.0)
             command, bare = LoadResult(0.0), LoadResult(0.0)
             for _ in range(rounds):
-                _merge(command, drive(api, edit, connections, seconds / rounds))
-                _merge(bare, drive(ceiling, InsertRow(), connections, seconds / rounds))
+                command.merge(drive(api, edit, connections, seconds / rounds))
+                bare.merge(drive(ceiling, InsertRow(), connections, seconds / rounds))
     return {
         "bench": "commands", "route": "POST /v1/tasks/{id}/edit", "seconds": seconds, "connections": connections,
         "workers": workers, "command": command.summary(), "ceiling": bare.summary(),
         "ratio": round(command.rate() / bare.rate(), 3),
     }
-
-
-def _merge(into: LoadResult, part: LoadResult) -> None:
-    into.seconds += part.seconds
-    into.latencies_ms += part.latencies_ms
-    for status, n in part.statuses.items():
-        into.statuses[status] = into.statuses.get(status, 0) + n

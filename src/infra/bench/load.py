@@ -19,6 +19,13 @@ from urllib.parse import urlsplit
 RequestMaker = Callable[[random.Random], tuple[str, str, bytes, dict[str, str]]]
 
 
+def percentile(values: list[float], p: float, empty: float = float("nan")) -> float:
+    if not values:
+        return empty
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
 @dataclass
 class LoadResult:
     seconds: float
@@ -33,10 +40,14 @@ class LoadResult:
         return self.ok / self.seconds
 
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
+
+    def merge(self, part: LoadResult) -> None:
+        """Adds another round of the same load to this one."""
+        self.seconds += part.seconds
+        self.latencies_ms += part.latencies_ms
+        for status, n in part.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
 
     def summary(self) -> dict[str, Any]:
         return {"ok_per_s": round(self.rate()), "p50_ms": round(self.percentile(50), 2),

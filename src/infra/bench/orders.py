@@ -22,7 +22,7 @@ import psycopg
 from commands.base import Context
 from domain.identity import Role
 from domain.inventory import Stock, stock_id
-from infra.bench.load import Connection, LoadResult
+from infra.bench.load import Connection, LoadResult, percentile
 from infra.bench.stack import api_argv, background, scratch_env, serve
 from infra.bootstrap import bootstrap
 from infra.settings import Settings
@@ -146,11 +146,6 @@ def stock_check(env: dict[str, str], skus: list[str], timeout: float = 60.0) -> 
         chronicle.close()
 
 
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else 0.0
-
-
 def bench_orders(settings: Settings, rate: float, seconds: float) -> dict[str, Any]:
     skus = [f"HOT-{i}" for i in range(HOT_SKUS)]
     # Enough stock for about four orders in five: the rest are rejected as the hot set runs out.
@@ -169,8 +164,8 @@ def bench_orders(settings: Settings, rate: float, seconds: float) -> dict[str, A
     latencies = [(d - p) * 1000 for p, d, _ in decided.values()]
     first = min((p for p, _, _ in decided.values()), default=0.0)
     last = max((d for _, d, _ in decided.values()), default=0.0)
-    idle_p50 = _percentile(idle, 50) * 1000
-    p50 = _percentile(latencies, 50)
+    idle_p50 = percentile(idle, 50, empty=0.0) * 1000
+    p50 = percentile(latencies, 50, empty=0.0)
     return {"bench": "orders", "target_rate": rate, "seconds": seconds, "hot_skus": HOT_SKUS, "stock_per_sku": stock,
             "placed": len(placed), "place_statuses": placing.statuses,
             "place_ms": {"p50": round(placing.percentile(50), 2), "p99": round(placing.percentile(99), 2)},
@@ -179,7 +174,7 @@ def bench_orders(settings: Settings, rate: float, seconds: float) -> dict[str, A
             "rejected": sum(1 for *_, t in decided.values() if t == "Order.Rejected"),
             "completed_per_s": round(len(decided) / max(last - first, 1e-9), 1),
             "completed_vs_target": round(len(decided) / max(last - first, 1e-9) / rate, 3),
-            "placed_to_decided_ms": {"p50": round(p50, 2), "p99": round(_percentile(latencies, 99), 2)},
+            "placed_to_decided_ms": {"p50": round(p50, 2), "p99": round(percentile(latencies, 99, empty=0.0), 2)},
             "idle_floor_ms": {"p50": round(idle_p50, 2)},
             "p50_vs_idle_floor": round(p50 / idle_p50, 2) if idle_p50 else None,
             "stock": balance, "stock_balanced": all(s["balanced"] and s["view_matches"] for s in balance.values())}

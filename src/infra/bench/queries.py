@@ -38,13 +38,6 @@ def seed_catalog(env: dict[str, str], products: int = 200) -> None:
         chronicle.close()
 
 
-def _merge(into: LoadResult, part: LoadResult) -> None:
-    into.seconds += part.seconds
-    into.latencies_ms += part.latencies_ms
-    for status, n in part.statuses.items():
-        into.statuses[status] = into.statuses.get(status, 0) + n
-
-
 def bench_queries(settings: Settings, seconds: float, connections: int = 32, rounds: int = 3) -> dict[str, Any]:
     with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
             serve(ceiling_argv(), env, "/") as ceiling, background(env, "relay", "projector"):
@@ -79,7 +72,7 @@ def bench_queries(settings: Settings, seconds: float, connections: int = 32, rou
             drive(base, make, connections, 0.5)
         for _ in range(rounds):
             for name, (base, make) in routes.items():
-                _merge(results[name], drive(base, make, connections, seconds / rounds))
+                results[name].merge(drive(base, make, connections, seconds / rounds))
     ceiling_rate = results["ceiling"].rate()
     return {"bench": "queries", "seconds": seconds, "connections": connections,
             "routes": {name: {**r.summary(), "ratio": round(r.rate() / ceiling_rate, 3)}
