@@ -50,8 +50,7 @@ async def leadership(url: str, key: int, stop: asyncio.Event, role: str,
         if not announced:
             log.info("%s: another process is active; waiting as a standby", role)
             announced = True
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), retry)
+        await pause(stop, retry)
     if conn is None:
         yield None
         return
@@ -61,6 +60,12 @@ async def leadership(url: str, key: int, stop: asyncio.Event, role: str,
     finally:
         with suppress(psycopg.Error):
             await conn.close()
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleeps, but wakes at once when told to stop."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def still_leading(conn: psycopg.AsyncConnection[Any]) -> bool:

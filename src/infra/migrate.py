@@ -72,13 +72,13 @@ def migrate(database_url: str) -> list[Migration]:
 
 def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5000) -> int:
     """Gives events appended before event hashing (migration 0004) their hash; returns how many."""
+    from infra.envelope import LOG_COLUMNS
     from infra.tamper import hash_of_row
 
     done = 0
     while True:
         rows = conn.execute(
-            "SELECT notification_id, event_id, stream_id, version, topic, type, data, recorded_at, actor_id, command,"
-            " correlation_id, causation_id FROM events WHERE hash IS NULL ORDER BY notification_id LIMIT %s",
+            f"SELECT {LOG_COLUMNS} FROM events WHERE hash IS NULL ORDER BY notification_id LIMIT %s",
             (batch,)).fetchall()
         if not rows:
             return done

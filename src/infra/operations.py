@@ -31,7 +31,7 @@ from infra.projector import consumer_name, register
 from infra.rebuild import Progress, fingerprint, open_store, replay
 from infra.relay import stream_name
 from infra.settings import Settings
-from infra.viewstores import RedisStore, SqlStore, ViewStore
+from infra.viewstores import RedisStore, SqlStore, ViewStore, store_for
 from projections.base import Projection
 
 GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)
@@ -129,8 +129,7 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             for projection in projections:
                 live, state, _ = await register(conn, projection)
-                store = await open_store(conn, client, settings.namespace, projection, live)
-                position = await store.checkpoint()
+                position = await store_for(conn, client, settings.namespace, projection, live).checkpoint()
                 lag = (await lags(conn, [position], cap=1_000_000))[position]
                 error_row = await (await conn.execute("SELECT error FROM projections WHERE projection = %s",
                                                       (projection.name,))).fetchone()
@@ -258,11 +257,19 @@ async def reset(settings: Settings, projection: Projection, operator: str = "cli
             await drop_version(settings, conn, client, projection, store)
             store = await open_store(conn, client, settings.namespace, projection, live)
             await store.publish_views()
-            await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL"
-                               " WHERE projection = %s", (projection.name,))
+            await _unpark(conn, projection)
             await _log(conn, operator, "reset", projection.name, version=live)
     finally:
         await client.aclose()
+
+
+async def _unpark(conn: psycopg.AsyncConnection[Any], projection: Projection, resolution: str | None = None) -> None:
+    """Marks the projection running again and, with a `resolution`, its open dead letters resolved."""
+    await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
+                       " updated_at = now() WHERE projection = %s", (projection.name,))
+    if resolution is not None:
+        await conn.execute("UPDATE dead_letters SET resolved = %s, resolved_at = now()"
+                           " WHERE projection = %s AND resolved IS NULL", (resolution, projection.name))
 
 
 def _refuse_process(projection: Projection, done: str) -> None:
@@ -279,10 +286,7 @@ async def retry(settings: Settings, projection: Projection, operator: str = "cli
                                         " FOR UPDATE", (projection.name,))).fetchone()
         if row is None:
             raise OperationRefused(f"{projection.name} is not parked")
-        await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
-                           " updated_at = now() WHERE projection = %s", (projection.name,))
-        await conn.execute("UPDATE dead_letters SET resolved = 'retried', resolved_at = now()"
-                           " WHERE projection = %s AND resolved IS NULL", (projection.name,))
+        await _unpark(conn, projection, resolution="retried")
         await _log(conn, operator, "retry", projection.name, position=str(row[0]))
         return int(row[0])
 
@@ -309,10 +313,7 @@ async def skip(settings: Settings, projection: Projection, event_id: str, operat
                 raise OperationRefused(f"{projection.name} is at {checkpoint}, not just before event {event_id}")
             async with conn.transaction():
                 await store.apply([], checkpoint, position)
-                await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
-                                   " updated_at = now() WHERE projection = %s", (projection.name,))
-                await conn.execute("UPDATE dead_letters SET resolved = 'skipped', resolved_at = now()"
-                                   " WHERE projection = %s AND resolved IS NULL", (projection.name,))
+                await _unpark(conn, projection, resolution="skipped")
                 await _log(conn, operator, "skip", projection.name, event_id=event_id, position=str(position),
                            type=type_)
             return position

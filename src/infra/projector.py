@@ -38,11 +38,11 @@ from infra import envelope as envelopes
 from infra.checkpoints import announcement, channel
 from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
 from infra.eventstore import GATE, head_position
-from infra.leadership import leadership, lock_key, still_leading
+from infra.leadership import leadership, lock_key, pause, still_leading
 from infra.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.settings import Settings
-from infra.viewstores import Parked, RedisStore, SqlStore, StaleCheckpoint, TrackingStore, ViewStore
-from projections.base import Projection, RedisProjection, SqlProjection
+from infra.viewstores import Parked, StaleCheckpoint, ViewStore, store_for
+from projections.base import Projection, RedisProjection
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ProjectionRunner:
                 await self._wait_while_paused(stop)
             except Exception as e:  # supervised: NATS, Redis or PostgreSQL went away; start over
                 log.warning("%s: %s: %s; restarting in 1s", self.role, type(e).__name__, e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         # A view and its checkpoint commit together, so losing the last commits in a server crash
@@ -168,7 +168,7 @@ class ProjectionRunner:
             if not announced:
                 log.info("%s: paused while a rebuild compares and switches versions", self.role)
                 announced = True
-            await _pause(stop, 0.2)
+            await pause(stop, 0.2)
 
     async def _should_let_go(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> bool:
         """Lost the lock; the view was reset under us (e.g. Redis flushed); or an operator asked
@@ -193,12 +193,7 @@ class ProjectionRunner:
         if self.store_factory is not None:
             store: ViewStore = self.store_factory(conn)
             return store
-        if self.projection.kind == "process":
-            return TrackingStore(conn, self.projection)
-        if isinstance(self.projection, SqlProjection):
-            return SqlStore(conn, self.projection, version)
-        assert isinstance(self.projection, RedisProjection) and client is not None
-        return RedisStore(client, self.namespace, self.projection, version)
+        return store_for(conn, client, self.namespace, self.projection, version)
 
     async def _handle(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, msgs: list[Msg]) -> None:
         try:
@@ -305,7 +300,7 @@ class ProjectionRunner:
                                             (self.projection.name,))).fetchone()
             if row is None or row[0] != "parked":
                 return
-            await _pause(stop, 1.0)
+            await pause(stop, 1.0)
 
     async def _decode(self, conn: psycopg.AsyncConnection[Any], msg: Msg) -> EventEnvelope:
         """The envelope in the message; if it cannot be read, the same event from the log."""
@@ -335,7 +330,3 @@ async def run_projections(settings: Settings, projections: list[Projection], sto
     finally:
         await announcer.aclose()
 
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

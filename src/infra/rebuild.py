@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from infra.envelope import LOG_COLUMNS, EnvelopeReader
 from infra.eventstore import GATE, head_position
-from infra.viewstores import RedisStore, SqlStore, TrackingStore, ViewStore, table_names
-from projections.base import Projection, RedisProjection, SqlProjection
+from infra.viewstores import RedisStore, SqlStore, ViewStore, store_for, table_names
+from projections.base import Projection, SqlProjection
 
 Progress = Callable[[int, int, int], None]
 """Called with (events applied so far, position reached, position to reach)."""
@@ -26,13 +26,7 @@ Progress = Callable[[int, int, int], None]
 
 async def open_store(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str,
                      projection: Projection, version: int) -> ViewStore:
-    if projection.kind == "process":
-        store: ViewStore = TrackingStore(conn, projection)
-    elif isinstance(projection, SqlProjection):
-        store = SqlStore(conn, projection, version)
-    else:
-        assert isinstance(projection, RedisProjection)
-        store = RedisStore(client, namespace, projection, version)
+    store = store_for(conn, client, namespace, projection, version)
     await store.prepare()
     return store
 

@@ -31,7 +31,7 @@ from nats.js.errors import NotFoundError
 
 from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore import GATE, NOTIFY_CHANNEL
-from infra.leadership import leadership, lock_key, still_leading
+from infra.leadership import leadership, lock_key, pause, still_leading
 from infra.settings import Settings
 from infra.tamper import GENESIS, merkle_root, seal_hash
 
@@ -154,7 +154,7 @@ class Relay:
                         await self._lead(conn, stop)
             except (psycopg.Error, OSError) as e:
                 log.warning("relay: lost PostgreSQL (%s); starting over", e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
 
     async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         # Progress lost in a server crash only makes the relay publish a few events again, which the
@@ -186,7 +186,7 @@ class Relay:
                     seq = await self._publish(js, [e for e in envelopes if e.position not in already])
                 except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
                     log.warning("relay: publishing failed (%s); retrying the batch", e)
-                    await _pause(stop, 1.0)
+                    await pause(stop, 1.0)
                     continue
                 state = RelayState(envelopes[-1].position, max(seq, state.stream_seq))
                 async with conn.transaction():
@@ -253,7 +253,7 @@ class Relay:
                         wake.set()
             except psycopg.Error as e:  # polling covers the gap
                 log.debug("relay: LISTEN connection lost (%s)", e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
 
     async def _with_retry(self, action: Any, stop: asyncio.Event) -> Any:
         while True:
@@ -263,9 +263,5 @@ class Relay:
                 if stop.is_set():
                     raise
                 log.warning("relay: JetStream not ready (%s); retrying", e)
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
 
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

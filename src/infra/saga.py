@@ -11,7 +11,6 @@ Beside it, a sweep cancels reserved orders whose payment is overdue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from domain.errors import DomainError
 from infra.bootstrap import Chronicle, bootstrap
 from infra.envelope import EventEnvelope
 from infra.eventstore import ChronicleTrackingRecorder, DependencyChanged
+from infra.leadership import pause
 from infra.projector import ProjectionRunner
 from infra.settings import Settings
 from infra.viewstores import TrackingStore
@@ -130,8 +130,7 @@ async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, leading: Call
             pass  # the order view is not built yet
         except (psycopg.Error, OSError) as e:  # the view is away: try again later
             log.warning("saga: could not read overdue orders (%s)", e)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await pause(stop, interval)
 
 
 async def _expire(chronicle: Chronicle, order_id: uuid.UUID, correlation_id: uuid.UUID | None,

@@ -10,11 +10,10 @@ from typing import Any
 import msgspec
 import psycopg
 
+from infra.envelope import LOG_COLUMNS
 from infra.tamper import GENESIS, hash_of_row, merkle_root, seal_hash
 
-_EVENTS = ("SELECT notification_id, event_id, stream_id, version, topic, type, data, recorded_at, actor_id, command,"
-           " correlation_id, causation_id, hash FROM events WHERE notification_id > %s{upto}"
-           " ORDER BY notification_id")
+_EVENTS = f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s{{upto}} ORDER BY notification_id"
 
 
 class Problem(msgspec.Struct, omit_defaults=True):

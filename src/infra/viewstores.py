@@ -126,7 +126,12 @@ class SqlStore:
         self.tables = table_names(projection, version)
 
     async def prepare(self) -> None:
+        """Creates the version's tables if they are missing. Another process may prepare the same
+        version at the same moment (a projector starting while an operator asks for the status):
+        a lock for the length of the transaction makes the second wait and then find the tables."""
         async with self.conn.transaction():
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                    (f"prepare {self.projection.name} v{self.version}",))
             for name, ddl in self.projection.tables.items():
                 exists = await (await self.conn.execute("SELECT to_regclass(%s)", (self.tables[name],))).fetchone()
                 if exists and exists[0]:
@@ -378,3 +383,14 @@ class TrackingStore:
 
 
 ViewStore = SqlStore | RedisStore | TrackingStore
+
+
+def store_for(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None, namespace: str,
+              projection: Projection, version: int) -> ViewStore:
+    """Where a version of the projection keeps its view and checkpoint (not yet prepared)."""
+    if projection.kind == "process":
+        return TrackingStore(conn, projection)
+    if isinstance(projection, SqlProjection):
+        return SqlStore(conn, projection, version)
+    assert isinstance(projection, RedisProjection) and client is not None
+    return RedisStore(client, namespace, projection, version)

@@ -18,7 +18,7 @@ from infra.eventstore import head_position
 from infra.projector import register
 from infra.rebuild import fingerprint, open_store, replay
 from infra.settings import Settings
-from infra.viewstores import RedisStore, SqlStore
+from infra.viewstores import RedisStore, SqlStore, store_for
 from projections import all_projections
 from tests.integration.http import api_env
 
@@ -71,7 +71,7 @@ def checkpoints(url: str, settings: Settings) -> dict[str, int]:
                 found = {}
                 for projection in all_projections():
                     live, _, _ = await register(conn, projection)
-                    store = await open_store(conn, client, settings.namespace, projection, live)
+                    store = store_for(conn, client, settings.namespace, projection, live)
                     found[projection.name] = await store.checkpoint()
                 return found
         finally:
