@@ -51,6 +51,7 @@ class RebuildReport:
     seconds: float
     differences: list[str] = field(default_factory=list)
     switched: bool = False
+    paused_seconds: float = 0.0  # how long the live view stood still: final catch-up, compare, switch
 
     @property
     def rate(self) -> float:
@@ -180,6 +181,7 @@ async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[A
         position = await replay(url, target, after=position, progress=progress)
     report = RebuildReport(projection.name, live, new, 0, 0.0)
     async with _paused(url, settings, projection):
+        paused_at = time.monotonic()
         current = await open_store(conn, client, settings.namespace, projection, live)
         head = await head_position(conn)
         await replay(url, current, after=await current.checkpoint(), until=head)
@@ -195,6 +197,7 @@ async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[A
                 await target.publish_views()
                 await _log(conn, operator, "rebuild.switch", projection.name, from_version=live, to_version=new,
                            position=str(position), differences=report.differences, forced=bool(report.differences))
+        report.paused_seconds = time.monotonic() - paused_at
     report.seconds = time.monotonic() - started
     report.events = await _count(conn, position)
     if report.switched:

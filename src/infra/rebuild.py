@@ -89,6 +89,9 @@ async def sql_fingerprint(conn: psycopg.AsyncConnection[Any], projection: SqlPro
     return result
 
 
+DUMP_CHUNK = 500
+
+
 async def redis_fingerprint(client: aioredis.Redis, store: RedisStore) -> Fingerprint:
     """Keys grouped by kind (`board`, `task`, `open`, ...), the checkpoint left out."""
     digests: dict[str, Any] = {}
@@ -103,26 +106,44 @@ async def redis_fingerprint(client: aioredis.Redis, store: RedisStore) -> Finger
     result = Fingerprint()
     for kind, keys in entries.items():
         digest = hashlib.sha256()
-        for key in sorted(keys):
-            relative = key[len(store.prefix.encode()):]
-            digest.update(relative + b"=" + await _dump(client, key))
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), DUMP_CHUNK):
+            chunk = ordered[start:start + DUMP_CHUNK]
+            for key, dumped in zip(chunk, await _dump(client, chunk), strict=True):
+                digest.update(key[len(store.prefix.encode()):] + b"=" + dumped)
         digests[kind] = digest.hexdigest()
         result.counts[kind], result.checksums[kind] = len(keys), digests[kind]
     return result
 
 
-async def _dump(client: aioredis.Redis, key: bytes) -> bytes:
-    kind = await client.type(key)
-    kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind == "hash":
-        items = await client.hgetall(key)
-        return repr(sorted((_b(k), _b(v)) for k, v in items.items())).encode()
-    if kind == "zset":
-        members: list[Any] = await client.zrange(key, 0, -1, withscores=True)
-        return repr([(_b(pair[0]), pair[1]) for pair in members]).encode()
-    if kind == "string":
-        return _b(await client.get(key) or b"")
-    return kind.encode()
+async def _dump(client: aioredis.Redis, keys: list[bytes]) -> list[bytes]:
+    """Each key's content as comparable bytes, in two pipelined round trips for the whole chunk."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.type(key)
+        kinds = [_b(k).decode() for k in await pipe.execute()]
+    async with client.pipeline(transaction=False) as pipe:
+        for key, kind in zip(keys, kinds, strict=True):
+            if kind == "hash":
+                pipe.hgetall(key)
+            elif kind == "zset":
+                pipe.zrange(key, 0, -1, withscores=True)
+            elif kind == "string":
+                pipe.get(key)
+            else:
+                pipe.type(key)
+        values = await pipe.execute()
+    dumped = []
+    for kind, value in zip(kinds, values, strict=True):
+        if kind == "hash":
+            dumped.append(repr(sorted((_b(k), _b(v)) for k, v in value.items())).encode())
+        elif kind == "zset":
+            dumped.append(repr([(_b(pair[0]), pair[1]) for pair in value]).encode())
+        elif kind == "string":
+            dumped.append(_b(value or b""))
+        else:
+            dumped.append(kind.encode())
+    return dumped
 
 
 def _b(value: Any) -> bytes:

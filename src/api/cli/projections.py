@@ -93,7 +93,8 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> None:
             raise CliError(str(e)) from None
         bar.done()
         print(f"{projection.name}: v{report.new_version} built from {report.events} events in "
-              f"{report.seconds:.1f}s ({report.rate:,.0f} events/s)")
+              f"{report.seconds:.1f}s ({report.rate:,.0f} events/s); the live view paused for"
+              f" {report.paused_seconds:.2f}s to compare and switch")
         for difference in report.differences:
             print(f"  differs from v{report.live_version}: {difference}")
         if report.switched:
