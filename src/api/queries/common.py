@@ -66,8 +66,12 @@ class LiveVersions:
             row = await (await conn.execute("SELECT live_version FROM projections WHERE projection = %s",
                                             (projection,))).fetchone()
         version = int(row[0]) if row else _PROJECTIONS[projection].version
-        self._known[projection] = (now, version)
+        self.learn(projection, version)
         return version
+
+    def learn(self, projection: str, version: int) -> None:
+        """A live version read elsewhere (a switch can happen within the second we remember)."""
+        self._known[projection] = (time.monotonic(), version)
 
     async def prefix(self, runtime: Runtime, projection: str) -> str:
         """The key prefix of a Redis projection's live version."""
@@ -88,7 +92,12 @@ def etag(version: int) -> dict[str, str]:
 
 
 async def checkpoints(runtime: Runtime, names: list[str]) -> dict[str, int]:
-    """Each named projection's checkpoint (its live version's), SQL ones (and processes' tracking
+    """Each named projection's checkpoint (its live version's)."""
+    return {name: position for name, (_, position) in (await live_checkpoints(runtime, names)).items()}
+
+
+async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Each named projection's live version and its checkpoint, SQL ones (and processes' tracking
     rows) from PostgreSQL and Redis ones from Redis."""
     async with runtime.views.connection() as conn:
         rows = await (await conn.execute(
@@ -96,13 +105,14 @@ async def checkpoints(runtime: Runtime, names: list[str]) -> dict[str, int]:
             " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
             " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
             " WHERE p.projection = ANY(%s)", (names,))).fetchall()
-    found = {name: int(position) for name, kind, _, position in rows if kind in ("sql", "process")}
-    redis_views = [(name, version) for name, kind, version, _ in rows if kind == "redis"]
+    found = {name: (int(version), int(position)) for name, kind, version, position in rows
+             if kind in ("sql", "process")}
+    redis_views = [(name, int(version)) for name, kind, version, _ in rows if kind == "redis"]
     if redis_views:
         keys = [redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"
                 for name, version in redis_views]
         values = await runtime.redis.mget(keys)
-        found |= {name: int(value or 0) for (name, _), value in zip(redis_views, values, strict=True)}
+        found |= {name: (version, int(value or 0)) for (name, version), value in zip(redis_views, values, strict=True)}
     return found
 
 
@@ -126,8 +136,11 @@ async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], t
     while behind():
         now = time.monotonic()
         if now >= next_read:
-            for name, seen in (await checkpoints(runtime, behind())).items():
-                watcher.learn(name, versions[name], seen)
+            for name, (live, seen) in (await live_checkpoints(runtime, behind())).items():
+                if live != versions[name]:  # switched by a rebuild since we last looked: read the new one
+                    live_versions.learn(name, live)
+                    versions[name] = live
+                watcher.learn(name, live, seen)
             next_read = now + 0.2
             if not behind():
                 return
