@@ -100,7 +100,8 @@ def admin(api: Api, chronicle_app: Any) -> User:
 @pytest.fixture(scope="session")
 def pipeline(settings: Settings) -> Iterator[None]:
     """The run's relay, projectors and order saga, so query routes have views to read."""
-    from tests.integration.pipeline import running
+    from tests.integration.pipeline import all_roles, running, wait_active
 
     with running(settings, "relay", "projector", "saga"):
+        wait_active(settings, *all_roles(saga=True))
         yield

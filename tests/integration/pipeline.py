@@ -52,6 +52,30 @@ class Processes:
         self.procs.clear()
 
 
+def wait_active(settings: Settings, *roles: str, timeout: float = 60.0) -> None:
+    """Until a process holds each role's lock in the settings' database: "relay", or "projection
+    NAME" (the saga's is "projection order_saga")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(settings.database_url or "") as conn:
+            rows = conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+        held = {str(r[0]).removeprefix("chronicle ").rsplit(" pid=", 1)[0] for r in rows}
+        missing = set(roles) - held
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"no process became active for {sorted(missing)}"
+        time.sleep(0.1)
+
+
+def all_roles(*, saga: bool = False) -> list[str]:
+    """The roles `chronicle relay` and `chronicle projector` (and `chronicle saga`) take."""
+    return ["relay", *(f"projection {p.name}" for p in all_projections()),
+            *(["projection order_saga"] if saga else [])]
+
+
 @contextmanager
 def running(settings: Settings, *names: str, **extra_env: str) -> Iterator[Processes]:
     processes = Processes(settings, **extra_env)

@@ -196,7 +196,7 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
         wait_caught_up(settings, timeout=90)
         holder = _relay_holder(settings.database_url or "")
         assert holder is not None
-        active = next(n for n, p in processes.procs.items() if n.startswith("relay") and f"pid={p.pid}" in holder)
+        active = next(n for n, p in processes.procs.items() if n.startswith("relay") and holder.endswith(f"pid={p.pid}"))
         # Killed mid-stream: commands go on while the lock passes, and only the standby can publish them.
         after.start()
         deadline = time.monotonic() + 30
@@ -257,7 +257,8 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
                 state = dict(conn.execute("SELECT projection, state FROM projections").fetchall())
                 points = dict(conn.execute("SELECT projection, position FROM projection_checkpoints").fetchall())
                 letters = conn.execute("SELECT projection, position, error FROM dead_letters").fetchall()
-            if state.get("task_list") == "parked" and points.get("project_catalog", 0) >= (after or 0):
+            if state.get("task_list") == "parked" and all(points.get(p, 0) >= (after or 0)
+                                                            for p in ("project_catalog", "user_directory")):
                 break
             time.sleep(0.3)
         assert state["task_list"] == "parked", state

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -46,9 +47,26 @@ class Dev:
                 break
             self.lines.append(line)
             if line.startswith("API docs"):
+                # Keep reading: a child that logs into a pipe nobody reads blocks once it is full.
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         self.stop()
         raise AssertionError("chronicle dev did not come up:\n" + "".join(self.lines))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def healthy(self, port: int, timeout: float = 30.0) -> None:
+        """Until /v1/health says ok (the API connects to NATS in the background)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = _get(f"http://127.0.0.1:{port}/v1/health")
+            if status == 200 and json.loads(body)["status"] == "ok":
+                return
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -75,9 +93,7 @@ def test_dev_starts_answers_stops_and_keeps_its_data(tmp_path: Path) -> None:
     try:
         printed = "".join(dev.lines)
         assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{port}/schema" in printed
-        status, body = _get(f"http://127.0.0.1:{port}/v1/health")
-        assert status == 200, body
-        assert json.loads(body)["status"] == "ok"
+        dev.healthy(port)
         deadline = time.monotonic() + 60  # the relay, the projectors and the saga register themselves
         while {p["name"] for p in json.loads(_get(f"http://127.0.0.1:{port}/v1/health")[1])["projections"]} < {
                 "order_saga", "task_list", "catalog_cache"}:
@@ -101,6 +117,6 @@ def test_dev_starts_answers_stops_and_keeps_its_data(tmp_path: Path) -> None:
         state = json.loads((data_dir / "servers.json").read_text())
         with psycopg.connect(state["database_url"]) as conn:
             assert conn.execute("SELECT v FROM kept").fetchall() == [("still here",)]
-        assert _get(f"http://127.0.0.1:{port}/v1/health")[0] == 200
+        dev.healthy(port)
     finally:
         assert dev.stop() == 0

@@ -23,7 +23,7 @@ from infra.settings import Settings
 from projections.base import SqlView
 from projections.tasks import TaskList
 from tests.integration.http import Api, api_env, running_api
-from tests.integration.pipeline import differences_from_scratch, running, wait_caught_up
+from tests.integration.pipeline import all_roles, differences_from_scratch, running, wait_active, wait_caught_up
 
 
 @pytest.fixture
@@ -31,7 +31,10 @@ def stack(fresh_database_url: str, settings: Settings) -> Iterator[tuple[Setting
     """An API, relay and projectors of the test's own (database and namespace)."""
     own = Settings(database_url=fresh_database_url, nats_url=settings.nats_url, redis_url=settings.redis_url,
                    namespace=f"p{uuid.uuid4().hex[:8]}")
-    with running_api(own) as base, running(own, "relay", "projector"):
+    # Reads wait for their position longer than the default 2 s: a rebuild pauses the live projector
+    # for its final catch-up and switch, and a slow machine must not turn that pause into a 503.
+    with running_api(own, CHRONICLE_MIN_POSITION_WAIT_MS="15000") as base, running(own, "relay", "projector"):
+        wait_active(own, *all_roles())
         client = Api(base)
         yield own, client
         client.http.close()

@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,6 +61,19 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+def _eventually(check: Callable[[], None], timeout: float) -> None:
+    """Runs `check` until it passes; its last failure is the test's if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int], orders: list[Order]) -> None:
@@ -125,15 +138,17 @@ def test_a_saga_killed_at_random_decides_every_order_once_and_stock_balances(
     orders = _orders(chronicle, ids)
     assert {o.status for o in orders} <= decided
     assert any(o.status is OrderStatus.REJECTED for o in orders), "the burst should outrun the stock"
-    _check_stock(chronicle, skus, received, orders)
+    # Orders may expire (and their stock come back a moment later) while this reads: read again then.
+    _eventually(lambda: _check_stock(chronicle, skus, received, _orders(chronicle, ids)), 30)
 
-    # Nobody pays: every reserved order expires and its stock comes back.
+    # Nobody pays: every reserved order expires and its stock comes back (the saga releases it
+    # after the cancellation, so wait for both before checking).
     _wait(lambda: all(o.status is not OrderStatus.RESERVED for o in _orders(chronicle, ids)),
           PAYMENT_TIMEOUT_S + 60, "reserved orders did not expire")
-    orders = _orders(chronicle, ids)
-    _check_stock(chronicle, skus, received, orders)
     _wait(lambda: all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).reserved == 0 for s in skus),
           30, "expired orders kept their stock")
+    orders = _orders(chronicle, ids)
+    _check_stock(chronicle, skus, received, orders)
     assert all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).available == 25 for s in skus)
     expired = [o for o in orders if o.status is OrderStatus.CANCELLED]
     assert expired and all(o.reason == "payment not received in time" for o in expired)
