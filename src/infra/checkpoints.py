@@ -41,9 +41,10 @@ class CheckpointWatcher:
                 await self._task
 
     def learn(self, projection: str, version: int, position: int) -> None:
-        key = (projection, version)
-        if position > self.positions.get(key, -1):
-            self.positions[key] = position
+        """The latest checkpoint heard or read, even when lower than the one before: only `projections
+        reset` moves a checkpoint back, and a wait must then see the view rebuilding, not the
+        position it had before. A late, lower hint only makes a wait read the stores again."""
+        self.positions[(projection, version)] = position
 
     async def wait(self, timeout: float) -> None:
         async with self.changed:

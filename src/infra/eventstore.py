@@ -393,6 +393,8 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         under the same conditions."""
         if not stored_events and kwargs.get("tracking") is None:
             return []
+        if not stored_events and kwargs.get("idempotency") is not None:
+            raise ProgrammingError("an idempotency key is recorded with the events it caused; there are none")
         if len(stored_events) > MAX_EVENTS_PER_APPEND:
             raise ProgrammingError(f"at most {MAX_EVENTS_PER_APPEND} events fit in one append")
         meta: AppendMeta = kwargs.get("meta") or NO_META

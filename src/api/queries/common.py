@@ -70,8 +70,11 @@ class LiveVersions:
         return version
 
     def learn(self, projection: str, version: int) -> None:
-        """A live version read elsewhere (a switch can happen within the second we remember)."""
-        self._known[projection] = (time.monotonic(), version)
+        """A live version read elsewhere (a switch can happen within the second we remember). Live
+        versions only grow (a rebuild switches to a higher one), so a read that started before a
+        switch and ends after another request learned of it cannot bring the old version back."""
+        known = self._known.get(projection)
+        self._known[projection] = (time.monotonic(), max(version, known[1]) if known else version)
 
     async def prefix(self, runtime: Runtime, projection: str) -> str:
         """The key prefix of a Redis projection's live version."""
