@@ -74,11 +74,11 @@ class EmbeddedServers:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_folder_lock()
         self._stop_leftovers()
-        ports = self.ports = self._ports()
+        self.ports = self._ports()
         try:
-            database_url = self._start_postgres(ports["postgres"])
-            nats_url = self._start_nats(ports["nats"])
-            redis_url = self._start_redis(ports["redis"])
+            database_url = self._start("postgres")
+            nats_url = self._start("nats")
+            redis_url = self._start("redis")
         except BaseException:
             self.stop()
             raise
@@ -105,6 +105,25 @@ class EmbeddedServers:
             proc.wait()
         else:
             _stop_process(name, proc, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+
+    def _start(self, name: str, attempts: int = 3) -> str:
+        """Starts one server on its port; if something else took the port since it was chosen (an
+        outgoing connection may be given any free port), on another one."""
+        starters = {"postgres": self._start_postgres, "nats": self._start_nats, "redis": self._start_redis}
+        for attempt in range(1, attempts + 1):
+            try:
+                return starters[name](self.ports[name])
+            except EmbeddedServerError:
+                proc = self._procs.get(name)
+                if (attempt == attempts or proc is None or proc.poll() is None
+                        or "in use" not in self._log_tail(name).lower()):
+                    raise  # still running (not ready in time), or failed for another reason
+                log.warning("%s could not listen on port %d (taken meanwhile); trying another port",
+                            name, self.ports[name])
+                del self._procs[name]
+                self.ports[name] = _free_port()
+                (self.data_dir / PORTS_FILE).write_text(json.dumps(self.ports))
+        raise AssertionError("unreachable")
 
     def start_server(self, name: str) -> None:
         """Starts a stopped server again on the same port and data."""

@@ -36,21 +36,8 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
-                            env=api_env(settings, **extra_env), start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = _start_api(settings, args, extra_env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"chronicle api exited with {proc.returncode}"
-            try:
-                if httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("chronicle api did not come up")
         yield base
     finally:
         proc.terminate()
@@ -59,6 +46,29 @@ def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[st
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _start_api(settings: Settings, args: tuple[str, ...], extra_env: dict[str, str],
+               attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
+    """A started API; on another port if it exits at once (its port was taken after it was chosen)."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
+                                env=api_env(settings, **extra_env), start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200:
+                    return proc, base
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("chronicle api did not come up")
+        assert attempt < attempts, f"chronicle api exited with {proc.returncode}"
+    raise AssertionError("unreachable")
 
 
 @dataclass
