@@ -76,7 +76,10 @@ async def _pipeline(runtime: Runtime, health: Health) -> None:
             health.projections.append(ProjectionHealth(name, kind, version, state, str(position), lag.events,
                                                        lag.seconds, error))
         oldest = await (await conn.execute(
-            "SELECT extract(epoch FROM now() - min(xact_start)) FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+            # clock_timestamp(), not now(): now() is when this statement's own transaction began,
+            # which may be after another transaction's start was read, giving a negative age.
+            "SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(xact_start))) FROM pg_stat_activity"
+            " WHERE backend_xid IS NOT NULL"
         )).fetchone()
         health.oldest_transaction_seconds = round(float(oldest[0]), 3) if oldest and oldest[0] is not None else 0.0
 

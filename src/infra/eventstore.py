@@ -69,8 +69,9 @@ HEAD = f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
 # For each position: the events after it that readers can see (counted up to a cap, so a far-behind
 # consumer costs a bounded scan) and the age of the first of them.
 LAGS = ("SELECT u.p, (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > u.p"
-        f" AND notification_id < {GATE} LIMIT %(cap)s) s), coalesce(extract(epoch FROM now() - (SELECT recorded_at"
-        f" FROM events WHERE notification_id > u.p AND notification_id < {GATE} ORDER BY notification_id LIMIT 1)), 0)"
+        f" AND notification_id < {GATE} LIMIT %(cap)s) s), greatest(0, coalesce(extract(epoch FROM clock_timestamp() -"
+        f" (SELECT recorded_at FROM events WHERE notification_id > u.p AND notification_id < {GATE}"
+        " ORDER BY notification_id LIMIT 1)), 0))"
         " FROM unnest(%(positions)s::bigint[]) AS u(p)")
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
 _COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
