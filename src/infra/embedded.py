@@ -109,10 +109,9 @@ class EmbeddedServers:
     def _start(self, name: str, attempts: int = 3) -> str:
         """Starts one server on its port; if something else took the port since it was chosen (an
         outgoing connection may be given any free port), on another one."""
-        starters = {"postgres": self._start_postgres, "nats": self._start_nats, "redis": self._start_redis}
         for attempt in range(1, attempts + 1):
             try:
-                return starters[name](self.ports[name])
+                return self._starter(name)(self.ports[name])
             except EmbeddedServerError:
                 proc = self._procs.get(name)
                 if (attempt == attempts or proc is None or proc.poll() is None
@@ -127,8 +126,10 @@ class EmbeddedServers:
 
     def start_server(self, name: str) -> None:
         """Starts a stopped server again on the same port and data."""
-        starters = {"postgres": self._start_postgres, "nats": self._start_nats, "redis": self._start_redis}
-        starters[name](self.ports[name])
+        self._starter(name)(self.ports[name])
+
+    def _starter(self, name: str) -> Callable[[int], str]:
+        return {"postgres": self._start_postgres, "nats": self._start_nats, "redis": self._start_redis}[name]
 
     def __enter__(self) -> ServerUrls:
         return self.start()
