@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from infra.embedded import EmbeddedServers, ServerUrls
+from infra.devstack.embedded import EmbeddedServers, ServerUrls
 
 if TYPE_CHECKING:
     from tests.integration.http import Api, User
-from infra.migrate import migrate
-from infra.scratch import create_database, drop_database
+from infra.devstack.scratch import create_database, drop_database
+from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]

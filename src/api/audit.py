@@ -19,9 +19,9 @@ from api.queries.common import Cursor
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
-from infra import audit
-from infra.audit import AuditEvent, CorrelationTree, LogFilter
-from infra.verify import Verification, verify
+from infra.eventstore import audit
+from infra.eventstore.audit import AuditEvent, CorrelationTree, LogFilter
+from infra.eventstore.verify import Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
 Since = Annotated[datetime | None, QueryParameter(name="from", description="recorded at or after")]

@@ -14,8 +14,8 @@ from litestar.openapi import ResponseSpec
 from api.auth import PUBLIC
 from api.queries.common import checkpoints
 from api.runtime import RUNTIME, Runtime
-from infra.eventstore import head_position, lags
-from infra.saga import OrderSagaProcess
+from infra.delivery.saga import OrderSagaProcess
+from infra.eventstore.recorder import head_position, lags
 from projections import all_projections
 
 

@@ -25,7 +25,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from infra.bootstrap import Chronicle, bootstrap
-from infra.checkpoints import CheckpointWatcher
+from infra.delivery.checkpoints import CheckpointWatcher
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

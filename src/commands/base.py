@@ -68,7 +68,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Context:
-    """Who and why: stored with every event a command appends (see infra.eventstore)."""
+    """Who and why: stored with every event a command appends (see infra.eventstore.recorder)."""
 
     command: str
     actor: Actor | None = None

@@ -1,7 +1,7 @@
 """The order saga's decisions: given an order event, what changes in stock and in the order.
 
 Everything one event causes is decided on fresh state and appended at once, with the saga's
-position (see infra/saga.py): a crash appends nothing or everything, and a redelivered event finds
+position (see infra/delivery/saga.py): a crash appends nothing or everything, and a redelivered event finds
 its position recorded and causes nothing. The decisions themselves are also idempotent:
 reservations, releases and commits are keyed by order.
 

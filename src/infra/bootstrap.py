@@ -14,9 +14,9 @@ from commands.catalog import CatalogApplication, InventoryApplication, product_e
 from commands.identity import IdentityApplication
 from commands.ordering import OrderingApplication
 from commands.work import WorkApplication
-from infra.eventstore import EventStoreDatabase, Factory
-from infra.idempotency import IdempotencyKeys
-from infra.migrate import check_schema
+from infra.eventstore.idempotency import IdempotencyKeys
+from infra.eventstore.migrate import check_schema
+from infra.eventstore.recorder import EventStoreDatabase, Factory
 from infra.settings import Settings
 
 

@@ -1,5 +1,5 @@
 """What a projection is: the events it handles and what each does to its view, written against a
-small view interface. The projector (infra.projector) feeds it events in order, applies a batch and
+small view interface. The projector (infra.delivery.projector) feeds it events in order, applies a batch and
 the checkpoint atomically, and never hands it an event twice.
 
 A projection's `version` names its view: changing what a projection writes means a new version,
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, ClassVar, Literal, Protocol
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 
 
 class SqlView(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import RedisProjection, RedisView, SqlProjection, SqlView, when
 
 SEPARATOR = "\x01"  # between a sort key and the SKU in a sorted-set member

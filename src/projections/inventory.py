@@ -3,7 +3,7 @@ adjusted) and of every order's reservation, for stock checks and the order bench
 
 from __future__ import annotations
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
 
 

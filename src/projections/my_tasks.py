@@ -3,7 +3,7 @@ is the user's open task count."""
 
 from __future__ import annotations
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import RedisProjection, RedisView, when
 
 

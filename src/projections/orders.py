@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from psycopg.types.json import Jsonb
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
 
 STATUS_OF = {"Order.Placed": "placed", "Order.Reserved": "reserved", "Order.Rejected": "rejected",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
 
 KNOWN_TASKS = 100_000

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, date_or_none, uuid_or_none, when
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}

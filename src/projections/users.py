@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, when
 
 

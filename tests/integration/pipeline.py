@@ -14,11 +14,11 @@ from contextlib import contextmanager
 import psycopg
 import redis.asyncio as aioredis
 
-from infra.eventstore import head_position
-from infra.projector import register
-from infra.rebuild import fingerprint, open_store, replay
+from infra.delivery.projector import register
+from infra.eventstore.recorder import head_position
 from infra.settings import Settings
-from infra.viewstores import RedisStore, SqlStore, store_for
+from infra.views.rebuild import fingerprint, open_store, replay
+from infra.views.stores import RedisStore, SqlStore, store_for
 from projections import all_projections
 from tests.integration.http import api_env
 

@@ -21,9 +21,9 @@ from commands.base import Actor, Context
 from domain.errors import DomainError
 from domain.identity import Role
 from infra.bootstrap import bootstrap
-from infra.embedded import EmbeddedServers
-from infra.migrate import migrate
-from infra.scratch import create_database, drop_database
+from infra.devstack.embedded import EmbeddedServers
+from infra.devstack.scratch import create_database, drop_database
+from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 from tests.integration.pipeline import differences_from_scratch, running, wait_caught_up
 
@@ -185,7 +185,7 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
 
     import nats
 
-    from infra.relay import stream_name
+    from infra.delivery.relay import stream_name
 
     settings = fault_settings
     before, after = Workload(settings, 300), Workload(settings, 300)
@@ -234,7 +234,7 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
 def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault_settings: Settings) -> None:
     from eventsourcing.persistence import StoredEvent
 
-    from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase
+    from infra.eventstore.recorder import ChronicleApplicationRecorder, EventStoreDatabase
 
     settings = fault_settings
     app = bootstrap(settings)

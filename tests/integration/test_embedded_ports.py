@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from infra.embedded import EmbeddedServers
+from infra.devstack.embedded import EmbeddedServers
 
 
 def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(tmp_path: Path) -> None:

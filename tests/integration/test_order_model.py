@@ -33,12 +33,12 @@ from domain.identity import Role
 from domain.inventory import Stock, stock_id
 from domain.ordering import OrderStatus
 from infra.bootstrap import Chronicle, bootstrap
-from infra.embedded import ServerUrls
-from infra.envelope import EnvelopeReader, EventEnvelope
-from infra.migrate import migrate
-from infra.projector import READ_BETWEEN
-from infra.saga import SagaWorker
-from infra.scratch import create_database, drop_database
+from infra.delivery.projector import READ_BETWEEN
+from infra.delivery.saga import SagaWorker
+from infra.devstack.embedded import ServerUrls
+from infra.devstack.scratch import create_database, drop_database
+from infra.eventstore.envelope import EnvelopeReader, EventEnvelope
+from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 
 MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))

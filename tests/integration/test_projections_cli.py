@@ -17,9 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from infra.leadership import lock_key
-from infra.operations import rebuild
+from infra.delivery.leadership import lock_key
 from infra.settings import Settings
+from infra.views.operations import rebuild
 from projections.base import SqlView
 from projections.tasks import TaskList
 from tests.integration.http import Api, api_env, running_api
@@ -197,7 +197,7 @@ def test_a_parked_projection_is_retried_or_skipped_explicitly(stack: tuple[Setti
     from eventsourcing.persistence import StoredEvent
 
     from commands.base import make_transcoder
-    from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase
+    from infra.eventstore.recorder import ChronicleApplicationRecorder, EventStoreDatabase
 
     settings, api = stack
     owner = api.register("Pat Parked")

@@ -14,7 +14,7 @@ import pytest
 
 from api.queries.work import TaskSort, task_list_query
 from domain.work import Priority, TaskStatus
-from infra.viewstores import SqlStore
+from infra.views.stores import SqlStore
 from projections.projects import ProjectCatalog
 from projections.tasks import TaskList
 
@@ -23,8 +23,8 @@ PROJECTS, PER_PROJECT = 50, 2000
 
 @pytest.fixture(scope="module")
 def plans_db(servers: Any) -> Any:
-    from infra.migrate import migrate
-    from infra.scratch import create_database, drop_database
+    from infra.devstack.scratch import create_database, drop_database
+    from infra.eventstore.migrate import migrate
 
     url = create_database(servers.database_url)
     migrate(url)

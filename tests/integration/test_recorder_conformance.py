@@ -20,7 +20,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.tests import persistence as conformance
 
-from infra.eventstore import (
+from infra.eventstore.recorder import (
     ChronicleAggregateRecorder,
     ChronicleApplicationRecorder,
     ChronicleProcessRecorder,
@@ -31,8 +31,8 @@ from infra.eventstore import (
 
 @pytest.fixture(scope="module")
 def conformance_db(servers: Any) -> Iterator[EventStoreDatabase]:
-    from infra.migrate import migrate
-    from infra.scratch import create_database, drop_database
+    from infra.devstack.scratch import create_database, drop_database
+    from infra.eventstore.migrate import migrate
 
     url = create_database(servers.database_url)
     migrate(url)
@@ -148,7 +148,7 @@ class _CustomTracking(ChronicleTrackingRecorder):
 
 
 class TestFactory(conformance.InfrastructureFactoryTestCase[Any]):
-    """`PERSISTENCE_MODULE=infra.eventstore` makes any eventsourcing Application use Chronicle's store."""
+    """`PERSISTENCE_MODULE=infra.eventstore.recorder` makes any eventsourcing Application use Chronicle's store."""
 
     url: ClassVar[str]
 
@@ -159,12 +159,12 @@ class TestFactory(conformance.InfrastructureFactoryTestCase[Any]):
     def setUp(self) -> None:
         from eventsourcing.utils import Environment
 
-        self.env = Environment("TestCase", {"PERSISTENCE_MODULE": "infra.eventstore",
+        self.env = Environment("TestCase", {"PERSISTENCE_MODULE": "infra.eventstore.recorder",
                                             "CHRONICLE_DATABASE_URL": self.url})
         super().setUp()
 
     def expected_factory_class(self) -> type[Any]:
-        from infra.eventstore import Factory
+        from infra.eventstore.recorder import Factory
         return Factory
 
     def expected_aggregate_recorder_class(self) -> type[Any]:
@@ -193,7 +193,7 @@ def _event(stream: Any, version: int) -> StoredEvent:
 def test_a_guarded_append_stores_nothing_once_a_read_stream_has_moved(conformance_db: EventStoreDatabase) -> None:
     from uuid import uuid4
 
-    from infra.eventstore import DependencyChanged
+    from infra.eventstore.recorder import DependencyChanged
 
     recorder = ChronicleApplicationRecorder(conformance_db)
     read, written = uuid4(), uuid4()
@@ -211,7 +211,7 @@ def test_a_position_alone_is_tracked_under_the_same_conditions(conformance_db: E
 
     from eventsourcing.persistence import IntegrityError, Tracking
 
-    from infra.eventstore import DependencyChanged
+    from infra.eventstore.recorder import DependencyChanged
 
     recorder = ChronicleProcessRecorder(conformance_db)
     name, read = f"p-{uuid4().hex[:8]}", uuid4()

@@ -20,8 +20,8 @@ from domain.identity import Role
 from domain.inventory import Stock, stock_id
 from domain.ordering import Order, OrderStatus
 from infra.bootstrap import Chronicle, bootstrap
-from infra.embedded import ServerUrls
-from infra.envelope import EnvelopeReader
+from infra.devstack.embedded import ServerUrls
+from infra.eventstore.envelope import EnvelopeReader
 from infra.settings import Settings
 from tests.integration.pipeline import Processes, running
 

@@ -13,9 +13,9 @@ import pytest
 from commands.base import Actor, Context
 from domain.identity import Role
 from infra.bootstrap import bootstrap
-from infra.relay import Sealer
+from infra.delivery.relay import Sealer
+from infra.eventstore.verify import verify
 from infra.settings import Settings
-from infra.verify import verify
 
 
 @pytest.fixture

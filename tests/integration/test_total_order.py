@@ -26,9 +26,9 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase
-from infra.migrate import migrate
-from infra.scratch import create_database, drop_database
+from infra.devstack.scratch import create_database, drop_database
+from infra.eventstore.migrate import migrate
+from infra.eventstore.recorder import ChronicleApplicationRecorder, EventStoreDatabase
 
 SLOW_COMMITS = """
 CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$

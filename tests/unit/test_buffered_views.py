@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.viewstores import BufferedRedisView, BufferedSqlView
+from infra.views.stores import BufferedRedisView, BufferedSqlView
 
 TABLES = {"tasks": "v.tasks_v1", "members": "v.members_v1"}
 KEYS = {"tasks": ("id",), "members": ("user_id", "project_id")}

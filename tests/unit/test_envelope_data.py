@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commands.base import make_transcoder
-from infra.envelope import REDACTED, EnvelopeReader
+from infra.eventstore.envelope import REDACTED, EnvelopeReader
 
 values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.text(max_size=20), st.uuids(),

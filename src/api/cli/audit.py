@@ -86,7 +86,7 @@ async def _with_conn(settings: Settings, action: Any) -> Any:
 
 
 def cmd_audit_stream(args: argparse.Namespace) -> None:
-    from infra import audit
+    from infra.eventstore import audit
 
     chronicle = _audited(args, f"cli audit stream {args.id}", {})
 
@@ -107,7 +107,7 @@ def cmd_audit_stream(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_log(args: argparse.Namespace) -> None:
-    from infra import audit
+    from infra.eventstore import audit
 
     chronicle = _audited(args, "cli audit log", vars(args) | {"run": None})
     where = audit.LogFilter(args.type, args.actor, args.since, args.until)
@@ -121,7 +121,7 @@ def cmd_audit_log(args: argparse.Namespace) -> None:
 
 def cmd_audit_state(args: argparse.Namespace) -> None:
     from domain.errors import NotFound
-    from infra import audit
+    from infra.eventstore import audit
 
     chronicle = _audited(args, f"cli audit state {args.id}", {"version": args.version, "at": args.at,
                                                               "position": args.position})
@@ -142,7 +142,7 @@ def cmd_audit_state(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_correlation(args: argparse.Namespace) -> None:
-    from infra import audit
+    from infra.eventstore import audit
 
     chronicle = _audited(args, f"cli audit correlation {args.id}", {})
     try:
@@ -155,7 +155,7 @@ def cmd_audit_correlation(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_export(args: argparse.Namespace) -> None:
-    from infra import audit
+    from infra.eventstore import audit
 
     chronicle = _audited(args, "cli audit export", vars(args) | {"run": None})
     where = audit.LogFilter(args.type, args.actor, args.since, args.until)
@@ -172,7 +172,7 @@ def cmd_audit_export(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
-    from infra.verify import verify
+    from infra.eventstore.verify import verify
 
     chronicle = _audited(args, "cli audit verify", {})
     try:

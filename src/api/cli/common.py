@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from infra.embedded import find_running
+from infra.devstack.embedded import find_running
 from infra.settings import Settings
 
 Add = Callable[..., argparse.ArgumentParser]
@@ -85,7 +85,7 @@ async def until_signalled(main: Any) -> None:
 
 
 def check_schema(settings: Settings) -> None:
-    from infra.migrate import SchemaOutOfDate, check_schema
+    from infra.eventstore.migrate import SchemaOutOfDate, check_schema
 
     try:
         check_schema(settings.require_database_url())

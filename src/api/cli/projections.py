@@ -42,7 +42,7 @@ def register(sub: Any, add: Add) -> None:
 def known_projections() -> list[Any]:
     """The projections, and the order saga: a process with a position that can be parked, retried
     and skipped like a projection's (but never rebuilt or reset)."""
-    from infra.saga import OrderSagaProcess
+    from infra.delivery.saga import OrderSagaProcess
     from projections import all_projections
 
     return [*all_projections(), OrderSagaProcess()]
@@ -62,7 +62,7 @@ def cmd_projections_list(args: argparse.Namespace) -> None:
 
 
 def cmd_projections_status(args: argparse.Namespace) -> None:
-    from infra.operations import statuses
+    from infra.views.operations import statuses
     settings = with_servers(settings_from(args))
     check_schema(settings)
     rows = asyncio.run(statuses(settings, known_projections()))
@@ -78,7 +78,7 @@ def cmd_projections_status(args: argparse.Namespace) -> None:
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> None:
-    from infra.operations import OperationRefused, rebuild
+    from infra.views.operations import OperationRefused, rebuild
     if bool(args.all) == bool(args.name):
         raise CliError("name one projection, or pass --all")
     settings = with_servers(settings_from(args))
@@ -106,7 +106,7 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> None:
 
 
 def cmd_projections_reset(args: argparse.Namespace) -> None:
-    from infra.operations import OperationRefused, reset
+    from infra.views.operations import OperationRefused, reset
 
     projection = projection_named(args.name)
     if not args.yes:
@@ -122,7 +122,7 @@ def cmd_projections_reset(args: argparse.Namespace) -> None:
 
 
 def cmd_projections_retry(args: argparse.Namespace) -> None:
-    from infra.operations import OperationRefused, retry
+    from infra.views.operations import OperationRefused, retry
 
     settings = with_servers(settings_from(args))
     try:
@@ -133,7 +133,7 @@ def cmd_projections_retry(args: argparse.Namespace) -> None:
 
 
 def cmd_projections_skip(args: argparse.Namespace) -> None:
-    from infra.operations import OperationRefused, skip
+    from infra.views.operations import OperationRefused, skip
 
     settings = with_servers(settings_from(args))
     try:

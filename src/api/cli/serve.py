@@ -21,7 +21,7 @@ from api.cli.common import (
     with_dev_secret,
     with_servers,
 )
-from infra.embedded import EmbeddedServers
+from infra.devstack.embedded import EmbeddedServers
 
 log = logging.getLogger("chronicle")
 
@@ -62,8 +62,8 @@ def register(sub: Any, add: Add) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    from infra.migrate import migrate
-    from infra.supervisor import Supervisor
+    from infra.devstack.supervisor import Supervisor
+    from infra.eventstore.migrate import migrate
 
     settings = settings_from(args)
     stop = stop_on_signals()
@@ -121,7 +121,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_relay(args: argparse.Namespace) -> None:
-    from infra.relay import Relay
+    from infra.delivery.relay import Relay
 
     settings = with_servers(settings_from(args))
     check_schema(settings)
@@ -129,7 +129,7 @@ def cmd_relay(args: argparse.Namespace) -> None:
 
 
 def cmd_saga(args: argparse.Namespace) -> None:
-    from infra.saga import run_saga
+    from infra.delivery.saga import run_saga
 
     settings = with_servers(settings_from(args))
     check_schema(settings)
@@ -137,7 +137,7 @@ def cmd_saga(args: argparse.Namespace) -> None:
 
 
 def cmd_projector(args: argparse.Namespace) -> None:
-    from infra.projector import run_projections
+    from infra.delivery.projector import run_projections
     from projections import all_projections
 
     settings = with_servers(settings_from(args))
@@ -151,7 +151,7 @@ def cmd_projector(args: argparse.Namespace) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from infra.migrate import migrate
+    from infra.eventstore.migrate import migrate
 
     settings = with_servers(settings_from(args))
     applied = migrate(settings.require_database_url())

@@ -19,7 +19,7 @@ from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
 from domain.identity import MAX_NAME
 from domain.work import MAX_DESCRIPTION
-from infra.idempotency import RecordedResponse
+from infra.eventstore.idempotency import RecordedResponse
 
 IF_MATCH = HeaderParameter(name="If-Match", required=False,
                      description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.")

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import psycopg
 from eventsourcing.persistence import StoredEvent
 
-from infra.eventstore import ChronicleApplicationRecorder, EventStoreDatabase, Meta, new_event_id
-from infra.migrate import migrate
+from infra.eventstore.migrate import migrate
+from infra.eventstore.recorder import ChronicleApplicationRecorder, EventStoreDatabase, Meta, new_event_id
 
 STATE = b'{"title":"Write the quarterly report","priority":"normal","timestamp":"2026-11-26T04:27:26+00:00"}'
 TOPIC = "domain.work:Task.Edited"
@@ -130,7 +130,7 @@ def stock_writer(url: str, writers: int) -> tuple[Callable[[], Writer], Any]:
 def bench_appends(server_url: str, writers: int, seconds: float, rounds: int | None = None) -> dict[str, Any]:
     """Each contender gets `seconds` in all, in interleaved rounds, so that a checkpoint or a noisy
     neighbour lands on all three alike rather than on whichever ran at that moment."""
-    from infra.scratch import scratch_database
+    from infra.devstack.scratch import scratch_database
 
     rounds = rounds or max(1, min(5, int(seconds // 2)))
     slice_s = seconds / rounds

@@ -20,10 +20,10 @@ import redis
 
 from commands.base import make_transcoder
 from infra.bench.stack import scratch_env
-from infra.envelope import LOG_COLUMNS
-from infra.eventstore import TXN_SHIFT, new_event_id
+from infra.eventstore.envelope import LOG_COLUMNS
+from infra.eventstore.recorder import TXN_SHIFT, new_event_id
+from infra.eventstore.tamper import event_hash
 from infra.settings import Settings
-from infra.tamper import event_hash
 
 EVENTS_PER_TASK = 10
 CHUNK = 50_000
@@ -104,7 +104,7 @@ def scan(url: str, batch: int = 2000) -> float:
 
 
 def _rebuild_one(env: dict[str, str], name: str, out: Any) -> None:
-    from infra.operations import rebuild
+    from infra.views.operations import rebuild
     from projections import all_projections
 
     settings = Settings.from_env(env)

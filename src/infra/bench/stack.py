@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from infra.migrate import migrate
-from infra.scratch import scratch_database
+from infra.devstack.scratch import scratch_database
+from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 
 SECRET = "bench-" + uuid.uuid4().hex + uuid.uuid4().hex

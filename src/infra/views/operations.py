@@ -25,13 +25,13 @@ import nats
 import psycopg
 import redis.asyncio as aioredis
 
-from infra.eventstore import head_position, lags
-from infra.leadership import lock_key
-from infra.projector import consumer_name, register
-from infra.rebuild import Progress, fingerprint, open_store, replay
-from infra.relay import stream_name
+from infra.delivery.leadership import lock_key
+from infra.delivery.projector import consumer_name, register
+from infra.delivery.relay import stream_name
+from infra.eventstore.recorder import head_position, lags
 from infra.settings import Settings
-from infra.viewstores import RedisStore, SqlStore, ViewStore, store_for
+from infra.views.rebuild import Progress, fingerprint, open_store, replay
+from infra.views.stores import RedisStore, SqlStore, ViewStore, store_for
 from projections.base import Projection
 
 GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)

@@ -1,7 +1,7 @@
 -- Tamper evidence and the auditors' queries.
 
 -- Every event's hash over its stored content, computed by the writer at append time (see
--- infra/tamper.py). Events appended before this migration get theirs from `chronicle migrate`.
+-- infra/eventstore/tamper.py). Events appended before this migration get theirs from `chronicle migrate`.
 ALTER TABLE events ADD COLUMN hash bytea;
 
 -- Seals: consecutive ranges of the log, in total order, each with the Merkle root of its events'

@@ -29,7 +29,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("infra.migrations").iterdir():
+    for entry in resources.files("infra.eventstore.migrations").iterdir():
         match = _FILENAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))
@@ -72,8 +72,8 @@ def migrate(database_url: str) -> list[Migration]:
 
 def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5000) -> int:
     """Gives events appended before event hashing (migration 0004) their hash; returns how many."""
-    from infra.envelope import LOG_COLUMNS
-    from infra.tamper import hash_of_row
+    from infra.eventstore.envelope import LOG_COLUMNS
+    from infra.eventstore.tamper import hash_of_row
 
     done = 0
     while True:

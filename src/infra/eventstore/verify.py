@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import psycopg
 
-from infra.envelope import LOG_COLUMNS
-from infra.tamper import GENESIS, hash_of_row, merkle_root, seal_hash
+from infra.eventstore.envelope import LOG_COLUMNS
+from infra.eventstore.tamper import GENESIS, hash_of_row, merkle_root, seal_hash
 
 _EVENTS = f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s{{upto}} ORDER BY notification_id"
 

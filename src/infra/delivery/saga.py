@@ -24,12 +24,12 @@ from commands.base import ChronicleApplication, Context
 from commands.order_saga import HANDLES, OrderSaga
 from domain.errors import DomainError
 from infra.bootstrap import Chronicle, bootstrap
-from infra.envelope import EventEnvelope
-from infra.eventstore import ChronicleTrackingRecorder, DependencyChanged
-from infra.leadership import pause
-from infra.projector import ProjectionRunner
+from infra.delivery.leadership import pause
+from infra.delivery.projector import ProjectionRunner
+from infra.eventstore.envelope import EventEnvelope
+from infra.eventstore.recorder import ChronicleTrackingRecorder, DependencyChanged
 from infra.settings import Settings
-from infra.viewstores import TrackingStore
+from infra.views.stores import TrackingStore
 from projections.base import Projection
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import redis.asyncio as aioredis
 
-from infra.envelope import LOG_COLUMNS, EnvelopeReader
-from infra.eventstore import GATE, head_position
-from infra.viewstores import RedisStore, SqlStore, ViewStore, store_for, table_names
+from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader
+from infra.eventstore.recorder import GATE, head_position
+from infra.views.stores import RedisStore, SqlStore, ViewStore, store_for, table_names
 from projections.base import Projection, SqlProjection
 
 Progress = Callable[[int, int, int], None]

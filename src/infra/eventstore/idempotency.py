@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from infra.eventstore import EventStoreDatabase
+from infra.eventstore.recorder import EventStoreDatabase
 
 
 class IdempotencyKey(Protocol):

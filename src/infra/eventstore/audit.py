@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 import psycopg
 
-from infra.envelope import LOG_COLUMNS, EnvelopeReader, context_of
-from infra.eventstore import GATE
+from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, context_of
+from infra.eventstore.recorder import GATE
 
 
 class AuditEvent(msgspec.Struct):

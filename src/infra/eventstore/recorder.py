@@ -56,7 +56,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
-from infra.tamper import event_hash
+from infra.eventstore.tamper import event_hash
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -612,7 +612,7 @@ class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
     """Builds Chronicle's recorders over one shared `EventStoreDatabase`.
 
     The composition root passes the database in. Constructed by the library from the environment
-    alone (`PERSISTENCE_MODULE=infra.eventstore`), it opens its own pool on
+    alone (`PERSISTENCE_MODULE=infra.eventstore.recorder`), it opens its own pool on
     `CHRONICLE_DATABASE_URL`. It never creates tables: `chronicle migrate` does.
     """
 

@@ -16,7 +16,7 @@ import psycopg
 import psycopg.errors
 import redis.asyncio as aioredis
 
-from infra.envelope import EventEnvelope
+from infra.eventstore.envelope import EventEnvelope
 from projections.base import Projection, RedisProjection, SqlProjection
 
 

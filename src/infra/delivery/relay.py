@@ -29,11 +29,11 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
-from infra.eventstore import GATE, NOTIFY_CHANNEL
-from infra.leadership import leadership, lock_key, pause, still_leading
+from infra.delivery.leadership import leadership, lock_key, pause, still_leading
+from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
+from infra.eventstore.recorder import GATE, NOTIFY_CHANNEL
+from infra.eventstore.tamper import GENESIS, merkle_root, seal_hash
 from infra.settings import Settings
-from infra.tamper import GENESIS, merkle_root, seal_hash
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class LastSeal:
 
 
 class Sealer:
-    """Seals the log in order, range after range, each chained to the one before (infra.tamper)."""
+    """Seals the log in order, range after range, each chained to the one before (infra.eventstore.tamper)."""
 
     def __init__(self) -> None:
         self.last = LastSeal()

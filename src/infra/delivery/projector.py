@@ -34,14 +34,14 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from infra import envelope as envelopes
-from infra.checkpoints import announcement, channel
-from infra.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
-from infra.eventstore import GATE, head_position
-from infra.leadership import leadership, lock_key, pause, still_leading
-from infra.relay import connect_nats, ensure_stream, stream_name, subjects
+from infra.delivery.checkpoints import announcement, channel
+from infra.delivery.leadership import leadership, lock_key, pause, still_leading
+from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subjects
+from infra.eventstore import envelope as envelopes
+from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
+from infra.eventstore.recorder import GATE, head_position
 from infra.settings import Settings
-from infra.viewstores import Parked, StaleCheckpoint, ViewStore, store_for
+from infra.views.stores import Parked, StaleCheckpoint, ViewStore, store_for
 from projections.base import Projection, RedisProjection
 
 log = logging.getLogger(__name__)
