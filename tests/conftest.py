@@ -58,8 +58,9 @@ def fresh_database_url(servers: ServerUrls) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(servers: ServerUrls, database_url: str) -> Settings:
-    return Settings(database_url=database_url, nats_url=servers.nats_url, redis_url=servers.redis_url,
-                    namespace=f"t{RUN_ID}")
+    return Settings(
+        database_url=database_url, nats_url=servers.nats_url, redis_url=servers.redis_url, namespace=f"t{RUN_ID}"
+    )
 
 
 def new_namespace() -> str:

@@ -51,10 +51,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         # One router for all controllers: registering two controllers with a common path (commands and
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
-        route_handlers=[Router("/", route_handlers=[
-            HealthController, AuthCommands, UserRoleCommands, ProjectCommands, TaskCommands,
-            ProductCommands, InventoryCommands, OrderCommands,
-            UserQueries, ProjectQueries, TaskQueries, AuditQueries, CatalogQueries, OrderQueries])],
+        route_handlers=[
+            Router(
+                "/",
+                route_handlers=[
+                    HealthController,
+                    AuthCommands,
+                    UserRoleCommands,
+                    ProjectCommands,
+                    TaskCommands,
+                    ProductCommands,
+                    InventoryCommands,
+                    OrderCommands,
+                    UserQueries,
+                    ProjectQueries,
+                    TaskQueries,
+                    AuditQueries,
+                    CatalogQueries,
+                    OrderQueries,
+                ],
+            )
+        ],
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
@@ -62,8 +79,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=MAX_BODY,
         before_request=refuse_nul_in_query,
         openapi_config=OpenAPIConfig(
-            title="Chronicle", version="0.1.0", path="/schema",
+            title="Chronicle",
+            version="0.1.0",
+            path="/schema",
             description="An event-sourced CQRS backend: commands append events, queries read views.",
-            render_plugins=[ScalarRenderPlugin()]),
+            render_plugins=[ScalarRenderPlugin()],
+        ),
         debug=False,
     )

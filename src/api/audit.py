@@ -59,34 +59,67 @@ class AuditQueries(Controller):
     guards = [requires_role(Role.AUDITOR, Role.ADMIN)]
     dependencies = RUNTIME
 
-    @get("/streams/{stream_id:uuid}", operation_id="AuditStream", summary="A stream's events, in order, with all metadata",
-         responses=problems(401, 403, 422))
-    async def stream(self, request: Request[Any, Any, Any], runtime: Runtime, stream_id: uuid.UUID,
-                     limit: Limit = 100, cursor: Cursor = None) -> EventPage:
+    @get(
+        "/streams/{stream_id:uuid}",
+        operation_id="AuditStream",
+        summary="A stream's events, in order, with all metadata",
+        responses=problems(401, 403, 422),
+    )
+    async def stream(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        stream_id: uuid.UUID,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EventPage:
         await _record(request, runtime)
         async with runtime.views.connection() as conn:
             items = await audit.stream_events(conn, stream_id, _cursor(cursor), limit + 1)
         more = len(items) > limit
         return EventPage(items[:limit], str(items[limit - 1].version) if more else None)
 
-    @get("/events", operation_id="AuditLog", summary="The global log in its total order, filtered",
-         responses=problems(401, 403, 422))
-    async def events(self, request: Request[Any, Any, Any], runtime: Runtime, type: str | None = None,
-                     actor: str | None = None, since: Since = None, until: Until = None, limit: Limit = 100,
-                     cursor: Cursor = None) -> EventPage:
+    @get(
+        "/events",
+        operation_id="AuditLog",
+        summary="The global log in its total order, filtered",
+        responses=problems(401, 403, 422),
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        type: str | None = None,
+        actor: str | None = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = 100,
+        cursor: Cursor = None,
+    ) -> EventPage:
         await _record(request, runtime)
         async with runtime.views.connection() as conn:
             items = await audit.log_events(conn, LogFilter(type, actor, since, until), _cursor(cursor), limit + 1)
         more = len(items) > limit
         return EventPage(items[:limit], items[limit - 1].position if more else None)
 
-    @get("/streams/{stream_id:uuid}/state", operation_id="AuditStreamState",
-         summary="The aggregate as it was at a version, a time or a position (exactly one)",
-         responses=problems(401, 403, 404, 422))
-    async def state(self, request: Request[Any, Any, Any], runtime: Runtime, stream_id: uuid.UUID,
-                    version: Annotated[int | None, Parameter(ge=1)] = None, at: datetime | None = None,
-                    position: str | None = None) -> StreamState:
-        given = [name for name, value in (("version", version), ("at", at), ("position", position)) if value is not None]
+    @get(
+        "/streams/{stream_id:uuid}/state",
+        operation_id="AuditStreamState",
+        summary="The aggregate as it was at a version, a time or a position (exactly one)",
+        responses=problems(401, 403, 404, 422),
+    )
+    async def state(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        stream_id: uuid.UUID,
+        version: Annotated[int | None, Parameter(ge=1)] = None,
+        at: datetime | None = None,
+        position: str | None = None,
+    ) -> StreamState:
+        given = [
+            name for name, value in (("version", version), ("at", at), ("position", position)) if value is not None
+        ]
         if len(given) != 1:
             raise Invalid("give exactly one of version, at, position", field="version")
         if position is not None and not is_number(position):
@@ -94,17 +127,23 @@ class AuditQueries(Controller):
         await _record(request, runtime)
         if version is None:
             async with runtime.views.connection() as conn:
-                version = await audit.version_at(conn, stream_id, at=at,
-                                                 position=int(position) if position is not None else None)
+                version = await audit.version_at(
+                    conn, stream_id, at=at, position=int(position) if position is not None else None
+                )
             if version is None:
                 raise NotFound(f"stream {stream_id} had no events then")
         result = await runtime.run(runtime.chronicle.audit.state_at, stream_id, version)
         return StreamState(**result)
 
-    @get("/correlations/{correlation_id:uuid}", operation_id="AuditCorrelation",
-         summary="Every event caused by one request, as a causation tree", responses=problems(401, 403, 404))
-    async def correlation(self, request: Request[Any, Any, Any], runtime: Runtime,
-                          correlation_id: uuid.UUID) -> CorrelationTree:
+    @get(
+        "/correlations/{correlation_id:uuid}",
+        operation_id="AuditCorrelation",
+        summary="Every event caused by one request, as a causation tree",
+        responses=problems(401, 403, 404),
+    )
+    async def correlation(
+        self, request: Request[Any, Any, Any], runtime: Runtime, correlation_id: uuid.UUID
+    ) -> CorrelationTree:
         await _record(request, runtime)
         async with runtime.views.connection() as conn:
             tree = await audit.correlation(conn, correlation_id)
@@ -112,10 +151,22 @@ class AuditQueries(Controller):
             raise NotFound(f"no events with correlation id {correlation_id}")
         return tree
 
-    @get("/export", operation_id="AuditExport", summary="The (filtered) log as NDJSON, streamed",
-         responses=problems(401, 403, 422), media_type="application/x-ndjson")
-    async def export(self, request: Request[Any, Any, Any], runtime: Runtime, type: str | None = None,
-                     actor: str | None = None, since: Since = None, until: Until = None) -> Stream:
+    @get(
+        "/export",
+        operation_id="AuditExport",
+        summary="The (filtered) log as NDJSON, streamed",
+        responses=problems(401, 403, 422),
+        media_type="application/x-ndjson",
+    )
+    async def export(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        type: str | None = None,
+        actor: str | None = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> Stream:
         await _record(request, runtime)
         where = LogFilter(type, actor, since, until)
 
@@ -126,8 +177,12 @@ class AuditQueries(Controller):
 
         return Stream(lines(), media_type="application/x-ndjson")
 
-    @get("/verify", operation_id="AuditVerify", summary="Recompute every event hash and seal; the first broken place",
-         responses=problems(401, 403))
+    @get(
+        "/verify",
+        operation_id="AuditVerify",
+        summary="Recompute every event hash and seal; the first broken place",
+        responses=problems(401, 403),
+    )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
         await _record(request, runtime)
         report = await runtime.run(verify, runtime.settings.database_url or "")

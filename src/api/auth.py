@@ -73,10 +73,11 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
 
 
 def access_token(auth: JWTAuth[Actor, Token], login: LoginResult) -> str:
-    return auth.create_token(identifier=str(login.user_id),
-                             token_extras={"roles": sorted(r.value for r in login.roles),
-                                           "sid": login.session_id.hex},
-                             token_unique_jwt_id=uuid.uuid4().hex)
+    return auth.create_token(
+        identifier=str(login.user_id),
+        token_extras={"roles": sorted(r.value for r in login.roles), "sid": login.session_id.hex},
+        token_unique_jwt_id=uuid.uuid4().hex,
+    )
 
 
 def session_of(token: Token) -> uuid.UUID:
@@ -91,4 +92,5 @@ def requires_role(*roles: Role) -> Any:
         actor = connection.user
         if not isinstance(actor, Actor) or not actor.roles & set(roles):
             raise PermissionDeniedException(f"this needs the role {' or '.join(r.value for r in roles)}")
+
     return guard

@@ -64,8 +64,11 @@ async def _pipeline(runtime: Runtime, health: Health) -> None:
         head = await head_position(conn)
         health.head = str(head) if head else None
         relay = await (await conn.execute("SELECT position FROM relay_state")).fetchone()
-        rows = await (await conn.execute("SELECT projection, kind, live_version, state, error FROM projections"
-                                         " ORDER BY projection")).fetchall()
+        rows = await (
+            await conn.execute(
+                "SELECT projection, kind, live_version, state, error FROM projections ORDER BY projection"
+            )
+        ).fetchall()
         behind = await lags(conn, [*(points.get(r[0], 0) for r in rows), *(relay or ())], cap=LAG_CAP)
         if relay is not None:
             lag = behind[relay[0]]
@@ -73,14 +76,17 @@ async def _pipeline(runtime: Runtime, health: Health) -> None:
         for name, kind, version, state, error in rows:
             position = points.get(name, 0)
             lag = behind[position]
-            health.projections.append(ProjectionHealth(name, kind, version, state, str(position), lag.events,
-                                                       lag.seconds, error))
-        oldest = await (await conn.execute(
-            # clock_timestamp(), not now(): now() is when this statement's own transaction began,
-            # which may be after another transaction's start was read, giving a negative age.
-            "SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(xact_start))) FROM pg_stat_activity"
-            " WHERE backend_xid IS NOT NULL"
-        )).fetchone()
+            health.projections.append(
+                ProjectionHealth(name, kind, version, state, str(position), lag.events, lag.seconds, error)
+            )
+        oldest = await (
+            await conn.execute(
+                # clock_timestamp(), not now(): now() is when this statement's own transaction began,
+                # which may be after another transaction's start was read, giving a negative age.
+                "SELECT greatest(0, extract(epoch FROM clock_timestamp() - min(xact_start))) FROM pg_stat_activity"
+                " WHERE backend_xid IS NOT NULL"
+            )
+        ).fetchone()
         health.oldest_transaction_seconds = round(float(oldest[0]), 3) if oldest and oldest[0] is not None else 0.0
 
 
@@ -110,8 +116,11 @@ class HealthController(Controller):
     opt = PUBLIC
     dependencies = RUNTIME
 
-    @get(operation_id="GetHealth", summary="Reachability of the servers; relay and projections' lag",
-         responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")})
+    @get(
+        operation_id="GetHealth",
+        summary="Reachability of the servers; relay and projections' lag",
+        responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")},
+    )
     async def health(self, runtime: Runtime) -> Response[Health]:
         database, redis_check, nats_check = await asyncio.gather(
             _timed(lambda: runtime.run(_database_ping, runtime)),

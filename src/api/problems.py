@@ -52,18 +52,24 @@ class ServiceUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def problem(request: Request[Any, Any, Any], status: int, detail: str, *,
-            errors: list[FieldError] | None = None, headers: dict[str, str] | None = None) -> Response[Problem]:
-    body = Problem(status=status, title=HTTPStatus(status).phrase, detail=detail,
-                   instance=request.url.path, errors=errors)
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        status=status, title=HTTPStatus(status).phrase, detail=detail, instance=request.url.path, errors=errors
+    )
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     match exc:
         case Invalid():
-            return problem(request, 422, exc.reason,
-                           errors=[FieldError(exc.field, exc.reason)] if exc.field else None)
+            return problem(request, 422, exc.reason, errors=[FieldError(exc.field, exc.reason)] if exc.field else None)
         case Conflict():
             return problem(request, 409, exc.reason)
         case NotFound():

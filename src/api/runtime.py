@@ -53,8 +53,9 @@ async def keep_nats(runtime: Runtime, url: str) -> None:
     on it. So it connects in the background, and retries forever while NATS is away."""
     while runtime.nats is None:
         try:
-            runtime.nats = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                                              connect_timeout=2, name="chronicle-api")
+            runtime.nats = await nats.connect(
+                url, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2, name="chronicle-api"
+            )
         except Exception as e:  # not reachable yet: health says so, and we try again
             log.info("NATS not reachable yet (%s); retrying", e)
             await asyncio.sleep(2)
@@ -66,8 +67,13 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
     redis_client = aioredis.from_url(settings.redis_url or "", decode_responses=False)
     executor = ThreadPoolExecutor(min(settings.command_threads, settings.db_pool_size), thread_name_prefix="command")
     views: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-        settings.database_url or "", min_size=2, max_size=settings.query_pool_size, open=False,
-        kwargs={"autocommit": True}, name="chronicle-queries")
+        settings.database_url or "",
+        min_size=2,
+        max_size=settings.query_pool_size,
+        open=False,
+        kwargs={"autocommit": True},
+        name="chronicle-queries",
+    )
     await views.open(wait=True, timeout=30)
     watcher = CheckpointWatcher(settings.redis_url or "", settings.namespace)
     watcher.start()

@@ -36,5 +36,9 @@ class AuditApplication(ChronicleApplication):
         state = {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}
         for secret in SECRET_FIELDS & state.keys():
             state[secret] = REDACTED
-        return {"stream_id": str(stream_id), "type": type(aggregate).__qualname__, "version": aggregate.version,
-                "state": msgspec.to_builtins(state, order="sorted")}
+        return {
+            "stream_id": str(stream_id),
+            "type": type(aggregate).__qualname__,
+            "version": aggregate.version,
+            "state": msgspec.to_builtins(state, order="sorted"),
+        }

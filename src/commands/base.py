@@ -177,8 +177,12 @@ def copy_aggregate(aggregate: Aggregate) -> Aggregate:
     are the same values, with sets, lists and dicts copied. Chronicle's aggregates hold only
     immutable values and flat containers of them (a deep copy cost a fifth of a command)."""
     clone = object.__new__(type(aggregate))
-    clone.__dict__.update({key: value.copy() if isinstance(value, set | list | dict) else value
-                           for key, value in aggregate.__dict__.items()})
+    clone.__dict__.update(
+        {
+            key: value.copy() if isinstance(value, set | list | dict) else value
+            for key, value in aggregate.__dict__.items()
+        }
+    )
     return clone
 
 
@@ -189,8 +193,9 @@ class ChronicleApplication(Application[uuid.UUID]):
 
     cache_size = 10_000
 
-    def __init__(self, make_factory: FactoryMaker, env: dict[str, str] | None = None,
-                 key_recorded: KeyRecorded | None = None) -> None:
+    def __init__(
+        self, make_factory: FactoryMaker, env: dict[str, str] | None = None, key_recorded: KeyRecorded | None = None
+    ) -> None:
         self._make_factory = make_factory
         self.cache = AggregateCache(self.cache_size)
         self._attempt = threading.local()
@@ -204,8 +209,9 @@ class ChronicleApplication(Application[uuid.UUID]):
         super().register_transcodings(transcoder)
         transcoder.register(DateAsISO())
 
-    def load(self, cls: type[A], aggregate_id: uuid.UUID, what: str, *, for_update: bool = True,
-             fresh: bool = False) -> A:
+    def load(
+        self, cls: type[A], aggregate_id: uuid.UUID, what: str, *, for_update: bool = True, fresh: bool = False
+    ) -> A:
         """The aggregate, from the cache when it is there (`fresh` skips it). With `for_update` the
         caller gets its own copy to change; without, the shared state, which it must not change."""
         aggregate = None if fresh or getattr(self._attempt, "fresh", False) else self.cache.get(aggregate_id)
@@ -230,8 +236,9 @@ class ChronicleApplication(Application[uuid.UUID]):
         except AggregateNotFoundError:
             return False
 
-    def record(self, ctx: Context, *aggregates: Aggregate, result_of: Aggregate,
-               depends_on: Sequence[Aggregate] = ()) -> CommandResult:
+    def record(
+        self, ctx: Context, *aggregates: Aggregate, result_of: Aggregate, depends_on: Sequence[Aggregate] = ()
+    ) -> CommandResult:
         """Appends the aggregates' new events atomically, with the context as who-and-why, and only
         if none of `depends_on` (aggregates the decision read) has changed since it was loaded.
 
@@ -242,12 +249,14 @@ class ChronicleApplication(Application[uuid.UUID]):
             key = ctx.idempotency
             claim = key and Claim(key.scope, key.key, key.request_hash, key.status, result_of.id, result_of.version)
             try:
-                recordings = self.save(*aggregates, meta=ctx, idempotency=claim,
-                                       conditions=[(d.id, d.version) for d in depends_on])
+                recordings = self.save(
+                    *aggregates, meta=ctx, idempotency=claim, conditions=[(d.id, d.version) for d in depends_on]
+                )
             except IntegrityError:
                 self.cache.evict(*(a.id for a in (*aggregates, *depends_on)))
                 raise ConcurrentUpdate(
-                    "another command changed the same data at the same time; reload and retry") from None
+                    "another command changed the same data at the same time; reload and retry"
+                ) from None
             for aggregate in aggregates:
                 self.cache.put(aggregate)
         position = recordings[-1].notification.id if recordings else None

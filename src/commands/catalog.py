@@ -32,8 +32,9 @@ class CatalogApplication(ChronicleApplication):
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Product: 100}
 
     @command
-    def create_product(self, ctx: Context, sku: str, name: str, description: str | None, price_minor: int,
-                       currency: str) -> CommandResult:
+    def create_product(
+        self, ctx: Context, sku: str, name: str, description: str | None, price_minor: int, currency: str
+    ) -> CommandResult:
         _staff(ctx)
         product = Product.create(sku, name, description, price_minor, currency)
         try:
@@ -44,15 +45,17 @@ class CatalogApplication(ChronicleApplication):
             raise Conflict(f"a product with SKU {product.sku} exists already", field="sku") from None
 
     @command
-    def edit_product(self, ctx: Context, sku: str, name: str | None, description: str | None,
-                     expected_version: int | None = None) -> CommandResult:
+    def edit_product(
+        self, ctx: Context, sku: str, name: str | None, description: str | None, expected_version: int | None = None
+    ) -> CommandResult:
         product = self._for_update(ctx, sku, expected_version)
         product.edit(name, description)
         return self.record(ctx, product, result_of=product)
 
     @command
-    def reprice(self, ctx: Context, sku: str, price_minor: int, currency: str | None,
-                expected_version: int | None = None) -> CommandResult:
+    def reprice(
+        self, ctx: Context, sku: str, price_minor: int, currency: str | None, expected_version: int | None = None
+    ) -> CommandResult:
         product = self._for_update(ctx, sku, expected_version)
         product.reprice(price_minor, currency)
         return self.record(ctx, product, result_of=product)
@@ -77,8 +80,13 @@ class InventoryApplication(ChronicleApplication):
     name = "inventory"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Stock: 100}
 
-    def __init__(self, make_factory: FactoryMaker, *, product_exists: Callable[[str], bool],
-                 key_recorded: KeyRecorded | None = None) -> None:
+    def __init__(
+        self,
+        make_factory: FactoryMaker,
+        *,
+        product_exists: Callable[[str], bool],
+        key_recorded: KeyRecorded | None = None,
+    ) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
         self.product_exists = product_exists
 

@@ -49,9 +49,15 @@ class LoginResult:
 class IdentityApplication(ChronicleApplication):
     name = "identity"
 
-    def __init__(self, make_factory: FactoryMaker, *, hasher: PasswordHash | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 refresh_ttl: timedelta = timedelta(days=14), key_recorded: KeyRecorded | None = None) -> None:
+    def __init__(
+        self,
+        make_factory: FactoryMaker,
+        *,
+        hasher: PasswordHash | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        refresh_ttl: timedelta = timedelta(days=14),
+        key_recorded: KeyRecorded | None = None,
+    ) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
         self.hasher = hasher or PasswordHash.recommended()
         self.clock = clock
@@ -118,16 +124,16 @@ class IdentityApplication(ChronicleApplication):
         return self.record(ctx, session, result_of=session)
 
     @command
-    def grant(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
-              ) -> CommandResult:
+    def grant(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None) -> CommandResult:
         user = self.user(user_id)
         check_version(user, expected_version)
         user.grant(role)
         return self.record(ctx, user, result_of=user)
 
     @command
-    def revoke(self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
-               ) -> CommandResult:
+    def revoke(
+        self, ctx: Context, user_id: uuid.UUID, role: Role, expected_version: int | None = None
+    ) -> CommandResult:
         user = self.user(user_id)
         check_version(user, expected_version)
         user.revoke(role)

@@ -38,8 +38,12 @@ class Decision:
 
 
 class OrderSaga:
-    def __init__(self, app: ChronicleApplication, payment_timeout: timedelta,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        app: ChronicleApplication,
+        payment_timeout: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.app, self.payment_timeout, self.clock = app, payment_timeout, clock
 
     def decide(self, event_type: str, order_id: uuid.UUID, *, fresh: bool = True) -> Decision:

@@ -26,8 +26,13 @@ from domain.ordering import Order
 class OrderingApplication(ChronicleApplication):
     name = "ordering"
 
-    def __init__(self, make_factory: FactoryMaker, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 key_recorded: KeyRecorded | None = None) -> None:
+    def __init__(
+        self,
+        make_factory: FactoryMaker,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        key_recorded: KeyRecorded | None = None,
+    ) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
         self.clock = clock
 
@@ -37,8 +42,10 @@ class OrderingApplication(ChronicleApplication):
         changed since it was read (a cached product might be stale: then it is decided again)."""
         actor = ctx.authenticated()
         products = [self._product(line["sku"]) for line in lines]
-        priced = [{"sku": p.sku, "quantity": int(line["quantity"]), "unit_price_minor": p.price_minor,
-                   "currency": p.currency} for p, line in zip(products, lines, strict=True)]
+        priced = [
+            {"sku": p.sku, "quantity": int(line["quantity"]), "unit_price_minor": p.price_minor, "currency": p.currency}
+            for p, line in zip(products, lines, strict=True)
+        ]
         order = Order.place(actor.user_id, priced)
         return self.record(ctx, order, result_of=order, depends_on=list({p.id: p for p in products}.values()))
 
@@ -56,8 +63,9 @@ class OrderingApplication(ChronicleApplication):
         return self.load(Order, order_id, "order", for_update=False, fresh=fresh)
 
     @command
-    def pay(self, ctx: Context, order_id: uuid.UUID, payment_ref: str,
-            expected_version: int | None = None) -> CommandResult:
+    def pay(
+        self, ctx: Context, order_id: uuid.UUID, payment_ref: str, expected_version: int | None = None
+    ) -> CommandResult:
         order = self._own_order(ctx, order_id, expected_version)
         order.pay(payment_ref)
         return self.record(ctx, order, result_of=order)
@@ -104,5 +112,3 @@ class OrderingApplication(ChronicleApplication):
             raise NotFound(f"order {order_id} not found")
         check_version(order, expected_version)
         return order
-
-

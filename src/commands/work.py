@@ -25,8 +25,13 @@ class WorkApplication(ChronicleApplication):
     name = "work"
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Task: 100, Project: 100}
 
-    def __init__(self, make_factory: FactoryMaker, *, user_exists: Callable[[uuid.UUID], bool],
-                 key_recorded: KeyRecorded | None = None) -> None:
+    def __init__(
+        self,
+        make_factory: FactoryMaker,
+        *,
+        user_exists: Callable[[uuid.UUID], bool],
+        key_recorded: KeyRecorded | None = None,
+    ) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
         self.user_exists = user_exists
 
@@ -38,22 +43,25 @@ class WorkApplication(ChronicleApplication):
         return self.record(ctx, project, result_of=project)
 
     @command
-    def rename_project(self, ctx: Context, project_id: uuid.UUID, name: str,
-                       expected_version: int | None = None) -> CommandResult:
+    def rename_project(
+        self, ctx: Context, project_id: uuid.UUID, name: str, expected_version: int | None = None
+    ) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         project.rename(name)
         return self.record(ctx, project, result_of=project)
 
     @command
-    def archive_project(self, ctx: Context, project_id: uuid.UUID,
-                        expected_version: int | None = None) -> CommandResult:
+    def archive_project(
+        self, ctx: Context, project_id: uuid.UUID, expected_version: int | None = None
+    ) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         project.archive()
         return self.record(ctx, project, result_of=project)
 
     @command
-    def add_member(self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID,
-                   expected_version: int | None = None) -> CommandResult:
+    def add_member(
+        self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID, expected_version: int | None = None
+    ) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         if not self.user_exists(user_id):
             raise Invalid(f"user {user_id} does not exist", field="user_id")
@@ -61,8 +69,9 @@ class WorkApplication(ChronicleApplication):
         return self.record(ctx, project, result_of=project)
 
     @command
-    def remove_member(self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID,
-                      expected_version: int | None = None) -> CommandResult:
+    def remove_member(
+        self, ctx: Context, project_id: uuid.UUID, user_id: uuid.UUID, expected_version: int | None = None
+    ) -> CommandResult:
         project = self._managed_project(ctx, project_id, expected_version)
         project.remove_member(user_id)
         return self.record(ctx, project, result_of=project)
@@ -70,9 +79,16 @@ class WorkApplication(ChronicleApplication):
     # tasks
 
     @command
-    def create_task(self, ctx: Context, project_id: uuid.UUID, title: str, description: str | None = None,
-                    priority: Priority | None = None, due_date: date | None = None,
-                    assignee_id: uuid.UUID | None = None) -> CommandResult:
+    def create_task(
+        self,
+        ctx: Context,
+        project_id: uuid.UUID,
+        title: str,
+        description: str | None = None,
+        priority: Priority | None = None,
+        due_date: date | None = None,
+        assignee_id: uuid.UUID | None = None,
+    ) -> CommandResult:
         project = self._member_project(ctx, project_id)
         task = Task.create(project, title, description, priority, due_date, ctx.authenticated().user_id)
         if assignee_id is not None:
@@ -80,15 +96,17 @@ class WorkApplication(ChronicleApplication):
         return self.record(ctx, task, result_of=task, depends_on=[project])
 
     @command
-    def edit_task(self, ctx: Context, task_id: uuid.UUID, changes: dict[str, Any],
-                  expected_version: int | None = None) -> CommandResult:
+    def edit_task(
+        self, ctx: Context, task_id: uuid.UUID, changes: dict[str, Any], expected_version: int | None = None
+    ) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.edit(project, **changes)
         return self.record(ctx, task, result_of=task, depends_on=[project])
 
     @command
-    def assign_task(self, ctx: Context, task_id: uuid.UUID, assignee_id: uuid.UUID,
-                    expected_version: int | None = None) -> CommandResult:
+    def assign_task(
+        self, ctx: Context, task_id: uuid.UUID, assignee_id: uuid.UUID, expected_version: int | None = None
+    ) -> CommandResult:
         task, project = self._task(ctx, task_id, expected_version)
         task.assign(project, assignee_id)
         return self.record(ctx, task, result_of=task, depends_on=[project])
@@ -144,5 +162,3 @@ class WorkApplication(ChronicleApplication):
         project = self._member_project(ctx, task.project_id)
         check_version(task, expected_version)
         return task, project
-
-

@@ -71,8 +71,10 @@ class Product(Aggregate):
 
     def edit(self, name: str | None, description: str | None) -> None:
         self.check_active()
-        wanted = {"name": None if name is None else clean_name(name),
-                  "description": None if description is None else clean_description(description)}
+        wanted = {
+            "name": None if name is None else clean_name(name),
+            "description": None if description is None else clean_description(description),
+        }
         changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(self, k)}
         if changes:
             self._edited(sku=self.sku, changes=changes)

@@ -35,8 +35,14 @@ def normalize_email(email: str) -> str:
     """Emails are unique case-insensitively: compare and key them in this form."""
     normalized = email.strip().lower()
     local, at, domain = normalized.partition("@")
-    if (not at or not local or "." not in domain or not normalized.isprintable() or " " in normalized
-            or len(normalized) > MAX_EMAIL):
+    if (
+        not at
+        or not local
+        or "." not in domain
+        or not normalized.isprintable()
+        or " " in normalized
+        or len(normalized) > MAX_EMAIL
+    ):
         raise Invalid(f"{email!r} is not an email address", field="email")
     return normalized
 

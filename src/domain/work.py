@@ -121,8 +121,15 @@ class Task(Aggregate):
         created_by: uuid.UUID
 
     @event(Created)
-    def __init__(self, project_id: uuid.UUID, title: str, description: str, priority: Priority,
-                 due_date: date | None, created_by: uuid.UUID) -> None:
+    def __init__(
+        self,
+        project_id: uuid.UUID,
+        title: str,
+        description: str,
+        priority: Priority,
+        due_date: date | None,
+        created_by: uuid.UUID,
+    ) -> None:
         self.project_id = project_id
         self.title = title
         self.description = description
@@ -133,11 +140,24 @@ class Task(Aggregate):
         self.status = TaskStatus.TODO
 
     @classmethod
-    def create(cls, project: Project, title: str, description: str | None, priority: Priority | None,
-               due_date: date | None, created_by: uuid.UUID) -> Task:
+    def create(
+        cls,
+        project: Project,
+        title: str,
+        description: str | None,
+        priority: Priority | None,
+        due_date: date | None,
+        created_by: uuid.UUID,
+    ) -> Task:
         project.check_active()
-        return cls(project.id, clean_title(title), clean_description(description),
-                   Priority(priority or Priority.NORMAL), due_date, created_by)
+        return cls(
+            project.id,
+            clean_title(title),
+            clean_description(description),
+            Priority(priority or Priority.NORMAL),
+            due_date,
+            created_by,
+        )
 
     def edit(self, project: Project, **changes: Any) -> None:
         """Changes any of title, description, priority and due_date; a field absent is kept,

@@ -42,8 +42,9 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     url = settings.require_database_url()
     if require_schema:
         check_schema(url)
-    database = EventStoreDatabase(url, pool_size=settings.db_pool_size,
-                                  idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms)
+    database = EventStoreDatabase(
+        url, pool_size=settings.db_pool_size, idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms
+    )
 
     def make_factory(env: Environment) -> Factory:
         return Factory(env, database=database)

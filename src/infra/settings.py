@@ -58,18 +58,19 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        urls = {name: env.get(f"CHRONICLE_{name.upper()}") or None
-                for name in ("database_url", "nats_url", "redis_url")}
+        urls = {
+            name: env.get(f"CHRONICLE_{name.upper()}") or None for name in ("database_url", "nats_url", "redis_url")
+        }
         set_urls = [name for name, value in urls.items() if value]
         if set_urls and len(set_urls) != len(urls):
             missing = sorted(f"CHRONICLE_{n.upper()}" for n, v in urls.items() if not v)
-            raise SettingsError(
-                f"set all three server URLs or none; missing: {', '.join(missing)}")
+            raise SettingsError(f"set all three server URLs or none; missing: {', '.join(missing)}")
         namespace = env.get("CHRONICLE_NAMESPACE", "chronicle")
         if not _NAMESPACE.match(namespace):
             raise SettingsError(
                 "CHRONICLE_NAMESPACE must be lower-case letters, digits and '_', "
-                f"starting with a letter, at most 40 characters: {namespace!r}")
+                f"starting with a letter, at most 40 characters: {namespace!r}"
+            )
         return cls(
             database_url=urls["database_url"],
             nats_url=urls["nats_url"],
@@ -84,12 +85,14 @@ class Settings:
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             idle_in_transaction_timeout_ms=_int(
-                env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000),
+                env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
+            ),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
             jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
             access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
-            refresh_token_ttl_s=_int(env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60,
-                                     high=365 * 24 * 3600),
+            refresh_token_ttl_s=_int(
+                env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
+            ),
         )
 
     def require_jwt_secret(self) -> str:

@@ -14,5 +14,14 @@ from projections.users import UserDirectory
 
 
 def all_projections() -> list[Projection]:
-    return [UserDirectory(), ProjectCatalog(), TaskList(), TaskBoard(), MyTasks(), ProductCatalog(), CatalogCache(),
-            StockLevels(), OrderHistory()]
+    return [
+        UserDirectory(),
+        ProjectCatalog(),
+        TaskList(),
+        TaskBoard(),
+        MyTasks(),
+        ProductCatalog(),
+        CatalogCache(),
+        StockLevels(),
+        OrderHistory(),
+    ]

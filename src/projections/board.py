@@ -11,10 +11,22 @@ UNASSIGNED = "none"
 class TaskBoard(RedisProjection):
     name = "task_board"
     version = 1
-    description = ("board:<project> counts per status and per assignee and status;"
-                   " members:<project>, who may read the board")
-    handles = frozenset({"Project.Created", "Project.MemberAdded", "Project.MemberRemoved", "Task.Created",
-                         "Task.Assigned", "Task.Unassigned", "Task.Started", "Task.Completed", "Task.Reopened"})
+    description = (
+        "board:<project> counts per status and per assignee and status; members:<project>, who may read the board"
+    )
+    handles = frozenset(
+        {
+            "Project.Created",
+            "Project.MemberAdded",
+            "Project.MemberRemoved",
+            "Task.Created",
+            "Task.Assigned",
+            "Task.Unassigned",
+            "Task.Started",
+            "Task.Completed",
+            "Task.Reopened",
+        }
+    )
 
     def reads(self, event: EventEnvelope) -> list[str]:
         return [] if event.type.startswith("Project.") else [f"task:{event.stream_id}"]

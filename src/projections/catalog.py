@@ -22,8 +22,7 @@ from projections.base import RedisProjection, RedisView, SqlProjection, SqlView,
 
 SEPARATOR = "\x01"  # between a sort key and the SKU in a sorted-set member
 PRICE_DIGITS = 13  # prices are at most 10**12 minor units
-STOCK_EVENTS = frozenset({"Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released",
-                          "Stock.Committed"})
+STOCK_EVENTS = frozenset({"Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released", "Stock.Committed"})
 PRODUCT_EVENTS = frozenset({"Product.Created", "Product.Edited", "Product.Repriced", "Product.Discontinued"})
 
 
@@ -59,15 +58,15 @@ class ProductCatalog(SqlProjection):
     description = "products: name, description, price, active, available and reserved stock"
     handles = PRODUCT_EVENTS | STOCK_EVENTS
     tables = {
-        "products": "CREATE TABLE {products} (sku text COLLATE \"C\" PRIMARY KEY, name text NOT NULL,"
-                    " name_key text COLLATE \"C\" NOT NULL, description text NOT NULL, price_minor bigint NOT NULL,"
-                    " currency text NOT NULL, active boolean NOT NULL, available bigint NOT NULL DEFAULT 0,"
-                    " reserved bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL,"
-                    " updated_at timestamptz NOT NULL, version bigint NOT NULL);"
-                    " CREATE INDEX ON {products} (name_key, sku) WHERE active;"
-                    " CREATE INDEX ON {products} (price_minor, sku) WHERE active;"
-                    " CREATE INDEX ON {products} USING gin (name gin_trgm_ops);"
-                    " CREATE INDEX ON {products} USING gin (description gin_trgm_ops)",
+        "products": 'CREATE TABLE {products} (sku text COLLATE "C" PRIMARY KEY, name text NOT NULL,'
+        ' name_key text COLLATE "C" NOT NULL, description text NOT NULL, price_minor bigint NOT NULL,'
+        " currency text NOT NULL, active boolean NOT NULL, available bigint NOT NULL DEFAULT 0,"
+        " reserved bigint NOT NULL DEFAULT 0, created_at timestamptz NOT NULL,"
+        " updated_at timestamptz NOT NULL, version bigint NOT NULL);"
+        " CREATE INDEX ON {products} (name_key, sku) WHERE active;"
+        " CREATE INDEX ON {products} (price_minor, sku) WHERE active;"
+        " CREATE INDEX ON {products} USING gin (name gin_trgm_ops);"
+        " CREATE INDEX ON {products} USING gin (description gin_trgm_ops)",
     }
     keys = {"products": ("sku",)}
 
@@ -76,11 +75,23 @@ class ProductCatalog(SqlProjection):
         sku = str(data["sku"])
         match event.type:
             case "Product.Created":
-                view.insert("products", {
-                    "sku": sku, "name": data["name"], "name_key": name_key(data["name"]),
-                    "description": data["description"], "price_minor": int(data["price_minor"]),
-                    "currency": data["currency"], "active": True, "available": 0, "reserved": 0,
-                    "created_at": when(event), "updated_at": when(event), "version": event.version})
+                view.insert(
+                    "products",
+                    {
+                        "sku": sku,
+                        "name": data["name"],
+                        "name_key": name_key(data["name"]),
+                        "description": data["description"],
+                        "price_minor": int(data["price_minor"]),
+                        "currency": data["currency"],
+                        "active": True,
+                        "available": 0,
+                        "reserved": 0,
+                        "created_at": when(event),
+                        "updated_at": when(event),
+                        "version": event.version,
+                    },
+                )
             case "Product.Edited":
                 changes: dict[str, Any] = dict(data["changes"])
                 if "name" in changes:
@@ -105,26 +116,39 @@ class ProductCatalog(SqlProjection):
 def sort_members(product: dict[str, str]) -> dict[str, str]:
     """The product's member in each sorted set, by sort."""
     sku = product["sku"]
-    return {"sku": sku, "name": name_key(product["name"]) + SEPARATOR + sku,
-            "price": price_key(int(product["price_minor"])) + SEPARATOR + sku}
+    return {
+        "sku": sku,
+        "name": name_key(product["name"]) + SEPARATOR + sku,
+        "price": price_key(int(product["price_minor"])) + SEPARATOR + sku,
+    }
 
 
 def as_json(product: dict[str, str]) -> str:
     """The product as a read returns it, kept beside its fields: a page of the listing is then one
     script call that returns one JSON array (see api/queries/catalog.py)."""
-    return msgspec.json.encode({
-        "sku": product["sku"], "name": product["name"], "description": product["description"],
-        "price_minor": int(product["price_minor"]), "currency": product["currency"],
-        "active": product["active"] == "1", "available": int(product["available"]),
-        "reserved": int(product["reserved"]), "version": int(product["version"]),
-        "updated_at": product["updated_at"]}).decode()
+    return msgspec.json.encode(
+        {
+            "sku": product["sku"],
+            "name": product["name"],
+            "description": product["description"],
+            "price_minor": int(product["price_minor"]),
+            "currency": product["currency"],
+            "active": product["active"] == "1",
+            "available": int(product["available"]),
+            "reserved": int(product["reserved"]),
+            "version": int(product["version"]),
+            "updated_at": product["updated_at"],
+        }
+    ).decode()
 
 
 class CatalogCache(RedisProjection):
     name = "catalog_cache"
     version = 1
-    description = ("product:<sku> hashes (price, stock); by:<sort> and instock:<sort> listings"
-                   " (sku, name, price) of active products")
+    description = (
+        "product:<sku> hashes (price, stock); by:<sort> and instock:<sort> listings"
+        " (sku, name, price) of active products"
+    )
     handles = PRODUCT_EVENTS | STOCK_EVENTS
 
     def reads(self, event: EventEnvelope) -> list[str]:
@@ -134,10 +158,19 @@ class CatalogCache(RedisProjection):
         data = event.data
         key = f"product:{data['sku']}"
         if event.type == "Product.Created":
-            product = {"sku": str(data["sku"]), "name": str(data["name"]), "description": str(data["description"]),
-                       "price_minor": str(int(data["price_minor"])), "currency": str(data["currency"]),
-                       "active": "1", "available": "0", "reserved": "0", "version": str(event.version),
-                       "created_at": when(event).isoformat(), "updated_at": when(event).isoformat()}
+            product = {
+                "sku": str(data["sku"]),
+                "name": str(data["name"]),
+                "description": str(data["description"]),
+                "price_minor": str(int(data["price_minor"])),
+                "currency": str(data["currency"]),
+                "active": "1",
+                "available": "0",
+                "reserved": "0",
+                "version": str(event.version),
+                "created_at": when(event).isoformat(),
+                "updated_at": when(event).isoformat(),
+            }
             view.hset(key, {**product, "json": as_json(product)})
             self._list(view, product)
             return

@@ -12,16 +12,17 @@ class StockLevels(SqlProjection):
     version = 1
     schema = "inventory_views"
     description = "stock per SKU (available, reserved, committed, received, adjusted); reservations per order"
-    handles = frozenset({"Stock.Opened", "Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released",
-                         "Stock.Committed"})
+    handles = frozenset(
+        {"Stock.Opened", "Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released", "Stock.Committed"}
+    )
     tables = {
-        "stock": "CREATE TABLE {stock} (sku text COLLATE \"C\" PRIMARY KEY, available bigint NOT NULL,"
-                 " reserved bigint NOT NULL, committed bigint NOT NULL, received bigint NOT NULL,"
-                 " adjusted bigint NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL)",
-        "reservations": "CREATE TABLE {reservations} (order_id uuid NOT NULL, sku text COLLATE \"C\" NOT NULL,"
-                        " quantity bigint NOT NULL, state text NOT NULL, updated_at timestamptz NOT NULL,"
-                        " PRIMARY KEY (order_id, sku));"
-                        " CREATE INDEX ON {reservations} (sku) WHERE state = 'reserved'",
+        "stock": 'CREATE TABLE {stock} (sku text COLLATE "C" PRIMARY KEY, available bigint NOT NULL,'
+        " reserved bigint NOT NULL, committed bigint NOT NULL, received bigint NOT NULL,"
+        " adjusted bigint NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL)",
+        "reservations": 'CREATE TABLE {reservations} (order_id uuid NOT NULL, sku text COLLATE "C" NOT NULL,'
+        " quantity bigint NOT NULL, state text NOT NULL, updated_at timestamptz NOT NULL,"
+        " PRIMARY KEY (order_id, sku));"
+        " CREATE INDEX ON {reservations} (sku) WHERE state = 'reserved'",
     }
     keys = {"stock": ("sku",), "reservations": ("order_id", "sku")}
 
@@ -29,8 +30,19 @@ class StockLevels(SqlProjection):
         data = event.data
         sku = str(data["sku"])
         if event.type == "Stock.Opened":
-            view.insert("stock", {"sku": sku, "available": 0, "reserved": 0, "committed": 0, "received": 0,
-                                  "adjusted": 0, "updated_at": when(event), "version": event.version})
+            view.insert(
+                "stock",
+                {
+                    "sku": sku,
+                    "available": 0,
+                    "reserved": 0,
+                    "committed": 0,
+                    "received": 0,
+                    "adjusted": 0,
+                    "updated_at": when(event),
+                    "version": event.version,
+                },
+            )
             return
         quantity = int(data.get("quantity", 0))
         match event.type:
@@ -40,15 +52,26 @@ class StockLevels(SqlProjection):
                 self._add(view, sku, available=int(data["delta"]), adjusted=int(data["delta"]))
             case "Stock.Reserved":
                 self._add(view, sku, available=-quantity, reserved=quantity)
-                view.insert("reservations", {"order_id": uuid_or_none(data["order_id"]), "sku": sku,
-                                             "quantity": quantity, "state": "reserved", "updated_at": when(event)})
+                view.insert(
+                    "reservations",
+                    {
+                        "order_id": uuid_or_none(data["order_id"]),
+                        "sku": sku,
+                        "quantity": quantity,
+                        "state": "reserved",
+                        "updated_at": when(event),
+                    },
+                )
             case "Stock.Released" | "Stock.Committed":
                 if event.type == "Stock.Released":
                     self._add(view, sku, available=quantity, reserved=-quantity)
                 else:
                     self._add(view, sku, reserved=-quantity, committed=quantity)
-                view.update("reservations", (uuid_or_none(data["order_id"]), sku),
-                            {"state": event.type.removeprefix("Stock.").lower(), "updated_at": when(event)})
+                view.update(
+                    "reservations",
+                    (uuid_or_none(data["order_id"]), sku),
+                    {"state": event.type.removeprefix("Stock.").lower(), "updated_at": when(event)},
+                )
         view.update("stock", (sku,), {"updated_at": when(event), "version": event.version})
 
     @staticmethod

@@ -8,9 +8,15 @@ from psycopg.types.json import Jsonb
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
 
-STATUS_OF = {"Order.Placed": "placed", "Order.Reserved": "reserved", "Order.Rejected": "rejected",
-             "Order.Paid": "paid", "Order.Shipped": "shipped", "Order.Delivered": "delivered",
-             "Order.Cancelled": "cancelled"}
+STATUS_OF = {
+    "Order.Placed": "placed",
+    "Order.Reserved": "reserved",
+    "Order.Rejected": "rejected",
+    "Order.Paid": "paid",
+    "Order.Shipped": "shipped",
+    "Order.Delivered": "delivered",
+    "Order.Cancelled": "cancelled",
+}
 
 
 class OrderHistory(SqlProjection):
@@ -21,15 +27,15 @@ class OrderHistory(SqlProjection):
     handles = frozenset(STATUS_OF)
     tables = {
         "orders": "CREATE TABLE {orders} (id uuid PRIMARY KEY, customer_id uuid NOT NULL, status text NOT NULL,"
-                  " lines jsonb NOT NULL, total_minor bigint NOT NULL, currency text NOT NULL, reason text,"
-                  " payment_ref text, payment_due_at timestamptz, placed_at timestamptz NOT NULL,"
-                  " updated_at timestamptz NOT NULL, version bigint NOT NULL, correlation_id uuid,"
-                  " deadline_event_id uuid);"
-                  " CREATE INDEX ON {orders} (customer_id, placed_at, id);"
-                  " CREATE INDEX ON {orders} (placed_at, id);"
-                  " CREATE INDEX ON {orders} (payment_due_at) WHERE status = 'reserved'",
+        " lines jsonb NOT NULL, total_minor bigint NOT NULL, currency text NOT NULL, reason text,"
+        " payment_ref text, payment_due_at timestamptz, placed_at timestamptz NOT NULL,"
+        " updated_at timestamptz NOT NULL, version bigint NOT NULL, correlation_id uuid,"
+        " deadline_event_id uuid);"
+        " CREATE INDEX ON {orders} (customer_id, placed_at, id);"
+        " CREATE INDEX ON {orders} (placed_at, id);"
+        " CREATE INDEX ON {orders} (payment_due_at) WHERE status = 'reserved'",
         "history": "CREATE TABLE {history} (order_id uuid NOT NULL, version bigint NOT NULL, status text NOT NULL,"
-                   " at timestamptz NOT NULL, reason text, PRIMARY KEY (order_id, version))",
+        " at timestamptz NOT NULL, reason text, PRIMARY KEY (order_id, version))",
     }
     keys = {"orders": ("id",), "history": ("order_id", "version")}
 
@@ -38,12 +44,25 @@ class OrderHistory(SqlProjection):
         status = STATUS_OF[event.type]
         reason = data.get("reason")
         if event.type == "Order.Placed":
-            view.insert("orders", {
-                "id": event.stream_id, "customer_id": uuid_or_none(data["customer_id"]), "status": status,
-                "lines": Jsonb(data["lines"]), "total_minor": int(data["total_minor"]), "currency": data["currency"],
-                "reason": None, "payment_ref": None, "payment_due_at": None, "placed_at": when(event),
-                "updated_at": when(event), "version": event.version, "correlation_id": event.correlation_id,
-                "deadline_event_id": None})
+            view.insert(
+                "orders",
+                {
+                    "id": event.stream_id,
+                    "customer_id": uuid_or_none(data["customer_id"]),
+                    "status": status,
+                    "lines": Jsonb(data["lines"]),
+                    "total_minor": int(data["total_minor"]),
+                    "currency": data["currency"],
+                    "reason": None,
+                    "payment_ref": None,
+                    "payment_due_at": None,
+                    "placed_at": when(event),
+                    "updated_at": when(event),
+                    "version": event.version,
+                    "correlation_id": event.correlation_id,
+                    "deadline_event_id": None,
+                },
+            )
         else:
             columns: dict[str, object] = {"status": status, "updated_at": when(event), "version": event.version}
             if reason is not None:
@@ -53,5 +72,13 @@ class OrderHistory(SqlProjection):
             if event.type == "Order.Paid":
                 columns["payment_ref"] = data["payment_ref"]
             view.update("orders", (event.stream_id,), columns)
-        view.insert("history", {"order_id": event.stream_id, "version": event.version, "status": status,
-                                "at": when(event), "reason": reason})
+        view.insert(
+            "history",
+            {
+                "order_id": event.stream_id,
+                "version": event.version,
+                "status": status,
+                "at": when(event),
+                "reason": reason,
+            },
+        )

@@ -16,16 +16,26 @@ class ProjectCatalog(SqlProjection):
     version = 1
     schema = "work_views"
     description = "projects (owner, members, archived, task counts) and memberships"
-    handles = frozenset({"Project.Created", "Project.Renamed", "Project.Archived", "Project.MemberAdded",
-                         "Project.MemberRemoved", "Task.Created", "Task.Completed", "Task.Reopened"})
+    handles = frozenset(
+        {
+            "Project.Created",
+            "Project.Renamed",
+            "Project.Archived",
+            "Project.MemberAdded",
+            "Project.MemberRemoved",
+            "Task.Created",
+            "Task.Completed",
+            "Task.Reopened",
+        }
+    )
     tables = {
         "projects": "CREATE TABLE {projects} (id uuid PRIMARY KEY, name text NOT NULL, description text NOT NULL,"
-                    " owner_id uuid NOT NULL, archived boolean NOT NULL DEFAULT false,"
-                    " task_count integer NOT NULL DEFAULT 0, done_count integer NOT NULL DEFAULT 0,"
-                    " created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL);"
-                    " CREATE INDEX ON {projects} (created_at, id)",
+        " owner_id uuid NOT NULL, archived boolean NOT NULL DEFAULT false,"
+        " task_count integer NOT NULL DEFAULT 0, done_count integer NOT NULL DEFAULT 0,"
+        " created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, version bigint NOT NULL);"
+        " CREATE INDEX ON {projects} (created_at, id)",
         "members": "CREATE TABLE {members} (user_id uuid NOT NULL, project_id uuid NOT NULL,"
-                   " PRIMARY KEY (user_id, project_id)); CREATE INDEX ON {members} (project_id)",
+        " PRIMARY KEY (user_id, project_id)); CREATE INDEX ON {members} (project_id)",
         "task_projects": "CREATE TABLE {task_projects} (task_id uuid PRIMARY KEY, project_id uuid NOT NULL)",
     }
     keys = {"projects": ("id",), "members": ("user_id", "project_id"), "task_projects": ("task_id",)}
@@ -40,9 +50,21 @@ class ProjectCatalog(SqlProjection):
         match event.type:
             case "Project.Created":
                 owner = uuid_or_none(data["owner_id"])
-                view.insert("projects", {"id": project, "name": data["name"], "description": data.get("description", ""),
-                                         "owner_id": owner, "archived": False, "task_count": 0, "done_count": 0,
-                                         "created_at": when(event), "updated_at": when(event), "version": event.version})
+                view.insert(
+                    "projects",
+                    {
+                        "id": project,
+                        "name": data["name"],
+                        "description": data.get("description", ""),
+                        "owner_id": owner,
+                        "archived": False,
+                        "task_count": 0,
+                        "done_count": 0,
+                        "created_at": when(event),
+                        "updated_at": when(event),
+                        "version": event.version,
+                    },
+                )
                 view.insert("members", {"user_id": owner, "project_id": project})
             case "Project.Renamed":
                 self._touch(view, event, name=data["name"])
@@ -66,9 +88,11 @@ class ProjectCatalog(SqlProjection):
                 if known is not None:
                     view.increment("projects", (known,), "done_count", delta)
                 else:
-                    view.execute("UPDATE {projects} SET done_count = done_count + %s WHERE id ="
-                                 " (SELECT project_id FROM {task_projects} WHERE task_id = %s)",
-                                 (delta, event.stream_id))
+                    view.execute(
+                        "UPDATE {projects} SET done_count = done_count + %s WHERE id ="
+                        " (SELECT project_id FROM {task_projects} WHERE task_id = %s)",
+                        (delta, event.stream_id),
+                    )
 
     @staticmethod
     def _touch(view: SqlView, event: EventEnvelope, **columns: object) -> None:

@@ -18,20 +18,29 @@ class TaskList(SqlProjection):
     version = 1
     schema = "work_views"
     description = "tasks: all fields, status, assignee, dates"
-    handles = frozenset({"Task.Created", "Task.Edited", "Task.Assigned", "Task.Unassigned", "Task.Started",
-                         "Task.Completed", "Task.Reopened"})
+    handles = frozenset(
+        {
+            "Task.Created",
+            "Task.Edited",
+            "Task.Assigned",
+            "Task.Unassigned",
+            "Task.Started",
+            "Task.Completed",
+            "Task.Reopened",
+        }
+    )
     tables = {
         "tasks": "CREATE TABLE {tasks} (id uuid PRIMARY KEY, project_id uuid NOT NULL, title text NOT NULL,"
-                 " description text NOT NULL, priority text NOT NULL, priority_rank smallint NOT NULL,"
-                 " due_date date, due_sort date NOT NULL, status text NOT NULL, assignee_id uuid,"
-                 " created_by uuid NOT NULL, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,"
-                 " completed_at timestamptz, version bigint NOT NULL);"
-                 " CREATE INDEX ON {tasks} (project_id, created_at, id);"
-                 " CREATE INDEX ON {tasks} (project_id, due_sort, id);"
-                 " CREATE INDEX ON {tasks} (project_id, priority_rank, id);"
-                 " CREATE INDEX ON {tasks} (project_id, title COLLATE \"C\", id);"
-                 " CREATE INDEX ON {tasks} (assignee_id, status) WHERE assignee_id IS NOT NULL;"
-                 " CREATE INDEX ON {tasks} USING gin (title gin_trgm_ops)",
+        " description text NOT NULL, priority text NOT NULL, priority_rank smallint NOT NULL,"
+        " due_date date, due_sort date NOT NULL, status text NOT NULL, assignee_id uuid,"
+        " created_by uuid NOT NULL, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,"
+        " completed_at timestamptz, version bigint NOT NULL);"
+        " CREATE INDEX ON {tasks} (project_id, created_at, id);"
+        " CREATE INDEX ON {tasks} (project_id, due_sort, id);"
+        " CREATE INDEX ON {tasks} (project_id, priority_rank, id);"
+        ' CREATE INDEX ON {tasks} (project_id, title COLLATE "C", id);'
+        " CREATE INDEX ON {tasks} (assignee_id, status) WHERE assignee_id IS NOT NULL;"
+        " CREATE INDEX ON {tasks} USING gin (title gin_trgm_ops)",
     }
     keys = {"tasks": ("id",)}
 
@@ -40,13 +49,26 @@ class TaskList(SqlProjection):
         match event.type:
             case "Task.Created":
                 due = date_or_none(data.get("due_date"))
-                view.insert("tasks", {
-                    "id": event.stream_id, "project_id": uuid_or_none(data["project_id"]), "title": data["title"],
-                    "description": data.get("description", ""), "priority": data["priority"],
-                    "priority_rank": PRIORITY_RANK[data["priority"]], "due_date": due,
-                    "due_sort": due or date.fromisoformat(NO_DUE_DATE), "status": "todo", "assignee_id": None,
-                    "created_by": uuid_or_none(data["created_by"]), "created_at": when(event),
-                    "updated_at": when(event), "completed_at": None, "version": event.version})
+                view.insert(
+                    "tasks",
+                    {
+                        "id": event.stream_id,
+                        "project_id": uuid_or_none(data["project_id"]),
+                        "title": data["title"],
+                        "description": data.get("description", ""),
+                        "priority": data["priority"],
+                        "priority_rank": PRIORITY_RANK[data["priority"]],
+                        "due_date": due,
+                        "due_sort": due or date.fromisoformat(NO_DUE_DATE),
+                        "status": "todo",
+                        "assignee_id": None,
+                        "created_by": uuid_or_none(data["created_by"]),
+                        "created_at": when(event),
+                        "updated_at": when(event),
+                        "completed_at": None,
+                        "version": event.version,
+                    },
+                )
             case "Task.Edited":
                 self._set(view, event, **_edits(data["changes"]))
             case "Task.Assigned":

@@ -14,8 +14,8 @@ class UserDirectory(SqlProjection):
     handles = frozenset({"User.Registered", "User.RoleGranted", "User.RoleRevoked", "User.PasswordHashChanged"})
     tables = {
         "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text NOT NULL, email text NOT NULL,"
-                 " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
-                 " CREATE INDEX ON {users} (email)",
+        " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
+        " CREATE INDEX ON {users} (email)",
     }
     keys = {"users": ("id",)}
 
@@ -23,11 +23,23 @@ class UserDirectory(SqlProjection):
         data, user = event.data, event.stream_id
         match event.type:
             case "User.Registered":
-                view.insert("users", {"id": user, "name": data["name"], "email": data["email"], "roles": ["member"],
-                                      "registered_at": when(event), "version": event.version})
+                view.insert(
+                    "users",
+                    {
+                        "id": user,
+                        "name": data["name"],
+                        "email": data["email"],
+                        "roles": ["member"],
+                        "registered_at": when(event),
+                        "version": event.version,
+                    },
+                )
             case "User.RoleGranted":
-                view.execute("UPDATE {users} SET roles = CASE WHEN %s = ANY(roles) THEN roles"
-                             " ELSE array_append(roles, %s) END WHERE id = %s", (data["role"], data["role"], user))
+                view.execute(
+                    "UPDATE {users} SET roles = CASE WHEN %s = ANY(roles) THEN roles"
+                    " ELSE array_append(roles, %s) END WHERE id = %s",
+                    (data["role"], data["role"], user),
+                )
                 view.update("users", (user,), {"version": event.version})
             case "User.RoleRevoked":
                 view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))

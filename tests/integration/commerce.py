@@ -15,12 +15,23 @@ def new_sku(prefix: str = "SKU") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10].upper()}"
 
 
-def product(api: Api, manager: User, *, stock: int = 0, price: int = 1250, currency: str = "EUR",
-            name: str | None = None, sku: str | None = None) -> tuple[str, str | None]:
+def product(
+    api: Api,
+    manager: User,
+    *,
+    stock: int = 0,
+    price: int = 1250,
+    currency: str = "EUR",
+    name: str | None = None,
+    sku: str | None = None,
+) -> tuple[str, str | None]:
     """A new product with `stock` units received; returns its SKU and the last command's position."""
     sku = sku or new_sku()
-    r = api.post("/v1/products", {"sku": sku, "name": name or f"Product {sku}", "price_minor": price,
-                                  "currency": currency}, manager)
+    r = api.post(
+        "/v1/products",
+        {"sku": sku, "name": name or f"Product {sku}", "price_minor": price, "currency": currency},
+        manager,
+    )
     assert r.status_code == 201, r.text
     position = r.json()["position"]
     if stock:
@@ -36,7 +47,9 @@ def place(api: Api, customer: User, *lines: tuple[str, int]) -> str:
     return str(r.json()["id"])
 
 
-def wait_order(api: Api, user: User, order_id: str, statuses: set[str] = DECIDED, timeout: float = 30.0) -> dict[str, Any]:
+def wait_order(
+    api: Api, user: User, order_id: str, statuses: set[str] = DECIDED, timeout: float = 30.0
+) -> dict[str, Any]:
     """The order once its status is one of `statuses` (the saga and the order view are asynchronous)."""
     deadline = time.monotonic() + timeout
     while True:

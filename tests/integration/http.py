@@ -28,9 +28,17 @@ def free_port() -> int:
 
 def api_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONICLE_")}
-    env.update({"CHRONICLE_DATABASE_URL": settings.database_url or "", "CHRONICLE_NATS_URL": settings.nats_url or "",
-                "CHRONICLE_REDIS_URL": settings.redis_url or "", "CHRONICLE_NAMESPACE": settings.namespace,
-                "CHRONICLE_JWT_SECRET": JWT_SECRET, "CHRONICLE_LOG_LEVEL": "WARNING", **extra})
+    env.update(
+        {
+            "CHRONICLE_DATABASE_URL": settings.database_url or "",
+            "CHRONICLE_NATS_URL": settings.nats_url or "",
+            "CHRONICLE_REDIS_URL": settings.redis_url or "",
+            "CHRONICLE_NAMESPACE": settings.namespace,
+            "CHRONICLE_JWT_SECRET": JWT_SECRET,
+            "CHRONICLE_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+    )
     return env
 
 
@@ -48,13 +56,17 @@ def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[st
             proc.wait()
 
 
-def _start_api(settings: Settings, args: tuple[str, ...], extra_env: dict[str, str],
-               attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
+def _start_api(
+    settings: Settings, args: tuple[str, ...], extra_env: dict[str, str], attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], str]:
     """A started API; on another port if it exits at once (its port was taken after it was chosen)."""
     for attempt in range(1, attempts + 1):
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
-                                env=api_env(settings, **extra_env), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
+            env=api_env(settings, **extra_env),
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
@@ -132,7 +144,9 @@ def _headers(headers: dict[str, str]) -> dict[str, str]:
     return {k.replace("_", "-"): v for k, v in headers.items()}
 
 
-def assert_problem(r: httpx.Response, status: int, *, field: str | None = None, says: str | None = None) -> dict[str, Any]:
+def assert_problem(
+    r: httpx.Response, status: int, *, field: str | None = None, says: str | None = None
+) -> dict[str, Any]:
     assert r.status_code == status, f"{r.status_code} {r.text}"
     assert r.headers["content-type"].startswith("application/problem+json"), r.headers["content-type"]
     body: dict[str, Any] = r.json()

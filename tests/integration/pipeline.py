@@ -32,8 +32,9 @@ class Processes:
 
     def start(self, name: str, *args: str) -> None:
         command = name.split("#")[0]
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "api.cli", command, *args], env=self.env,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", command, *args], env=self.env, start_new_session=True
+        )
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -61,7 +62,8 @@ def wait_active(settings: Settings, *roles: str, timeout: float = 60.0) -> None:
             rows = conn.execute(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
                 " WHERE l.locktype = 'advisory' AND l.granted"
-                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())").fetchall()
+                " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchall()
         held = {str(r[0]).removeprefix("chronicle ").rsplit(" pid=", 1)[0] for r in rows}
         missing = set(roles) - held
         if not missing:
@@ -72,8 +74,7 @@ def wait_active(settings: Settings, *roles: str, timeout: float = 60.0) -> None:
 
 def all_roles(*, saga: bool = False) -> list[str]:
     """The roles `chronicle relay` and `chronicle projector` (and `chronicle saga`) take."""
-    return ["relay", *(f"projection {p.name}" for p in all_projections()),
-            *(["projection order_saga"] if saga else [])]
+    return ["relay", *(f"projection {p.name}" for p in all_projections()), *(["projection order_saga"] if saga else [])]
 
 
 @contextmanager
@@ -100,6 +101,7 @@ def checkpoints(url: str, settings: Settings) -> dict[str, int]:
                 return found
         finally:
             await client.aclose()
+
     return asyncio.run(read())
 
 
@@ -107,6 +109,7 @@ def head(url: str) -> int:
     async def read() -> int:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             return await head_position(conn)
+
     return asyncio.run(read())
 
 
@@ -139,7 +142,8 @@ def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> 
                     scratch = await open_store(conn, client, settings.namespace, projection, scratch_version)
                     await replay(url, scratch, after=0, until=await live.checkpoint())
                     found[projection.name] = (await fingerprint(conn, client, live)).differences(
-                        await fingerprint(conn, client, scratch))
+                        await fingerprint(conn, client, scratch)
+                    )
                     await _drop(conn, client, scratch)
         finally:
             await client.aclose()
@@ -152,8 +156,10 @@ async def _drop(conn: psycopg.AsyncConnection[object], client: aioredis.Redis, s
     if isinstance(store, SqlStore):
         for table in store.tables.values():
             await conn.execute(f"DROP TABLE {table}".encode())
-        await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
-                           (store.projection.name, store.version))
+        await conn.execute(
+            "DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
+            (store.projection.name, store.version),
+        )
     else:
         keys = [key async for key in client.scan_iter(match=store.prefix + "*")]
         if keys:

@@ -43,8 +43,9 @@ def test_state_after_reload_equals_state_before(chronicle: Chronicle) -> None:
     ctx = Context("tests", actor=owner)
     project = chronicle.work.create_project(ctx, "Apollo", "to the moon")
     chronicle.work.add_member(ctx, project.id, other.user_id)
-    task = chronicle.work.create_task(ctx, project.id, "Build the rocket", "big", Priority.HIGH,
-                                      date(2027, 1, 31), other.user_id)
+    task = chronicle.work.create_task(
+        ctx, project.id, "Build the rocket", "big", Priority.HIGH, date(2027, 1, 31), other.user_id
+    )
     chronicle.work.edit_task(ctx, task.id, {"title": "Build a bigger rocket", "due_date": None})
     chronicle.work.start_task(ctx, task.id)
     chronicle.work.complete_task(ctx, task.id)
@@ -100,9 +101,13 @@ class Note(Aggregate):
 def test_an_old_event_version_is_upcast_on_load(chronicle: Chronicle) -> None:
     app = ChronicleApplication(chronicle.work._make_factory)
     note_id = uuid.uuid4()
-    v1_state = app.mapper.transcoder.encode({"text": "written before languages",
-                                             "timestamp": Note.Written.create_timestamp(),
-                                             "originator_topic": get_topic(Note)})
+    v1_state = app.mapper.transcoder.encode(
+        {
+            "text": "written before languages",
+            "timestamp": Note.Written.create_timestamp(),
+            "originator_topic": get_topic(Note),
+        }
+    )
     app.recorder.insert_events([StoredEvent(note_id, 1, get_topic(Note.Written), v1_state)])
     note = app.repository.get(note_id)
     assert (note.text, note.language) == ("written before languages", "en")
@@ -119,7 +124,9 @@ def test_every_event_records_who_and_why(chronicle: Chronicle) -> None:
     with psycopg.connect(chronicle.settings.database_url or "") as conn:
         row = conn.execute(
             "SELECT notification_id, event_id, stream_id, version, type, data, recorded_at, actor_id, command,"
-            " correlation_id, causation_id FROM events WHERE stream_id = %s", (result.id,)).fetchone()
+            " correlation_id, causation_id FROM events WHERE stream_id = %s",
+            (result.id,),
+        ).fetchone()
     assert row is not None
     position, event_id, stream_id, version, type_, data, recorded_at, actor, command, corr, cause = row
     assert position == result.position

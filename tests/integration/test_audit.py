@@ -21,8 +21,14 @@ from infra.bootstrap import Chronicle
 from infra.settings import Settings
 from tests.integration.http import Api, User, api_env, assert_problem
 
-AUDIT_ROUTES = ["/v1/audit/streams/{id}", "/v1/audit/events", "/v1/audit/streams/{id}/state?version=1",
-                "/v1/audit/correlations/{corr}", "/v1/audit/export", "/v1/audit/verify"]
+AUDIT_ROUTES = [
+    "/v1/audit/streams/{id}",
+    "/v1/audit/events",
+    "/v1/audit/streams/{id}/state?version=1",
+    "/v1/audit/correlations/{corr}",
+    "/v1/audit/export",
+    "/v1/audit/verify",
+]
 
 
 @pytest.fixture
@@ -37,16 +43,19 @@ def history(api: Api) -> dict[str, Any]:
     owner = api.register("Hugo History")
     correlation = str(uuid.uuid4())
     project = api.project(owner, "Audited")
-    r = api.post(f"/v1/projects/{project}/tasks", {"title": "Traced", "assignee_id": str(owner.id)}, owner,
-                 x_correlation_id=correlation)
+    r = api.post(
+        f"/v1/projects/{project}/tasks",
+        {"title": "Traced", "assignee_id": str(owner.id)},
+        owner,
+        x_correlation_id=correlation,
+    )
     task = r.json()["id"]
     api.post(f"/v1/tasks/{task}/start", user=owner)
     api.post(f"/v1/tasks/{task}/complete", user=owner)
     return {"owner": owner, "project": project, "task": task, "correlation": correlation}
 
 
-def test_only_auditors_and_admins_read_history(api: Api, history: dict[str, Any], auditor: User,
-                                               admin: User) -> None:
+def test_only_auditors_and_admins_read_history(api: Api, history: dict[str, Any], auditor: User, admin: User) -> None:
     for route in AUDIT_ROUTES:
         url = route.format(id=history["task"], corr=history["correlation"])
         assert_problem(api.get(url, history["owner"]), 403)
@@ -76,9 +85,13 @@ def test_the_global_log_filters_and_pages(api: Api, history: dict[str, Any], aud
     started = api.get(f"/v1/audit/events?type=Task.Started&actor={owner}", auditor).json()["items"]
     assert [e["stream_id"] for e in started] == [history["task"]]
     now = datetime.now(UTC)
-    recent = api.get("/v1/audit/events", auditor, ).json()
-    assert recent["items"] and all(int(a["position"]) < int(b["position"])
-                                   for a, b in zip(recent["items"], recent["items"][1:], strict=False))
+    recent = api.get(
+        "/v1/audit/events",
+        auditor,
+    ).json()
+    assert recent["items"] and all(
+        int(a["position"]) < int(b["position"]) for a, b in zip(recent["items"], recent["items"][1:], strict=False)
+    )
     future = (now + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert api.get(f"/v1/audit/events?from={future}", auditor).json()["items"] == []
     mine = api.get(f"/v1/audit/events?actor={owner}&limit=2", auditor).json()
@@ -120,12 +133,14 @@ def test_export_is_ndjson_in_order(api: Api, history: dict[str, Any], auditor: U
     assert "argon2" not in r.text
 
 
-def test_every_access_to_history_is_recorded(api: Api, history: dict[str, Any], auditor: User,
-                                             settings: Settings) -> None:
+def test_every_access_to_history_is_recorded(
+    api: Api, history: dict[str, Any], auditor: User, settings: Settings
+) -> None:
     def accesses() -> int:
         with psycopg.connect(settings.database_url or "") as conn:
-            row = conn.execute("SELECT count(*) FROM events WHERE type = 'AuditAccess.Recorded'"
-                               " AND actor_id = %s", (str(auditor.id),)).fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM events WHERE type = 'AuditAccess.Recorded' AND actor_id = %s", (str(auditor.id),)
+            ).fetchone()
         return int(row[0]) if row else 0
 
     before = accesses()
@@ -136,8 +151,13 @@ def test_every_access_to_history_is_recorded(api: Api, history: dict[str, Any], 
 
 def test_the_command_line_has_the_same_powers(history: dict[str, Any], settings: Settings) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "api.cli", "audit", *args], env=api_env(settings),
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "api.cli", "audit", *args],
+            env=api_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     stream = cli("stream", history["task"])
     assert stream.returncode == 0, stream.stderr
@@ -154,17 +174,20 @@ def test_the_command_line_has_the_same_powers(history: dict[str, Any], settings:
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
 
 
-COMMANDS = st.lists(st.sampled_from(["edit", "assign", "unassign", "start", "complete", "reopen"]),
-                    min_size=1, max_size=12)
+COMMANDS = st.lists(
+    st.sampled_from(["edit", "assign", "unassign", "start", "complete", "reopen"]), min_size=1, max_size=12
+)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(commands=COMMANDS, titles=st.lists(st.text("abcdef ", min_size=1, max_size=6), min_size=12, max_size=12))
 def test_state_at_each_version_is_the_aggregate_after_that_command(
-        chronicle_app: Chronicle, commands: list[str], titles: list[str]) -> None:
+    chronicle_app: Chronicle, commands: list[str], titles: list[str]
+) -> None:
     work = chronicle_app.work
-    owner = chronicle_app.identity.register(Context("t"), f"{uuid.uuid4().hex[:8]}@example.com", "O",
-                                            "long enough pw").id
+    owner = chronicle_app.identity.register(
+        Context("t"), f"{uuid.uuid4().hex[:8]}@example.com", "O", "long enough pw"
+    ).id
     ctx = Context("t", actor=Actor(owner, frozenset({Role.MEMBER})))
     project = work.create_project(ctx, "P", None).id
     task = work.create_task(ctx, project, "start").id
@@ -183,10 +206,12 @@ def test_state_at_each_version_is_the_aggregate_after_that_command(
         except DomainError:
             continue
         aggregate = work.load_task(task, fresh=True)
-        expected[aggregate.version] = json.loads(json.dumps(
-            {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}, default=str, sort_keys=True))
+        expected[aggregate.version] = json.loads(
+            json.dumps({k: v for k, v in vars(aggregate).items() if not k.startswith("_")}, default=str, sort_keys=True)
+        )
     for version, state in expected.items():
         replayed = chronicle_app.audit.state_at(task, version)
         assert replayed["version"] == version
         assert json.loads(json.dumps(replayed["state"], default=str, sort_keys=True)) == json.loads(
-            json.dumps(state, default=str, sort_keys=True)), version
+            json.dumps(state, default=str, sort_keys=True)
+        ), version

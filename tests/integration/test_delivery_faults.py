@@ -44,8 +44,12 @@ def fault_settings(own_servers: EmbeddedServers) -> Iterator[Settings]:
     assert own_servers.urls is not None
     url = create_database(own_servers.urls.database_url)
     migrate(url)
-    yield Settings(database_url=url, nats_url=own_servers.urls.nats_url, redis_url=own_servers.urls.redis_url,
-                   namespace=f"f{uuid.uuid4().hex[:8]}")
+    yield Settings(
+        database_url=url,
+        nats_url=own_servers.urls.nats_url,
+        redis_url=own_servers.urls.redis_url,
+        namespace=f"f{uuid.uuid4().hex[:8]}",
+    )
     drop_database(url)
 
 
@@ -67,8 +71,12 @@ class Workload(threading.Thread):
         rng = random.Random(7)
         app = bootstrap(self.settings)
         try:
-            users = [app.identity.register(Context("t"), f"u{i}-{uuid.uuid4().hex[:6]}@example.com", f"U{i}",
-                                           "long enough pw").id for i in range(4)]
+            users = [
+                app.identity.register(
+                    Context("t"), f"u{i}-{uuid.uuid4().hex[:6]}@example.com", f"U{i}", "long enough pw"
+                ).id
+                for i in range(4)
+            ]
             actors = [Actor(u, frozenset({Role.MEMBER})) for u in users]
             ctx = Context("t", actor=actors[0])
             projects = [app.work.create_project(ctx, f"P{i}", None).id for i in range(3)]
@@ -100,8 +108,14 @@ class Workload(threading.Thread):
             app.close()
 
 
-def _chaos(processes: object, servers: EmbeddedServers, settings: Settings, workload: Workload,
-           actions: list[str], rng: random.Random) -> list[str]:
+def _chaos(
+    processes: object,
+    servers: EmbeddedServers,
+    settings: Settings,
+    workload: Workload,
+    actions: list[str],
+    rng: random.Random,
+) -> list[str]:
     done = []
     while workload.is_alive():
         time.sleep(rng.uniform(0.3, 0.8))
@@ -124,8 +138,9 @@ def _chaos(processes: object, servers: EmbeddedServers, settings: Settings, work
     return done
 
 
-def _run_with_chaos(settings: Settings, servers: EmbeddedServers, actions: list[str], commands: int,
-                    seed: int) -> list[str]:
+def _run_with_chaos(
+    settings: Settings, servers: EmbeddedServers, actions: list[str], commands: int, seed: int
+) -> list[str]:
     workload = Workload(settings, commands)
     with running(settings, "relay", "projector") as processes:
         workload.start()
@@ -146,7 +161,8 @@ def _assert_views_equal_the_log(settings: Settings) -> None:
 
 @pytest.mark.timeout(400)
 def test_sigkilled_relay_and_projectors_lose_nothing_and_double_nothing(
-        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
     done = _run_with_chaos(fault_settings, own_servers, ["relay", "projector"], commands=2500, seed=1)
     assert len(done) >= 3, f"too few crashes to mean anything: {done}"
     with psycopg.connect(fault_settings.database_url or "") as conn:
@@ -164,7 +180,8 @@ def test_nats_restarted_mid_stream(fault_settings: Settings, own_servers: Embedd
 
 @pytest.mark.timeout(400)
 def test_redis_flushed_and_restarted_views_rebuild_themselves(
-        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
     done = _run_with_chaos(fault_settings, own_servers, ["redis"], commands=1500, seed=3)
     assert "redis" in done, done
     _assert_views_equal_the_log(fault_settings)
@@ -172,15 +189,18 @@ def test_redis_flushed_and_restarted_views_rebuild_themselves(
 
 def _relay_holder(url: str) -> str | None:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                           " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'chronicle relay%%'"
-                           " AND l.granted").fetchone()
+        row = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.application_name LIKE 'chronicle relay%%'"
+            " AND l.granted"
+        ).fetchone()
     return None if row is None else str(row[0])
 
 
 @pytest.mark.timeout(300)
 def test_two_relays_one_publishes_and_the_standby_takes_over(
-        fault_settings: Settings, own_servers: EmbeddedServers) -> None:
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
     import asyncio
 
     import nats
@@ -196,7 +216,9 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
         wait_caught_up(settings, timeout=90)
         holder = _relay_holder(settings.database_url or "")
         assert holder is not None
-        active = next(n for n, p in processes.procs.items() if n.startswith("relay") and holder.endswith(f"pid={p.pid}"))
+        active = next(
+            n for n, p in processes.procs.items() if n.startswith("relay") and holder.endswith(f"pid={p.pid}")
+        )
         # Killed mid-stream: commands go on while the lock passes, and only the standby can publish them.
         after.start()
         deadline = time.monotonic() + 30
@@ -242,12 +264,24 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
     ctx = Context("t", actor=Actor(owner, frozenset({Role.MEMBER})))
     project = app.work.create_project(ctx, "Poisoned", None).id
     database = EventStoreDatabase(settings.database_url or "")
-    bad = app.work.mapper.transcoder.encode({"project_id": project, "title": "bad", "description": "",
-                                             "priority": "apocalyptic", "due_date": None, "created_by": owner,
-                                             "timestamp": datetime.now(UTC),
-                                             "originator_topic": "domain.work:Task"})
-    (poison_at,) = ChronicleApplicationRecorder(database).insert_events(
-        [StoredEvent(uuid.uuid4(), 1, "domain.work:Task.Created", bad)]) or []
+    bad = app.work.mapper.transcoder.encode(
+        {
+            "project_id": project,
+            "title": "bad",
+            "description": "",
+            "priority": "apocalyptic",
+            "due_date": None,
+            "created_by": owner,
+            "timestamp": datetime.now(UTC),
+            "originator_topic": "domain.work:Task",
+        }
+    )
+    (poison_at,) = (
+        ChronicleApplicationRecorder(database).insert_events(
+            [StoredEvent(uuid.uuid4(), 1, "domain.work:Task.Created", bad)]
+        )
+        or []
+    )
     after = app.work.create_project(ctx, "After the poison", None).position
     database.close()
     with running(settings, "relay", "projector"):
@@ -257,8 +291,9 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
                 state = dict(conn.execute("SELECT projection, state FROM projections").fetchall())
                 points = dict(conn.execute("SELECT projection, position FROM projection_checkpoints").fetchall())
                 letters = conn.execute("SELECT projection, position, error FROM dead_letters").fetchall()
-            if state.get("task_list") == "parked" and all(points.get(p, 0) >= (after or 0)
-                                                            for p in ("project_catalog", "user_directory")):
+            if state.get("task_list") == "parked" and all(
+                points.get(p, 0) >= (after or 0) for p in ("project_catalog", "user_directory")
+            ):
                 break
             time.sleep(0.3)
         assert state["task_list"] == "parked", state

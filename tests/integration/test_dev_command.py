@@ -37,7 +37,12 @@ class Dev:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONICLE_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "dev", "--data-dir", str(data_dir), "--port", str(port)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True)
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
         self.lines: list[str] = []
         deadline = time.monotonic() + 90
         assert self.proc.stdout is not None
@@ -96,7 +101,10 @@ def test_dev_starts_answers_stops_and_keeps_its_data(tmp_path: Path) -> None:
         dev.healthy(port)
         deadline = time.monotonic() + 60  # the relay, the projectors and the saga register themselves
         while {p["name"] for p in json.loads(_get(f"http://127.0.0.1:{port}/v1/health")[1])["projections"]} < {
-                "order_saga", "task_list", "catalog_cache"}:
+            "order_saga",
+            "task_list",
+            "catalog_cache",
+        }:
             assert time.monotonic() < deadline, "chronicle dev did not start the projector and the saga"
             time.sleep(0.5)
         status, body = _get(f"http://127.0.0.1:{port}/schema/openapi.json")

@@ -27,15 +27,30 @@ def shop(api: Api, admin: User) -> dict[str, User]:
 def test_managers_keep_the_catalog_and_members_read_it(api: Api, shop: dict[str, User]) -> None:
     manager, alice = shop["manager"], shop["alice"]
     sku = new_sku("lamp")
-    r = api.post("/v1/products", {"sku": sku, "name": "Desk lamp", "description": "Brass, adjustable",
-                                  "price_minor": 4999, "currency": "EUR"}, manager)
+    r = api.post(
+        "/v1/products",
+        {"sku": sku, "name": "Desk lamp", "description": "Brass, adjustable", "price_minor": 4999, "currency": "EUR"},
+        manager,
+    )
     assert r.status_code == 201, r.text
     got = stock_of(api, alice, sku, r.json()["position"])
-    assert got == {**got, "sku": sku.upper(), "name": "Desk lamp", "description": "Brass, adjustable",
-                   "price_minor": 4999, "currency": "EUR", "active": True, "available": 0, "reserved": 0}
+    assert got == {
+        **got,
+        "sku": sku.upper(),
+        "name": "Desk lamp",
+        "description": "Brass, adjustable",
+        "price_minor": 4999,
+        "currency": "EUR",
+        "active": True,
+        "available": 0,
+        "reserved": 0,
+    }
     assert api.get(f"/v1/products/{sku.lower()}", alice).json()["sku"] == sku.upper()
-    assert_problem(api.post("/v1/products", {"sku": sku, "name": "Again", "price_minor": 1, "currency": "EUR"},
-                            manager), 409, says="exists already")
+    assert_problem(
+        api.post("/v1/products", {"sku": sku, "name": "Again", "price_minor": 1, "currency": "EUR"}, manager),
+        409,
+        says="exists already",
+    )
     r = api.post(f"/v1/products/{sku}/edit", {"name": "Brass desk lamp"}, manager, if_match=r.headers["etag"])
     assert r.status_code == 200 and r.json()["version"] == 2
     r = api.post(f"/v1/products/{sku}/reprice", {"price_minor": 3999}, manager)
@@ -52,22 +67,26 @@ def test_managers_keep_the_catalog_and_members_read_it(api: Api, shop: dict[str,
     assert_problem(api.post("/v1/orders", {"lines": [{"sku": sku, "quantity": 1}]}, alice), 422, field="lines")
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/products", {"sku": "A", "name": "x", "price_minor": -1, "currency": "EUR"}, "price_minor"),
-    ("/v1/products", {"sku": "A", "name": "x", "price_minor": 1, "currency": "euro"}, "currency"),
-    ("/v1/products", {"sku": "has space", "name": "x", "price_minor": 1, "currency": "EUR"}, "sku"),
-    ("/v1/products", {"sku": "A", "name": "x", "price_minor": 1, "currency": "EUR", "colour": "red"}, None),
-    ("/v1/products", {"name": "x", "price_minor": 1, "currency": "EUR"}, "sku"),
-    ("/v1/inventory/{sku}/receive", {"quantity": 0}, "quantity"),
-    ("/v1/inventory/{sku}/adjust", {"delta": 0, "reason": "none"}, "delta"),
-    ("/v1/inventory/{sku}/adjust", {"delta": 5}, "reason"),
-    ("/v1/orders", {"lines": []}, "lines"),
-    ("/v1/orders", {"lines": [{"sku": "{sku}", "quantity": 0}]}, None),
-    ("/v1/orders", {"lines": [{"sku": "{sku}", "quantity": 1}, {"sku": "{sku}", "quantity": 2}]}, "lines"),
-    ("/v1/orders", {"lines": [{"sku": "NO-SUCH-SKU", "quantity": 1}]}, "lines"),
-])
-def test_bad_input_is_422_and_changes_nothing(api: Api, shop: dict[str, User], path: str, body: dict[str, Any],
-                                              field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/products", {"sku": "A", "name": "x", "price_minor": -1, "currency": "EUR"}, "price_minor"),
+        ("/v1/products", {"sku": "A", "name": "x", "price_minor": 1, "currency": "euro"}, "currency"),
+        ("/v1/products", {"sku": "has space", "name": "x", "price_minor": 1, "currency": "EUR"}, "sku"),
+        ("/v1/products", {"sku": "A", "name": "x", "price_minor": 1, "currency": "EUR", "colour": "red"}, None),
+        ("/v1/products", {"name": "x", "price_minor": 1, "currency": "EUR"}, "sku"),
+        ("/v1/inventory/{sku}/receive", {"quantity": 0}, "quantity"),
+        ("/v1/inventory/{sku}/adjust", {"delta": 0, "reason": "none"}, "delta"),
+        ("/v1/inventory/{sku}/adjust", {"delta": 5}, "reason"),
+        ("/v1/orders", {"lines": []}, "lines"),
+        ("/v1/orders", {"lines": [{"sku": "{sku}", "quantity": 0}]}, None),
+        ("/v1/orders", {"lines": [{"sku": "{sku}", "quantity": 1}, {"sku": "{sku}", "quantity": 2}]}, "lines"),
+        ("/v1/orders", {"lines": [{"sku": "NO-SUCH-SKU", "quantity": 1}]}, "lines"),
+    ],
+)
+def test_bad_input_is_422_and_changes_nothing(
+    api: Api, shop: dict[str, User], path: str, body: dict[str, Any], field: str | None
+) -> None:
     manager = shop["manager"]
     sku, position = product(api, manager, stock=3)
     body = json.loads(json.dumps(body).replace("{sku}", sku))  # the parameters name the product made above
@@ -76,7 +95,10 @@ def test_bad_input_is_422_and_changes_nothing(api: Api, shop: dict[str, User], p
     assert api.get("/v1/orders", manager, x_min_position=position).status_code == 200
     after = stock_of(api, manager, sku)
     assert (after["version"], after["available"], after["reserved"]) == (
-        before["version"], before["available"], before["reserved"])
+        before["version"],
+        before["available"],
+        before["reserved"],
+    )
 
 
 def test_an_order_is_reserved_paid_shipped_and_delivered(api: Api, shop: dict[str, User]) -> None:
@@ -86,8 +108,10 @@ def test_an_order_is_reserved_paid_shipped_and_delivered(api: Api, shop: dict[st
     order = place(api, alice, (pen, 3), (ink, 2))
     seen = wait_order(api, alice, order)
     assert seen["status"] == "reserved" and seen["total_minor"] == 3 * 250 + 2 * 1000 and seen["currency"] == "EUR"
-    assert seen["lines"] == [{"sku": pen, "quantity": 3, "unit_price_minor": 250, "currency": "EUR"},
-                             {"sku": ink, "quantity": 2, "unit_price_minor": 1000, "currency": "EUR"}]
+    assert seen["lines"] == [
+        {"sku": pen, "quantity": 3, "unit_price_minor": 250, "currency": "EUR"},
+        {"sku": ink, "quantity": 2, "unit_price_minor": 1000, "currency": "EUR"},
+    ]
     assert seen["payment_due_at"] is not None and seen["reason"] is None
     deadline = time.monotonic() + 20  # the catalog view applies the reservation apart from the order view
     while ((seen_stock := stock_of(api, alice, pen))["available"], seen_stock["reserved"]) != (7, 3):
@@ -142,7 +166,8 @@ def test_cancelling_releases_the_reservation(api: Api, shop: dict[str, User]) ->
 
 
 def test_members_see_only_their_own_orders_and_only_staff_change_catalog_or_stock(
-        api: Api, shop: dict[str, User]) -> None:
+    api: Api, shop: dict[str, User]
+) -> None:
     manager, alice, bob, admin = shop["manager"], shop["alice"], shop["bob"], shop["admin"]
     sku, _ = product(api, manager, stock=5)
     mine = place(api, alice, (sku, 1))
@@ -160,12 +185,14 @@ def test_members_see_only_their_own_orders_and_only_staff_change_catalog_or_stoc
         assert api.get(f"/v1/orders/{theirs}", staff).status_code == 200
         everyone = api.get(f"/v1/orders?customer_id={bob.id}", staff).json()["items"]
         assert [o["id"] for o in everyone] == [theirs]
-    for path, body in [("/v1/products", {"sku": new_sku(), "name": "x", "price_minor": 1, "currency": "EUR"}),
-                       (f"/v1/products/{sku}/edit", {"name": "mine now"}),
-                       (f"/v1/products/{sku}/reprice", {"price_minor": 1}),
-                       (f"/v1/products/{sku}/discontinue", None),
-                       (f"/v1/inventory/{sku}/receive", {"quantity": 100}),
-                       (f"/v1/inventory/{sku}/adjust", {"delta": 100, "reason": "mine"})]:
+    for path, body in [
+        ("/v1/products", {"sku": new_sku(), "name": "x", "price_minor": 1, "currency": "EUR"}),
+        (f"/v1/products/{sku}/edit", {"name": "mine now"}),
+        (f"/v1/products/{sku}/reprice", {"price_minor": 1}),
+        (f"/v1/products/{sku}/discontinue", None),
+        (f"/v1/inventory/{sku}/receive", {"quantity": 100}),
+        (f"/v1/inventory/{sku}/adjust", {"delta": 100, "reason": "mine"}),
+    ]:
         assert_problem(api.post(path, body, alice), 403)
     assert_problem(api.get("/v1/orders"), 401)
     assert_problem(api.post("/v1/orders", {"lines": [{"sku": sku, "quantity": 1}]}), 401)
@@ -176,8 +203,9 @@ def test_the_catalog_lists_from_redis_and_searches_in_sql_with_one_cursor(api: A
     manager, alice = shop["manager"], shop["alice"]
     tag = uuid.uuid4().hex[:8]
     made = []
-    for i, (name, price, stock) in enumerate([("Apple", 300, 0), ("banana", 100, 5), ("Cherry", 200, 1),
-                                               ("date", 500, 0), ("Elderberry", 400, 9)]):
+    for i, (name, price, stock) in enumerate(
+        [("Apple", 300, 0), ("banana", 100, 5), ("Cherry", 200, 1), ("date", 500, 0), ("Elderberry", 400, 9)]
+    ):
         sku, position = product(api, manager, stock=stock, price=price, name=f"{tag} {name}", sku=f"Z{tag}-{i}".upper())
         made.append(sku)
     assert position
@@ -195,8 +223,7 @@ def test_the_catalog_lists_from_redis_and_searches_in_sql_with_one_cursor(api: A
     seen: list[dict[str, Any]] = []
     cursor = ""
     for _ in range(200):
-        page = api.get(f"/v1/products?sort=price&in_stock=true&limit=7{cursor}", alice,
-                       x_min_position=position).json()
+        page = api.get(f"/v1/products?sort=price&in_stock=true&limit=7{cursor}", alice, x_min_position=position).json()
         seen += page["items"]
         if not page["next_cursor"]:
             break
@@ -241,8 +268,9 @@ def test_many_buyers_of_the_last_units_never_oversell(api: Api, shop: dict[str, 
         time.sleep(0.05)
 
 
-def test_every_event_of_an_order_carries_the_requests_correlation_id(api: Api, shop: dict[str, User],
-                                                                    chronicle_app: Any) -> None:
+def test_every_event_of_an_order_carries_the_requests_correlation_id(
+    api: Api, shop: dict[str, User], chronicle_app: Any
+) -> None:
     manager, alice = shop["manager"], shop["alice"]
     sku, _ = product(api, manager, stock=2)
     correlation = uuid.uuid4()
@@ -254,8 +282,11 @@ def test_every_event_of_an_order_carries_the_requests_correlation_id(api: Api, s
     deadline = time.monotonic() + 20
     with chronicle_app.database.connection() as conn:
         while True:
-            rows = conn.execute("SELECT type, event_id, causation_id, actor_id FROM events WHERE correlation_id = %s"
-                                " ORDER BY notification_id", (correlation,)).fetchall()
+            rows = conn.execute(
+                "SELECT type, event_id, causation_id, actor_id FROM events WHERE correlation_id = %s"
+                " ORDER BY notification_id",
+                (correlation,),
+            ).fetchall()
             if [t for t, *_ in rows].count("Stock.Released") == 1:
                 break
             assert time.monotonic() < deadline, rows
@@ -275,12 +306,19 @@ def test_odd_input_is_a_clear_4xx_never_a_500(api: Api, shop: dict[str, User]) -
     order = place(api, alice, (sku, 1))
     wait_order(api, alice, order)
     assert_problem(api.post(f"/v1/orders/{order}/pay", {"payment_ref": "psp\u0000"}, alice), 422, field="payment_ref")
-    assert_problem(api.post("/v1/products", {"sku": new_sku(), "name": "Nul\u0000name", "price_minor": 1,
-                                             "currency": "EUR"}, manager), 422, field="name")
-    assert_problem(api.post(f"/v1/products/{sku}/edit", {"description": "bell \u0007"}, manager), 422,
-                   field="description")
-    assert_problem(api.post(f"/v1/inventory/{sku}/adjust", {"delta": 1, "reason": "x\u0000"}, manager), 422,
-                   field="reason")
+    assert_problem(
+        api.post(
+            "/v1/products", {"sku": new_sku(), "name": "Nul\u0000name", "price_minor": 1, "currency": "EUR"}, manager
+        ),
+        422,
+        field="name",
+    )
+    assert_problem(
+        api.post(f"/v1/products/{sku}/edit", {"description": "bell \u0007"}, manager), 422, field="description"
+    )
+    assert_problem(
+        api.post(f"/v1/inventory/{sku}/adjust", {"delta": 1, "reason": "x\u0000"}, manager), 422, field="reason"
+    )
     assert_problem(api.get("/v1/products?q=a%00b", alice), 422)
     assert_problem(api.get(f"/v1/products/{sku}%00", alice), 404)
     forged = [encode_cursor(v) for v in ([True, "A"], [1.5, "A"], [[1], "A"], [1, 2, 3], [None, "A"])]
@@ -307,7 +345,8 @@ def test_a_cursor_never_widens_the_filters_it_is_sent_with(api: Api, shop: dict[
     first = api.get("/v1/products?sort=-price&in_stock=true&limit=1", alice, x_min_position=position).json()
     top = first["items"][0]["price_minor"]
     assert top >= 500 and first["next_cursor"]
-    narrowed = api.get(f"/v1/products?sort=-price&in_stock=true&max_price=250&limit=50&cursor={first['next_cursor']}",
-                       alice).json()["items"]
+    narrowed = api.get(
+        f"/v1/products?sort=-price&in_stock=true&max_price=250&limit=50&cursor={first['next_cursor']}", alice
+    ).json()["items"]
     assert narrowed and all(p["price_minor"] <= 250 for p in narrowed)
     assert {f"W{tag}-200", f"W{tag}-100"} <= {p["sku"] for p in narrowed}

@@ -33,16 +33,18 @@ def _at_once(n: int, call: Any) -> list[httpx.Response]:
 
 def _versions(settings: Settings, stream: str) -> list[int]:
     with psycopg.connect(settings.database_url or "") as conn:
-        return [r[0] for r in conn.execute("SELECT version FROM events WHERE stream_id = %s ORDER BY version",
-                                           (stream,))]
+        return [
+            r[0] for r in conn.execute("SELECT version FROM events WHERE stream_id = %s ORDER BY version", (stream,))
+        ]
 
 
 def test_many_identical_commands_at_once_one_wins_per_version(api: Api, settings: Settings) -> None:
     owner = api.register("Connie Current")
     task = str(api.task(owner, api.project(owner)))
     n = 16
-    results = _at_once(n, lambda c, i: c.post(f"{api.base}/v1/tasks/{task}/edit", json={"title": f"Title {i}"},
-                                              headers=owner.auth))
+    results = _at_once(
+        n, lambda c, i: c.post(f"{api.base}/v1/tasks/{task}/edit", json={"title": f"Title {i}"}, headers=owner.auth)
+    )
     statuses = Counter(r.status_code for r in results)
     assert set(statuses) <= {200, 409}, statuses
     won = [r.json()["version"] for r in results if r.status_code == 200]
@@ -58,8 +60,12 @@ def test_many_identical_commands_at_once_one_wins_per_version(api: Api, settings
 def test_concurrent_commands_with_if_match_exactly_one_wins(api: Api, settings: Settings) -> None:
     owner = api.register("Ifa Match")
     task = str(api.task(owner, api.project(owner)))
-    results = _at_once(12, lambda c, i: c.post(f"{api.base}/v1/tasks/{task}/edit", json={"title": f"T{i}"},
-                                               headers={**owner.auth, "If-Match": "1"}))
+    results = _at_once(
+        12,
+        lambda c, i: c.post(
+            f"{api.base}/v1/tasks/{task}/edit", json={"title": f"T{i}"}, headers={**owner.auth, "If-Match": "1"}
+        ),
+    )
     statuses = Counter(r.status_code for r in results)
     assert statuses[200] == 1 and set(statuses) <= {200, 409, 412}, statuses
     assert _versions(settings, task) == [1, 2]
@@ -73,11 +79,15 @@ def test_idempotency_key_replays_the_first_response_and_stores_once(api: Api, se
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json() and again.headers["idempotent-replayed"] == "true"
     assert _versions(settings, first.json()["id"]) == [1]
-    reordered = api.http.post("/v1/projects", content=b'{ "name" :  "Once" }',
-                              headers={**owner.auth, "Idempotency-Key": key, "content-type": "application/json"})
+    reordered = api.http.post(
+        "/v1/projects",
+        content=b'{ "name" :  "Once" }',
+        headers={**owner.auth, "Idempotency-Key": key, "content-type": "application/json"},
+    )
     assert reordered.json() == first.json(), "the same JSON, formatted differently, is the same request"
-    assert_problem(api.post("/v1/projects", {"name": "Twice"}, owner, idempotency_key=key), 422,
-                   says="different request")
+    assert_problem(
+        api.post("/v1/projects", {"name": "Twice"}, owner, idempotency_key=key), 422, says="different request"
+    )
     other = api.register("Another Caller")
     theirs = api.post("/v1/projects", {"name": "Once"}, other, idempotency_key=key)
     assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"], "keys are per caller"
@@ -99,16 +109,24 @@ def test_two_identical_requests_with_one_key_at_once(api: Api, settings: Setting
     owner = api.register("Twin Request")
     for _ in range(3):
         key = uuid.uuid4().hex
-        results = _at_once(8, lambda c, i, key=key: c.post(f"{api.base}/v1/projects", json={"name": "Twin"},
-                                                           headers={**owner.auth, "Idempotency-Key": key}))
+        results = _at_once(
+            8,
+            lambda c, i, key=key: c.post(
+                f"{api.base}/v1/projects", json={"name": "Twin"}, headers={**owner.auth, "Idempotency-Key": key}
+            ),
+        )
         assert {r.status_code for r in results} == {201}, [r.text for r in results]
         assert len({r.json()["id"] for r in results}) == 1, "two projects were created for one key"
         assert _versions(settings, results[0].json()["id"]) == [1]
 
     task = str(api.task(owner, api.project(owner)))
     key = uuid.uuid4().hex
-    results = _at_once(8, lambda c, i: c.post(f"{api.base}/v1/tasks/{task}/edit", json={"title": "Same"},
-                                              headers={**owner.auth, "Idempotency-Key": key}))
+    results = _at_once(
+        8,
+        lambda c, i: c.post(
+            f"{api.base}/v1/tasks/{task}/edit", json={"title": "Same"}, headers={**owner.auth, "Idempotency-Key": key}
+        ),
+    )
     assert {r.status_code for r in results} == {200}, [r.text for r in results]
     assert {r.json()["version"] for r in results} == {2}
     assert _versions(settings, task) == [1, 2]
@@ -116,13 +134,18 @@ def test_two_identical_requests_with_one_key_at_once(api: Api, settings: Setting
 
 def test_registering_one_email_many_times_at_once_makes_one_user(api: Api) -> None:
     email = f"race-{uuid.uuid4().hex[:8]}@example.com"
-    results = _at_once(8, lambda c, i: c.post(f"{api.base}/v1/auth/register",
-                                              json={"email": email, "password": "long enough pw", "name": f"R{i}"}))
+    results = _at_once(
+        8,
+        lambda c, i: c.post(
+            f"{api.base}/v1/auth/register", json={"email": email, "password": "long enough pw", "name": f"R{i}"}
+        ),
+    )
     assert sorted(r.status_code for r in results) == [201] + [409] * 7
 
 
 def test_refreshing_one_token_many_times_at_once_rotates_once(api: Api) -> None:
     user: User = api.register("Ray Race")
-    results = _at_once(8, lambda c, i: c.post(f"{api.base}/v1/auth/refresh",
-                                              json={"refresh_token": user.refresh_token}))
+    results = _at_once(
+        8, lambda c, i: c.post(f"{api.base}/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    )
     assert sorted(r.status_code for r in results) == [200] + [401] * 7

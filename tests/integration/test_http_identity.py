@@ -16,8 +16,10 @@ from tests.integration.http import JWT_SECRET, Api, User, api_env, assert_proble
 
 
 def test_register_returns_id_version_and_position(api: Api) -> None:
-    r = api.post("/v1/auth/register", {"email": f"new-{uuid.uuid4().hex[:8]}@example.com",
-                                       "password": "long enough password", "name": "New Person"})
+    r = api.post(
+        "/v1/auth/register",
+        {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "password": "long enough password", "name": "New Person"},
+    )
     assert r.status_code == 201
     body = r.json()
     assert set(body) == {"id", "version", "position"}
@@ -41,7 +43,7 @@ def test_register_rejects_bad_input_naming_the_field(api: Api) -> None:
     assert_problem(api.post("/v1/auth/register", {**good, "name": 42}), 422, field="name")
     r = api.http.post("/v1/auth/register", content=b'{"email": ', headers={"content-type": "application/json"})
     assert_problem(r, 400)
-    r = api.http.post("/v1/auth/register", content=b'[1, 2]', headers={"content-type": "application/json"})
+    r = api.http.post("/v1/auth/register", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert_problem(r, 400)
     big = {**good, "name": "x" * (1024 * 1024)}
     assert_problem(api.post("/v1/auth/register", big), 413)
@@ -84,22 +86,43 @@ def test_missing_malformed_and_expired_tokens_are_401(api: Api) -> None:
     user = api.register("Tom Token")
     assert_problem(api.post("/v1/projects", {"name": "x"}), 401)
     assert_problem(api.http.post("/v1/projects", json={"name": "x"}, headers={"Authorization": "Bearer nonsense"}), 401)
-    expired = jwt.encode({"sub": str(user.id), "exp": int(time.time()) - 60, "iat": int(time.time()) - 120,
-                          "extras": {"roles": ["member"], "sid": uuid.uuid4().hex}}, JWT_SECRET, algorithm="HS256")
-    assert_problem(api.http.post("/v1/projects", json={"name": "x"}, headers={"Authorization": f"Bearer {expired}"}), 401)
-    forged = jwt.encode({"sub": str(user.id), "exp": int(time.time()) + 600, "iat": int(time.time()),
-                         "extras": {"roles": ["admin"]}}, "another-secret-" * 4, algorithm="HS256")
-    assert_problem(api.http.post(f"/v1/users/{user.id}/roles", json={"role": "admin"},
-                                 headers={"Authorization": f"Bearer {forged}"}), 401)
+    expired = jwt.encode(
+        {
+            "sub": str(user.id),
+            "exp": int(time.time()) - 60,
+            "iat": int(time.time()) - 120,
+            "extras": {"roles": ["member"], "sid": uuid.uuid4().hex},
+        },
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    assert_problem(
+        api.http.post("/v1/projects", json={"name": "x"}, headers={"Authorization": f"Bearer {expired}"}), 401
+    )
+    forged = jwt.encode(
+        {"sub": str(user.id), "exp": int(time.time()) + 600, "iat": int(time.time()), "extras": {"roles": ["admin"]}},
+        "another-secret-" * 4,
+        algorithm="HS256",
+    )
+    assert_problem(
+        api.http.post(
+            f"/v1/users/{user.id}/roles", json={"role": "admin"}, headers={"Authorization": f"Bearer {forged}"}
+        ),
+        401,
+    )
 
 
 def test_the_password_hash_never_reaches_a_response(api: Api, settings: Settings) -> None:
     user = api.register("Hannah Hash")
-    responses = [api.post("/v1/auth/login", {"email": user.email, "password": user.password}),
-                 api.post("/v1/auth/refresh", {"refresh_token": user.refresh_token})]
+    responses = [
+        api.post("/v1/auth/login", {"email": user.email, "password": user.password}),
+        api.post("/v1/auth/refresh", {"refresh_token": user.refresh_token}),
+    ]
     assert all("argon2" not in r.text for r in responses)
     with psycopg.connect(settings.database_url or "") as conn:
-        (data,) = conn.execute("SELECT data FROM events WHERE stream_id = %s AND version = 1", (user.id,)).fetchone() or (b"",)
+        (data,) = conn.execute(
+            "SELECT data FROM events WHERE stream_id = %s AND version = 1", (user.id,)
+        ).fetchone() or (b"",)
     assert b"$argon2id$" in bytes(data), "the hash is stored (argon2id) in the user's own stream"
 
 
@@ -123,35 +146,65 @@ def test_only_admins_grant_roles_and_registering_never_makes_an_admin(api: Api) 
     assert_problem(api.post(f"/v1/users/{other.id}/roles", {"role": "admin"}, user), 403)
     assert_problem(api.post(f"/v1/users/{user.id}/roles", {"role": "admin"}, user), 403)
     assert_problem(api.delete(f"/v1/users/{other.id}/roles/manager", user), 403)
-    r = api.post("/v1/auth/register", {"email": f"a-{uuid.uuid4().hex[:6]}@example.com", "password": "long enough 1",
-                                       "name": "A", "roles": ["admin"]})
+    r = api.post(
+        "/v1/auth/register",
+        {
+            "email": f"a-{uuid.uuid4().hex[:6]}@example.com",
+            "password": "long enough 1",
+            "name": "A",
+            "roles": ["admin"],
+        },
+    )
     assert_problem(r, 422, field="roles")
     assert jwt.decode(user.token, JWT_SECRET, algorithms=["HS256"])["extras"]["roles"] == ["member"]
 
 
 def test_the_first_admin_is_made_from_the_command_line(api: Api, settings: Settings) -> None:
     user = api.register("Root Admin")
-    out = subprocess.run([sys.executable, "-m", "api.cli", "users", "grant", user.email, "admin"],
-                         env=api_env(settings), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "users", "grant", user.email, "admin"],
+        env=api_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "admin" in out.stdout
     admin = api.relogin(user)
     other = api.register("Promoted")
     assert api.post(f"/v1/users/{other.id}/roles", {"role": "manager"}, admin).status_code == 200
-    unknown = subprocess.run([sys.executable, "-m", "api.cli", "users", "grant", "nobody@example.com", "admin"],
-                             env=api_env(settings), capture_output=True, text=True, timeout=60)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "api.cli", "users", "grant", "nobody@example.com", "admin"],
+        env=api_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unknown.returncode == 2 and "no user" in unknown.stderr
 
 
 def test_every_command_route_is_tagged_and_declares_its_errors(api: Api) -> None:
     spec: dict[str, Any] = api.get("/schema/openapi.json").json()
-    commands = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()
-                if method in ("post", "delete")]
+    commands = [
+        (path, method, op)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if method in ("post", "delete")
+    ]
     assert len(commands) == 29
-    assert {"/v1/products", "/v1/products/{sku}/edit", "/v1/products/{sku}/reprice", "/v1/products/{sku}/discontinue",
-            "/v1/inventory/{sku}/receive", "/v1/inventory/{sku}/adjust", "/v1/orders", "/v1/orders/{order_id}/pay",
-            "/v1/orders/{order_id}/ship", "/v1/orders/{order_id}/deliver", "/v1/orders/{order_id}/cancel",
-            } <= {path for path, _, _ in commands}
+    assert {
+        "/v1/products",
+        "/v1/products/{sku}/edit",
+        "/v1/products/{sku}/reprice",
+        "/v1/products/{sku}/discontinue",
+        "/v1/inventory/{sku}/receive",
+        "/v1/inventory/{sku}/adjust",
+        "/v1/orders",
+        "/v1/orders/{order_id}/pay",
+        "/v1/orders/{order_id}/ship",
+        "/v1/orders/{order_id}/deliver",
+        "/v1/orders/{order_id}/cancel",
+    } <= {path for path, _, _ in commands}
     queries = [op for item in spec["paths"].values() for method, op in item.items() if method == "get"]
     assert all(op["tags"] in (["queries"], ["health"], ["audit"]) for op in queries)
     for path, method, op in commands:

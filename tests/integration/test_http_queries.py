@@ -22,10 +22,21 @@ def world(api: Api, admin: User) -> dict[str, Any]:
     assert api.post(f"/v1/users/{manager.id}/roles", {"role": "manager"}, admin).status_code == 200
     manager = api.relogin(manager)
     project = api.project(owner, "Visible", member)
-    r = api.post(f"/v1/projects/{project}/tasks", {"title": "First", "assignee_id": str(member.id),
-                                                   "priority": "high", "due_date": "2027-02-01"}, owner)
-    return {"owner": owner, "member": member, "outsider": outsider, "manager": manager, "admin": admin,
-            "project": project, "task": r.json()["id"], "position": r.json()["position"]}
+    r = api.post(
+        f"/v1/projects/{project}/tasks",
+        {"title": "First", "assignee_id": str(member.id), "priority": "high", "due_date": "2027-02-01"},
+        owner,
+    )
+    return {
+        "owner": owner,
+        "member": member,
+        "outsider": outsider,
+        "manager": manager,
+        "admin": admin,
+        "project": project,
+        "task": r.json()["id"],
+        "position": r.json()["position"],
+    }
 
 
 def test_a_query_with_x_min_position_always_sees_the_write(api: Api, world: dict[str, Any]) -> None:
@@ -48,8 +59,10 @@ def test_a_query_with_x_min_position_always_sees_the_write(api: Api, world: dict
     tasks = api.get(f"/v1/projects/{world['project']}/tasks", owner, **_wait(api, r)).json()["items"]
     assert [t["id"] for t in tasks] == [task]
     user = api.register("Newly Registered")
-    r = api.post("/v1/auth/register", {"email": f"n-{uuid.uuid4().hex[:6]}@example.com", "password": "long enough",
-                                       "name": "Fresh"})
+    r = api.post(
+        "/v1/auth/register",
+        {"email": f"n-{uuid.uuid4().hex[:6]}@example.com", "password": "long enough", "name": "Fresh"},
+    )
     seen = api.get(f"/v1/users/{r.json()['id']}", user, **_wait(api, r))
     assert seen.status_code == 200 and seen.json()["name"] == "Fresh" and "email" not in seen.json()
     me = api.get("/v1/me", user, x_min_position=r.json()["position"]).json()
@@ -64,10 +77,13 @@ def test_a_position_the_views_do_not_reach_in_time_is_503_with_retry_after(api: 
     assert_problem(api.get(f"/v1/tasks/{world['task']}", world["owner"], x_min_position="soon"), 400)
 
 
-@pytest.mark.parametrize("route", ["/v1/projects/{project}", "/v1/projects/{project}/tasks",
-                                   "/v1/projects/{project}/board", "/v1/tasks/{task}"])
+@pytest.mark.parametrize(
+    "route",
+    ["/v1/projects/{project}", "/v1/projects/{project}/tasks", "/v1/projects/{project}/board", "/v1/tasks/{task}"],
+)
 def test_project_resources_are_visible_to_members_managers_and_admins_only(
-        api: Api, world: dict[str, Any], route: str) -> None:
+    api: Api, world: dict[str, Any], route: str
+) -> None:
     url = route.format(project=world["project"], task=world["task"])
     for who in ("owner", "member", "manager", "admin"):
         r = api.get(url, world[who], x_min_position=world["position"])
@@ -109,8 +125,13 @@ def test_users_are_visible_to_users_and_emails_to_themselves_and_staff(api: Api,
 
 def test_task_lists_filter_sort_and_page(api: Api, world: dict[str, Any]) -> None:
     owner, member, project = world["owner"], world["member"], world["project"]
-    specs = [("Alpha", "low", "2027-01-05"), ("bravo", "urgent", None), ("Charlie", "normal", "2027-01-01"),
-             ("delta", "high", "2027-03-01"), ("Echo alpha", "urgent", "2026-12-24")]
+    specs = [
+        ("Alpha", "low", "2027-01-05"),
+        ("bravo", "urgent", None),
+        ("Charlie", "normal", "2027-01-01"),
+        ("delta", "high", "2027-03-01"),
+        ("Echo alpha", "urgent", "2026-12-24"),
+    ]
     last = None
     for title, priority, due in specs:
         body: dict[str, Any] = {"title": title, "priority": priority}
@@ -126,8 +147,9 @@ def test_task_lists_filter_sort_and_page(api: Api, world: dict[str, Any]) -> Non
         return [t["title"] for t in body.json()["items"]]
 
     assert titles("?sort=title&q=alpha") == ["Alpha", "Echo alpha"]
-    assert titles("?sort=-priority&priority=urgent") == ["Echo alpha", "bravo"] or \
-        titles("?sort=-priority&priority=urgent") == ["bravo", "Echo alpha"]
+    assert titles("?sort=-priority&priority=urgent") == ["Echo alpha", "bravo"] or titles(
+        "?sort=-priority&priority=urgent"
+    ) == ["bravo", "Echo alpha"]
     assert titles("?sort=due&due_before=2027-01-06") == ["Echo alpha", "Charlie", "Alpha"]
     assert titles("?sort=-due")[0] == "bravo", "no due date sorts after every date"
     assert titles(f"?assignee={member.id}&sort=title") == ["Echo alpha", "First"]
@@ -153,8 +175,18 @@ def test_health_reports_projections_relay_and_the_gate(api: Api, world: dict[str
     body = api.get("/v1/health").json()
     assert body["status"] == "ok" and body["checks"]["database"]["ok"]
     names = {p["name"] for p in body["projections"]}
-    assert names == {"user_directory", "project_catalog", "task_list", "task_board", "my_tasks", "product_catalog",
-                     "catalog_cache", "stock_levels", "order_history", "order_saga"}
+    assert names == {
+        "user_directory",
+        "project_catalog",
+        "task_list",
+        "task_board",
+        "my_tasks",
+        "product_catalog",
+        "catalog_cache",
+        "stock_levels",
+        "order_history",
+        "order_saga",
+    }
     assert all(p["state"] == "running" and p["lag_events"] >= 0 for p in body["projections"])
     assert body["relay"] is not None and body["head"] is not None
     assert body["oldest_transaction_seconds"] >= 0

@@ -41,8 +41,9 @@ def test_project_commands_reject_bad_input(api: Api, team: tuple[User, User, Use
     assert_problem(api.post("/v1/projects", {}, owner), 422, field="name")
     project = api.project(owner)
     assert_problem(api.post(f"/v1/projects/{project}/members", {"user_id": "not-a-uuid"}, owner), 422, field="user_id")
-    assert_problem(api.post(f"/v1/projects/{project}/members", {"user_id": str(uuid.uuid4())}, owner),
-                   422, field="user_id")
+    assert_problem(
+        api.post(f"/v1/projects/{project}/members", {"user_id": str(uuid.uuid4())}, owner), 422, field="user_id"
+    )
     assert_problem(api.post(f"/v1/projects/{uuid.uuid4()}/rename", {"name": "x"}, owner), 404)
     assert_problem(api.post("/v1/projects/not-a-uuid/rename", {"name": "x"}, owner), 404)
     assert_problem(api.post(f"/v1/projects/{project}/rename", {"name": "x"}, owner, if_match="abc"), 400)
@@ -64,9 +65,17 @@ def test_only_owners_managers_and_admins_manage_a_project(api: Api, team: tuple[
 def test_task_lifecycle(api: Api, team: tuple[User, User, User]) -> None:
     owner, member, _ = team
     project = api.project(owner, "Tasks", member)
-    r = api.post(f"/v1/projects/{project}/tasks", {"title": "Write docs", "description": "all of them",
-                                                   "priority": "high", "due_date": "2027-03-01",
-                                                   "assignee_id": str(member.id)}, member)
+    r = api.post(
+        f"/v1/projects/{project}/tasks",
+        {
+            "title": "Write docs",
+            "description": "all of them",
+            "priority": "high",
+            "due_date": "2027-03-01",
+            "assignee_id": str(member.id),
+        },
+        member,
+    )
     assert r.status_code == 201 and r.json()["version"] == 2  # created, then assigned, in one append
     task = r.json()["id"]
     edit = api.post(f"/v1/tasks/{task}/edit", {"title": "Write more docs", "due_date": None}, member, if_match="2")
@@ -100,8 +109,9 @@ def test_task_commands_reject_bad_input(api: Api, team: tuple[User, User, User])
     assert_problem(api.post(f"/v1/tasks/{task}/edit", {}, owner), 422)
     assert_problem(api.post(f"/v1/tasks/{task}/edit", {"status": "done"}, owner), 422, field="status")
     assert_problem(api.post(f"/v1/tasks/{task}/edit", {"priority": None}, owner), 422, field="priority")
-    assert_problem(api.post(f"/v1/tasks/{task}/assign", {"assignee_id": str(outsider.id)}, owner), 422,
-                   field="assignee_id")
+    assert_problem(
+        api.post(f"/v1/tasks/{task}/assign", {"assignee_id": str(outsider.id)}, owner), 422, field="assignee_id"
+    )
     assert_problem(api.post(f"/v1/tasks/{task}/assign", {}, owner), 422, field="assignee_id")
     assert_problem(api.post(f"/v1/tasks/{task}/edit", {"title": "x"}, owner, if_match="7"), 412)
     assert_problem(api.post(f"/v1/tasks/{uuid.uuid4()}/start", user=owner), 404)

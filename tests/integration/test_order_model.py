@@ -109,8 +109,11 @@ class OrderMachine(RuleBasedStateMachine):
         self.model = Model()
         self.now = datetime.now(UTC)
         self.chronicle.ordering.clock = lambda: self.now
-        self.saga = SagaWorker(self.chronicle, OrderSaga(self.chronicle.inventory, TIMEOUT, clock=lambda: self.now),
-                               name=f"model-{uuid.uuid4().hex[:8]}")
+        self.saga = SagaWorker(
+            self.chronicle,
+            OrderSaga(self.chronicle.inventory, TIMEOUT, clock=lambda: self.now),
+            name=f"model-{uuid.uuid4().hex[:8]}",
+        )
         self.reader = EnvelopeReader()
         self.position = self._head()
         self.acted: list[EventEnvelope] = []
@@ -156,7 +159,8 @@ class OrderMachine(RuleBasedStateMachine):
         lines = {sku: data.draw(st.integers(1, 4)) for sku in skus}
         customer = data.draw(st.sampled_from(self.customers))
         order_id = self.chronicle.ordering.place_order(
-            Context("orders.place", actor=Actor(customer)), [{"sku": s, "quantity": q} for s, q in lines.items()]).id
+            Context("orders.place", actor=Actor(customer)), [{"sku": s, "quantity": q} for s, q in lines.items()]
+        ).id
         self.model.orders[order_id] = ModelOrder(customer, lines)
         self.model.pending.append(("Order.Placed", order_id))
 
@@ -192,16 +196,21 @@ class OrderMachine(RuleBasedStateMachine):
         self.saga.step(data.draw(st.sampled_from(self.acted)))
         assert self._snapshot() == before
 
-    def _order_rule(self, data: st.DataObject, action: str, allowed: set[OrderStatus], then: OrderStatus,
-                    event: str | None) -> None:
+    def _order_rule(
+        self, data: st.DataObject, action: str, allowed: set[OrderStatus], then: OrderStatus, event: str | None
+    ) -> None:
         if not self.model.orders:
             return
         order_id = data.draw(st.sampled_from(sorted(self.model.orders)))
         order = self.model.orders[order_id]
         ctx = Context(f"orders.{action}", actor=Actor(order.customer) if action in ("pay", "cancel") else MANAGER.actor)
         app = self.chronicle.ordering
-        call: dict[str, Any] = {"pay": lambda: app.pay(ctx, order_id, "psp"), "cancel": lambda: app.cancel(ctx, order_id),
-                                "ship": lambda: app.ship(ctx, order_id), "expire": lambda: app.expire(ctx, order_id)}
+        call: dict[str, Any] = {
+            "pay": lambda: app.pay(ctx, order_id, "psp"),
+            "cancel": lambda: app.cancel(ctx, order_id),
+            "ship": lambda: app.ship(ctx, order_id),
+            "expire": lambda: app.expire(ctx, order_id),
+        }
         try:
             call[action]()
         except (Conflict, Invalid):
@@ -214,8 +223,13 @@ class OrderMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        self._order_rule(data, "cancel", {OrderStatus.PLACED, OrderStatus.RESERVED, OrderStatus.PAID},
-                         OrderStatus.CANCELLED, "Order.Cancelled")
+        self._order_rule(
+            data,
+            "cancel",
+            {OrderStatus.PLACED, OrderStatus.RESERVED, OrderStatus.PAID},
+            OrderStatus.CANCELLED,
+            "Order.Cancelled",
+        )
 
     @rule(data=st.data())
     def pay(self, data: st.DataObject) -> None:
@@ -248,8 +262,15 @@ class OrderMachine(RuleBasedStateMachine):
             assert real.available >= 0 and real.reserved >= 0
             assert real.available + real.reserved + real.committed == real.received + real.adjusted
             assert (real.available, real.reserved, real.committed, real.received, real.adjusted) == (
-                model.available, model.reserved, model.committed, model.received, model.adjusted), sku
-            holders = {str(o): q for o, m in self.model.orders.items() if m.holds for s, q in m.lines.items() if s == sku}
+                model.available,
+                model.reserved,
+                model.committed,
+                model.received,
+                model.adjusted,
+            ), sku
+            holders = {
+                str(o): q for o, m in self.model.orders.items() if m.holds for s, q in m.lines.items() if s == sku
+            }
             assert real.reservations == holders
 
     @invariant()
@@ -269,6 +290,12 @@ class OrderMachine(RuleBasedStateMachine):
 
 def test_orders_and_stock_follow_the_model_under_any_interleaving(chronicle: Chronicle) -> None:
     OrderMachine.chronicle = chronicle
-    run_state_machine_as_test(OrderMachine, settings=settings(
-        max_examples=30, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(
+        OrderMachine,
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )

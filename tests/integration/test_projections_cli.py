@@ -29,8 +29,12 @@ from tests.integration.pipeline import all_roles, differences_from_scratch, runn
 @pytest.fixture
 def stack(fresh_database_url: str, settings: Settings) -> Iterator[tuple[Settings, Api]]:
     """An API, relay and projectors of the test's own (database and namespace)."""
-    own = Settings(database_url=fresh_database_url, nats_url=settings.nats_url, redis_url=settings.redis_url,
-                   namespace=f"p{uuid.uuid4().hex[:8]}")
+    own = Settings(
+        database_url=fresh_database_url,
+        nats_url=settings.nats_url,
+        redis_url=settings.redis_url,
+        namespace=f"p{uuid.uuid4().hex[:8]}",
+    )
     # Reads wait for their position longer than the default 2 s: a rebuild pauses the live projector
     # for its final catch-up and switch, and a slow machine must not turn that pause into a 503.
     with running_api(own, CHRONICLE_MIN_POSITION_WAIT_MS="15000") as base, running(own, "relay", "projector"):
@@ -41,8 +45,14 @@ def stack(fresh_database_url: str, settings: Settings) -> Iterator[tuple[Setting
 
 
 def cli(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "api.cli", "projections", *args], env=api_env(settings),
-                          capture_output=True, text=True, timeout=300, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "projections", *args],
+        env=api_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        input=stdin,
+    )
 
 
 def status(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -75,8 +85,11 @@ class Traffic:
     def _write(self) -> None:
         with httpx.Client(base_url=self.api.base, timeout=30) as http:
             while not self.stop.is_set():
-                r = http.post(f"/v1/projects/{self.project}/tasks", json={"title": f"T{len(self.created)}"},
-                              headers=self.owner.auth)
+                r = http.post(
+                    f"/v1/projects/{self.project}/tasks",
+                    json={"title": f"T{len(self.created)}"},
+                    headers=self.owner.auth,
+                )
                 if r.status_code != 201:
                     self.failures.append(f"command {r.status_code} {r.text}")
                     continue
@@ -96,8 +109,10 @@ class Traffic:
                 cursor = None
                 while True:
                     query = f"?limit=200&sort=created{'&cursor=' + cursor if cursor else ''}"
-                    r = http.get(f"/v1/projects/{self.project}/tasks{query}",
-                                 headers={**self.owner.auth, "X-Min-Position": str(position)})
+                    r = http.get(
+                        f"/v1/projects/{self.project}/tasks{query}",
+                        headers={**self.owner.auth, "X-Min-Position": str(position)},
+                    )
                     if r.status_code != 200:
                         self.failures.append(f"list {r.status_code} {r.text}")
                         break
@@ -106,8 +121,9 @@ class Traffic:
                         break
                 if expected - seen:
                     self.failures.append(f"the list lacked {len(expected - seen)} task(s) at {position}")
-                board = http.get(f"/v1/projects/{self.project}/board",
-                                 headers={**self.owner.auth, "X-Min-Position": str(position)})
+                board = http.get(
+                    f"/v1/projects/{self.project}/board", headers={**self.owner.auth, "X-Min-Position": str(position)}
+                )
                 if board.status_code != 200 or board.json()["total"] < len(expected):
                     self.failures.append(f"board {board.status_code} {board.text[:200]}")
                 self.queries += 1
@@ -203,8 +219,16 @@ def test_a_parked_projection_is_retried_or_skipped_explicitly(stack: tuple[Setti
     owner = api.register("Pat Parked")
     project = api.project(owner, "Poisoned")
     database = EventStoreDatabase(settings.database_url or "")
-    bad = make_transcoder().encode({"project_id": project, "title": "bad", "description": "", "priority": "weird",
-                                    "due_date": None, "created_by": owner.id})
+    bad = make_transcoder().encode(
+        {
+            "project_id": project,
+            "title": "bad",
+            "description": "",
+            "priority": "weird",
+            "due_date": None,
+            "created_by": owner.id,
+        }
+    )
     poison = uuid.uuid4()
     ChronicleApplicationRecorder(database).insert_events([StoredEvent(poison, 1, "domain.work:Task.Created", bad)])
     database.close()

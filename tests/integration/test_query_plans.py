@@ -71,12 +71,14 @@ def _nodes(plan: dict[str, Any]) -> list[tuple[str, str]]:
 
 PROJECT = uuid.UUID("00000000-0000-0000-0000-000000000007")
 ASSIGNEE = "00000000-0000-0000-0001-000000000007"
-SHAPES = [
-    {"sort": s} for s in TaskSort
-] + [
-    {"status": TaskStatus.TODO}, {"priority": Priority.URGENT, "sort": TaskSort.DUE},
-    {"assignee": ASSIGNEE}, {"assignee": "none", "sort": TaskSort.TITLE}, {"due_before": date(2027, 2, 1)},
-    {"q": "abc", "sort": TaskSort.TITLE}, {"status": TaskStatus.DONE, "sort": TaskSort.PRIORITY_DESC},
+SHAPES = [{"sort": s} for s in TaskSort] + [
+    {"status": TaskStatus.TODO},
+    {"priority": Priority.URGENT, "sort": TaskSort.DUE},
+    {"assignee": ASSIGNEE},
+    {"assignee": "none", "sort": TaskSort.TITLE},
+    {"due_before": date(2027, 2, 1)},
+    {"q": "abc", "sort": TaskSort.TITLE},
+    {"status": TaskStatus.DONE, "sort": TaskSort.PRIORITY_DESC},
 ]
 
 
@@ -91,6 +93,8 @@ def test_every_list_shape_is_served_by_an_index(plans_db: str, shape: dict[str, 
 def test_the_next_page_is_a_keyset_seek(plans_db: str) -> None:
     from api.queries.common import encode_cursor
 
-    sql, params = task_list_query(PROJECT, sort=TaskSort.DUE, cursor=encode_cursor(["2027-06-01", str(uuid.UUID(int=0))]))
+    sql, params = task_list_query(
+        PROJECT, sort=TaskSort.DUE, cursor=encode_cursor(["2027-06-01", str(uuid.UUID(int=0))])
+    )
     nodes = _nodes(_plan(plans_db, sql, params))
     assert ("Seq Scan", "tasks_v1") not in nodes and nodes[0][0] == "Limit", nodes

@@ -95,6 +95,7 @@ class TestApplicationRecorder(_Fresh, conformance.ApplicationRecorderTestCase[Ch
         assert id2 == id1 + 1, "the events of one append are adjacent in the order"
 
         from eventsourcing.persistence import IntegrityError
+
         with pytest.raises(IntegrityError):
             recorder.insert_events([e3])
 
@@ -103,7 +104,10 @@ class TestApplicationRecorder(_Fresh, conformance.ApplicationRecorderTestCase[Ch
 
         notes = recorder.select_notifications(start=None, limit=10)
         assert [(n.id, n.originator_id, n.topic, n.state) for n in notes] == [
-            (id1, o1, "topic1", b"state1"), (id2, o1, "topic2", b"state2"), (id3, o2, "topic3", b"state3")]
+            (id1, o1, "topic1", b"state1"),
+            (id2, o1, "topic2", b"state2"),
+            (id3, o2, "topic3", b"state3"),
+        ]
         assert ids(start=id1, limit=10) == [id1, id2, id3]
         assert ids(start=None, stop=id2, limit=10) == [id1, id2]
         assert ids(start=id1, limit=10, inclusive_of_start=False) == [id2, id3]
@@ -159,12 +163,14 @@ class TestFactory(conformance.InfrastructureFactoryTestCase[Any]):
     def setUp(self) -> None:
         from eventsourcing.utils import Environment
 
-        self.env = Environment("TestCase", {"PERSISTENCE_MODULE": "infra.eventstore.recorder",
-                                            "CHRONICLE_DATABASE_URL": self.url})
+        self.env = Environment(
+            "TestCase", {"PERSISTENCE_MODULE": "infra.eventstore.recorder", "CHRONICLE_DATABASE_URL": self.url}
+        )
         super().setUp()
 
     def expected_factory_class(self) -> type[Any]:
         from infra.eventstore.recorder import Factory
+
         return Factory
 
     def expected_aggregate_recorder_class(self) -> type[Any]:

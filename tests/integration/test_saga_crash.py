@@ -31,11 +31,16 @@ MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAG
 
 @pytest.fixture
 def stack(servers: ServerUrls, fresh_database_url: str) -> Iterator[tuple[Chronicle, Processes]]:
-    settings = Settings(database_url=fresh_database_url, nats_url=servers.nats_url, redis_url=servers.redis_url,
-                        namespace=f"s{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        database_url=fresh_database_url,
+        nats_url=servers.nats_url,
+        redis_url=servers.redis_url,
+        namespace=f"s{uuid.uuid4().hex[:8]}",
+    )
     chronicle = bootstrap(settings)
-    with running(settings, "relay", "projector", "saga",
-                 CHRONICLE_ORDER_PAYMENT_TIMEOUT_S=str(PAYMENT_TIMEOUT_S)) as processes:
+    with running(
+        settings, "relay", "projector", "saga", CHRONICLE_ORDER_PAYMENT_TIMEOUT_S=str(PAYMENT_TIMEOUT_S)
+    ) as processes:
         yield chronicle, processes
     chronicle.close()
 
@@ -84,8 +89,9 @@ def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int]
         stock = chronicle.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
         assert stock.available >= 0 and stock.reserved >= 0
         assert stock.available + stock.reserved + stock.committed == stock.received + stock.adjusted == received[sku]
-        expected = {str(o.id): q for o in live.values() for s, q in ((ln["sku"], ln["quantity"]) for ln in o.lines)
-                    if s == sku}
+        expected = {
+            str(o.id): q for o in live.values() for s, q in ((ln["sku"], ln["quantity"]) for ln in o.lines) if s == sku
+        }
         assert stock.reservations == expected, sku
         assert stock.reserved == sum(expected.values())
     with chronicle.database.connection() as conn:
@@ -96,7 +102,8 @@ def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int]
 
 
 def test_a_saga_killed_at_random_decides_every_order_once_and_stock_balances(
-        stack: tuple[Chronicle, Processes]) -> None:
+    stack: tuple[Chronicle, Processes],
+) -> None:
     chronicle, processes = stack
     rng = random.Random(20261126)
     received = {f"CRASH-{uuid.uuid4().hex[:6].upper()}-{i}": 25 for i in range(3)}
@@ -143,10 +150,16 @@ def test_a_saga_killed_at_random_decides_every_order_once_and_stock_balances(
 
     # Nobody pays: every reserved order expires and its stock comes back (the saga releases it
     # after the cancellation, so wait for both before checking).
-    _wait(lambda: all(o.status is not OrderStatus.RESERVED for o in _orders(chronicle, ids)),
-          PAYMENT_TIMEOUT_S + 60, "reserved orders did not expire")
-    _wait(lambda: all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).reserved == 0 for s in skus),
-          30, "expired orders kept their stock")
+    _wait(
+        lambda: all(o.status is not OrderStatus.RESERVED for o in _orders(chronicle, ids)),
+        PAYMENT_TIMEOUT_S + 60,
+        "reserved orders did not expire",
+    )
+    _wait(
+        lambda: all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).reserved == 0 for s in skus),
+        30,
+        "expired orders kept their stock",
+    )
     orders = _orders(chronicle, ids)
     _check_stock(chronicle, skus, received, orders)
     assert all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).available == 25 for s in skus)
@@ -159,13 +172,26 @@ def test_an_unpaid_order_expires_with_its_requests_correlation_id(stack: tuple[C
     [sku] = _products(chronicle, {f"EXP-{uuid.uuid4().hex[:6].upper()}": 3})
     ctx = Context("orders.place", actor=Actor(uuid.uuid4()))
     order_id = chronicle.ordering.place_order(ctx, [{"sku": sku, "quantity": 2}]).id
-    _wait(lambda: chronicle.ordering.order(order_id, fresh=True).status is OrderStatus.CANCELLED,
-          PAYMENT_TIMEOUT_S + 30, "the order did not expire")
-    _wait(lambda: chronicle.inventory.load(Stock, stock_id(sku), "stock", fresh=True).available == 3, 30,
-          "the stock was not released")
+    _wait(
+        lambda: chronicle.ordering.order(order_id, fresh=True).status is OrderStatus.CANCELLED,
+        PAYMENT_TIMEOUT_S + 30,
+        "the order did not expire",
+    )
+    _wait(
+        lambda: chronicle.inventory.load(Stock, stock_id(sku), "stock", fresh=True).available == 3,
+        30,
+        "the stock was not released",
+    )
     with chronicle.database.connection() as conn:
-        rows = conn.execute("SELECT type, actor_id FROM events WHERE correlation_id = %s ORDER BY notification_id",
-                            (ctx.correlation_id,)).fetchall()
-    assert [t for t, _ in rows] == ["Order.Placed", "Stock.Reserved", "Order.Reserved", "Order.Cancelled",
-                                    "Stock.Released"]
+        rows = conn.execute(
+            "SELECT type, actor_id FROM events WHERE correlation_id = %s ORDER BY notification_id",
+            (ctx.correlation_id,),
+        ).fetchall()
+    assert [t for t, _ in rows] == [
+        "Order.Placed",
+        "Stock.Reserved",
+        "Order.Reserved",
+        "Order.Cancelled",
+        "Stock.Released",
+    ]
     assert {a for t, a in rows if t != "Order.Placed"} == {"saga:order"}

@@ -46,8 +46,9 @@ def _order_events(app: Chronicle, order_id: uuid.UUID, count: int = 1) -> list[E
     deadline = time.monotonic() + 10
     while True:
         with app.database.connection() as conn:
-            rows = conn.execute(READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"),
-                                (0, 2**62, order_id, 100)).fetchall()
+            rows = conn.execute(
+                READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"), (0, 2**62, order_id, 100)
+            ).fetchall()
         found = [e for e in EnvelopeReader().from_rows(rows, 0) if e.type in HANDLES]
         if len(found) >= count or time.monotonic() > deadline:
             return found
@@ -95,7 +96,8 @@ def test_a_release_decided_on_stale_stock_is_decided_again(apps: tuple[Chronicle
 
 
 def test_an_order_for_a_sku_never_stocked_is_rejected_and_opens_no_stock(
-        apps: tuple[Chronicle, Chronicle, Chronicle]) -> None:
+    apps: tuple[Chronicle, Chronicle, Chronicle],
+) -> None:
     api, saga_app, _ = apps
     worker = _worker(saga_app, f"unstocked-{uuid.uuid4().hex[:6]}")
     sku = f"NONE-{uuid.uuid4().hex[:6].upper()}"

@@ -21,8 +21,7 @@ from infra.settings import Settings
 @pytest.fixture
 def sealed(fresh_database_url: str, settings: Settings) -> Iterator[tuple[str, list[int]]]:
     """A log of a few dozen events, sealed in ranges of 7 events; returns its URL and positions."""
-    app = bootstrap(Settings(database_url=fresh_database_url, nats_url=settings.nats_url,
-                             redis_url=settings.redis_url))
+    app = bootstrap(Settings(database_url=fresh_database_url, nats_url=settings.nats_url, redis_url=settings.redis_url))
     owner = app.identity.register(Context("t"), f"{uuid.uuid4().hex[:6]}@example.com", "Owner", "long enough pw").id
     ctx = Context("t", actor=Actor(owner, frozenset({Role.MEMBER})))
     project = app.work.create_project(ctx, "Sealed", None).id
@@ -60,8 +59,12 @@ def test_an_untouched_log_verifies_clean(sealed: tuple[str, list[int]]) -> None:
 def test_editing_an_events_data_is_detected_at_that_event(sealed: tuple[str, list[int]]) -> None:
     url, positions = sealed
     target = positions[17]
-    _sql(url, "UPDATE events SET data = convert_to(replace(convert_from(data, 'UTF8'), 'T', 'X'), 'UTF8')"
-              " WHERE notification_id = %s", target)
+    _sql(
+        url,
+        "UPDATE events SET data = convert_to(replace(convert_from(data, 'UTF8'), 'T', 'X'), 'UTF8')"
+        " WHERE notification_id = %s",
+        target,
+    )
     report = verify(url)
     assert not report.ok and report.first_problem is not None
     assert report.first_problem.kind == "event_altered" and report.first_problem.position == str(target)
@@ -95,9 +98,13 @@ def test_reordering_events_is_detected(sealed: tuple[str, list[int]]) -> None:
 
 def test_inserting_an_event_inside_a_sealed_range_is_detected(sealed: tuple[str, list[int]]) -> None:
     url, positions = sealed
-    _sql(url, "INSERT INTO events SELECT %s, gen_random_uuid(), gen_random_uuid(), 1, topic, type, data, recorded_at,"
-              " actor_id, command, correlation_id, causation_id, hash FROM events WHERE notification_id = %s",
-         positions[2] + 1, positions[2])
+    _sql(
+        url,
+        "INSERT INTO events SELECT %s, gen_random_uuid(), gen_random_uuid(), 1, topic, type, data, recorded_at,"
+        " actor_id, command, correlation_id, causation_id, hash FROM events WHERE notification_id = %s",
+        positions[2] + 1,
+        positions[2],
+    )
     problem = verify(url).first_problem
     assert problem is not None and problem.seal == 1 and problem.kind in ("event_inserted", "event_altered")
 
@@ -118,8 +125,12 @@ def test_the_relay_seals_what_it_publishes(chronicle_app: object, pipeline: None
 
     from tests.integration.pipeline import wait_caught_up
 
-    chronicle_app.identity.register(Context("t"), f"{uuid.uuid4().hex[:6]}@example.com", "Sealed",  # type: ignore[attr-defined]
-                                    "long enough pw")
+    chronicle_app.identity.register(
+        Context("t"),
+        f"{uuid.uuid4().hex[:6]}@example.com",
+        "Sealed",  # type: ignore[attr-defined]
+        "long enough pw",
+    )
     wait_caught_up(settings)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -101,9 +101,12 @@ def _head(recorder: ChronicleApplicationRecorder) -> int | None:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(writers=st.integers(2, 12), appends=st.integers(5, 25), sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4))
+@given(
+    writers=st.integers(2, 12), appends=st.integers(5, 25), sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4)
+)
 def test_tailing_reader_sees_every_event_once_in_the_final_order_threads(
-        slow_db: str, writers: int, appends: int, sizes: list[int]) -> None:
+    slow_db: str, writers: int, appends: int, sizes: list[int]
+) -> None:
     database = EventStoreDatabase(slow_db, pool_size=writers + 2)
     recorder = ChronicleApplicationRecorder(database)
     try:
@@ -154,16 +157,21 @@ def test_tailing_by_position_without_the_gate_misses_events(slow_db: str) -> Non
                 nonlocal last
                 with psycopg.connect(slow_db, autocommit=True) as conn:
                     while not stop.is_set():
-                        rows = conn.execute("SELECT notification_id FROM events WHERE notification_id > %s"
-                                            " ORDER BY notification_id LIMIT 200", (last,)).fetchall()
+                        rows = conn.execute(
+                            "SELECT notification_id FROM events WHERE notification_id > %s"
+                            " ORDER BY notification_id LIMIT 200",
+                            (last,),
+                        ).fetchall()
                         seen.extend(r[0] for r in rows)
                         if rows:
                             last = rows[-1][0]
 
             reader = threading.Thread(target=naive)
             reader.start()
-            writers = [threading.Thread(target=lambda: [recorder.insert_events(_events(1)) for _ in range(20)])
-                       for _ in range(12)]
+            writers = [
+                threading.Thread(target=lambda: [recorder.insert_events(_events(1)) for _ in range(20)])
+                for _ in range(12)
+            ]
             for t in writers:
                 t.start()
             for t in writers:
@@ -193,7 +201,8 @@ def _process_writer(url: str, appends: int, size: int, out: Any) -> None:
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(processes=st.integers(2, 4), appends=st.integers(10, 30), size=st.integers(1, 3))
 def test_tailing_reader_sees_every_event_once_in_the_final_order_processes(
-        slow_db: str, processes: int, appends: int, size: int) -> None:
+    slow_db: str, processes: int, appends: int, size: int
+) -> None:
     database = EventStoreDatabase(slow_db, pool_size=2)
     recorder = ChronicleApplicationRecorder(database)
     try:
@@ -221,7 +230,8 @@ def test_tailing_reader_sees_every_event_once_in_the_final_order_processes(
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(contenders=st.integers(2, 16), size=st.integers(1, 4), existing=st.integers(0, 3))
 def test_conflicting_appends_store_exactly_one_and_report_the_rest(
-        database_url: str, contenders: int, size: int, existing: int) -> None:
+    database_url: str, contenders: int, size: int, existing: int
+) -> None:
     database = EventStoreDatabase(database_url, pool_size=contenders)
     recorder = ChronicleApplicationRecorder(database)
     stream = uuid.uuid4()
@@ -232,8 +242,9 @@ def test_conflicting_appends_store_exactly_one_and_report_the_rest(
         outcomes: list[str] = []
 
         def contend(i: int) -> None:
-            events = [StoredEvent(stream, existing + v, "tests:X", f'{{"by":{i}}}'.encode())
-                      for v in range(1, size + 1)]
+            events = [
+                StoredEvent(stream, existing + v, "tests:X", f'{{"by":{i}}}'.encode()) for v in range(1, size + 1)
+            ]
             barrier.wait()
             try:
                 recorder.insert_events(events)

@@ -16,11 +16,21 @@ from commands.base import make_transcoder
 from infra.eventstore.envelope import REDACTED, EnvelopeReader
 
 values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.text(max_size=20), st.uuids(),
-              st.dates(), st.datetimes(timezones=st.just(UTC)), st.decimals(allow_nan=False, allow_infinity=False)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text("abcxyz", min_size=1, max_size=5),
-                                                                       inner, max_size=4)),
-    max_leaves=12)
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**12), 10**12),
+        st.text(max_size=20),
+        st.uuids(),
+        st.dates(),
+        st.datetimes(timezones=st.just(UTC)),
+        st.decimals(allow_nan=False, allow_infinity=False),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text("abcxyz", min_size=1, max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 def _canonical(value: Any) -> Any:
@@ -51,8 +61,21 @@ def test_the_fast_reader_agrees_with_the_transcoder(state: dict[str, Any]) -> No
 def test_ids_times_and_secrets() -> None:
     transcoder = make_transcoder()
     task = uuid.uuid4()
-    raw = transcoder.encode({"task_id": task, "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "due": date(2027, 1, 1),
-                             "amount": Decimal("1.50"), "password_hash": "$argon2id$x", "originator_topic": "x:Y"})
+    raw = transcoder.encode(
+        {
+            "task_id": task,
+            "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "due": date(2027, 1, 1),
+            "amount": Decimal("1.50"),
+            "password_hash": "$argon2id$x",
+            "originator_topic": "x:Y",
+        }
+    )
     data = EnvelopeReader(transcoder).data(raw)
-    assert data == {"task_id": str(task), "at": "2026-01-02T03:04:05+00:00", "due": "2027-01-01", "amount": "1.50",
-                    "password_hash": REDACTED}
+    assert data == {
+        "task_id": str(task),
+        "at": "2026-01-02T03:04:05+00:00",
+        "due": "2027-01-01",
+        "amount": "1.50",
+        "password_hash": REDACTED,
+    }

@@ -26,7 +26,9 @@ def test_registering_normalizes_email_and_name_and_starts_as_member() -> None:
 
 def test_one_claim_per_email_whatever_its_case() -> None:
     assert email_claim_id("ADA@example.com ") == email_claim_id("ada@EXAMPLE.com")
-    assert EmailClaim(email=normalize_email("Ada@Example.com"), user_id=uuid.uuid4()).id == email_claim_id("ada@example.com")
+    assert EmailClaim(email=normalize_email("Ada@Example.com"), user_id=uuid.uuid4()).id == email_claim_id(
+        "ada@example.com"
+    )
 
 
 def test_roles() -> None:
@@ -41,11 +43,15 @@ def test_refresh_tokens_rotate_and_die() -> None:
     def session() -> Session:
         return Session(user_id=uuid.uuid4(), token_digest="d1", expires_at=NOW + timedelta(days=1))
 
-    given(session()).when(lambda s: s.rotate("d1", "d2", NOW + timedelta(days=2), NOW)).then("Rotated", token_digest="d2")
+    given(session()).when(lambda s: s.rotate("d1", "d2", NOW + timedelta(days=2), NOW)).then(
+        "Rotated", token_digest="d2"
+    )
     given(session(), lambda s: s.rotate("d1", "d2", NOW + timedelta(days=2), NOW)).when(
-        lambda s: s.rotate("d1", "d3", NOW + timedelta(days=2), NOW)).rejected(Conflict, "already been used")
+        lambda s: s.rotate("d1", "d3", NOW + timedelta(days=2), NOW)
+    ).rejected(Conflict, "already been used")
     given(session()).when(lambda s: s.rotate("d1", "d2", NOW, NOW + timedelta(days=3))).rejected(Conflict, "expired")
-    given(session(), lambda s: s.end("logout")).when(
-        lambda s: s.rotate("d1", "d2", NOW, NOW)).rejected(Conflict, "ended")
+    given(session(), lambda s: s.end("logout")).when(lambda s: s.rotate("d1", "d2", NOW, NOW)).rejected(
+        Conflict, "ended"
+    )
     given(session()).when(lambda s: s.end("logout")).then("Ended")
     given(session(), lambda s: s.end("logout")).when(lambda s: s.end("logout")).rejected(Conflict)

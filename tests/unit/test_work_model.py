@@ -44,8 +44,10 @@ class WorkMachine(RuleBasedStateMachine):
         self.project = Project.create("P", None, OWNER)
         self.task = Task.create(self.project, "T", None, None, None, OWNER)
         self.pm, self.tm = ProjectModel(), TaskModel()
-        self.history: dict[str, list[Any]] = {"project": list(self.project.collect_events()),
-                                              "task": list(self.task.collect_events())}
+        self.history: dict[str, list[Any]] = {
+            "project": list(self.project.collect_events()),
+            "task": list(self.task.collect_events()),
+        }
 
     def attempt(self, allowed: bool, command: Any) -> bool:
         """Runs the command; the aggregate must accept it exactly when the model does."""
@@ -87,8 +89,11 @@ class WorkMachine(RuleBasedStateMachine):
 
     # task commands
 
-    @rule(title=st.one_of(st.none(), titles), priority=st.one_of(st.none(), st.sampled_from([*Priority, "asap"])),
-          due=st.one_of(st.just("keep"), dates))
+    @rule(
+        title=st.one_of(st.none(), titles),
+        priority=st.one_of(st.none(), st.sampled_from([*Priority, "asap"])),
+        due=st.one_of(st.just("keep"), dates),
+    )
     def edit(self, title: str | None, priority: str | None, due: Any) -> None:
         changes: dict[str, Any] = {}
         if title is not None:
@@ -114,7 +119,9 @@ class WorkMachine(RuleBasedStateMachine):
 
     @rule()
     def unassign(self) -> None:
-        if self.attempt(not self.pm.archived and self.tm.assignee is not None, lambda: self.task.unassign(self.project)):
+        if self.attempt(
+            not self.pm.archived and self.tm.assignee is not None, lambda: self.task.unassign(self.project)
+        ):
             self.tm.assignee = None
 
     @rule()
@@ -137,7 +144,12 @@ class WorkMachine(RuleBasedStateMachine):
         p, t = self.project, self.task
         assert (p.name, p.members, p.archived) == (self.pm.name, self.pm.members, self.pm.archived)
         assert (t.title, t.priority.value, t.due_date, t.status.value, t.assignee_id) == (
-            self.tm.title, self.tm.priority, self.tm.due_date, self.tm.status, self.tm.assignee)
+            self.tm.title,
+            self.tm.priority,
+            self.tm.due_date,
+            self.tm.status,
+            self.tm.assignee,
+        )
 
     @invariant()
     def replaying_the_events_gives_the_same_state(self) -> None:

@@ -27,7 +27,13 @@ def task(p: Project, **kwargs: object) -> Task:
 
 def test_creating_a_project_makes_the_creator_its_owner_and_member() -> None:
     p = Project.create("  Apollo   program ", "  moon ", OWNER)
-    assert (p.name, p.description, p.owner_id, p.members, p.archived) == ("Apollo program", "moon", OWNER, {OWNER}, False)
+    assert (p.name, p.description, p.owner_id, p.members, p.archived) == (
+        "Apollo program",
+        "moon",
+        OWNER,
+        {OWNER},
+        False,
+    )
     with raises(Invalid):
         Project.create("   ", None, OWNER)
     with raises(Invalid):
@@ -59,7 +65,13 @@ def test_creating_a_task() -> None:
     p = project()
     t = Task.create(p, " Build  it ", "desc", Priority.HIGH, date(2027, 1, 1), ALICE)
     assert (t.title, t.description, t.priority, t.due_date, t.status, t.assignee_id) == (
-        "Build it", "desc", Priority.HIGH, date(2027, 1, 1), TaskStatus.TODO, None)
+        "Build it",
+        "desc",
+        Priority.HIGH,
+        date(2027, 1, 1),
+        TaskStatus.TODO,
+        None,
+    )
     assert Task.create(p, "t", None, None, None, ALICE).priority is Priority.NORMAL
     with raises(Conflict):
         Task.create(project(archived=True), "t", None, None, None, ALICE)
@@ -72,7 +84,9 @@ def test_editing_a_task() -> None:
     given(task(p)).when(lambda t: t.edit(p, title="New", priority="urgent")).then("Edited")
     given(task(p)).when(lambda t: t.edit(p, title="Build it")).then_nothing()
     given(task(p)).when(lambda t: t.edit(p, due_date=date(2027, 5, 1))).then("Edited")
-    given(task(p), lambda t: t.edit(p, due_date=date(2027, 5, 1))).when(lambda t: t.edit(p, due_date=None)).then("Edited")
+    given(task(p), lambda t: t.edit(p, due_date=date(2027, 5, 1))).when(lambda t: t.edit(p, due_date=None)).then(
+        "Edited"
+    )
     given(task(p)).when(lambda t: t.edit(p, priority="asap")).rejected(Invalid, field="priority")
     given(task(p)).when(lambda t: t.edit(p, title=" ")).rejected(Invalid, field="title")
     given(task(p)).when(lambda t: t.edit(p, status="done")).rejected(Invalid, field="status")

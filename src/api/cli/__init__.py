@@ -21,8 +21,10 @@ from infra.settings import SettingsError
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("CHRONICLE_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("CHRONICLE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.run(args)
@@ -34,12 +36,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chronicle", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="chronicle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, help="the data folder (default ./.chronicle or CHRONICLE_DATA_DIR)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, dest="data_dir_sub", metavar="DATA_DIR",
-                        help="the data folder (default ./.chronicle or CHRONICLE_DATA_DIR)")
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        dest="data_dir_sub",
+        metavar="DATA_DIR",
+        help="the data folder (default ./.chronicle or CHRONICLE_DATA_DIR)",
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def add(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:

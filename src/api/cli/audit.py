@@ -13,7 +13,8 @@ from infra.settings import Settings
 
 def register(sub: Any, add: Add) -> None:
     auditing = add(sub, "audit", help="the auditors' view of history (no server needed)").add_subparsers(
-        required=True, metavar="ACTION")
+        required=True, metavar="ACTION"
+    )
 
     def filters(p: argparse.ArgumentParser) -> None:
         p.add_argument("--type", help="event type, e.g. Task.Assigned")
@@ -45,7 +46,6 @@ def register(sub: Any, add: Add) -> None:
     add(auditing, "verify", help="recompute every event hash and seal").set_defaults(run=cmd_audit_verify)
 
 
-
 def _uuid(value: str) -> Any:
     import uuid
 
@@ -73,8 +73,11 @@ def _audited(args: argparse.Namespace, route: str, query: dict[str, Any]) -> Any
     settings = with_servers(settings_from(args))
     check_schema(settings)
     chronicle = bootstrap(settings)
-    chronicle.audit.record_access(Context("audit.access", system_actor=operator_name()), route,
-                                  {k: str(v) for k, v in query.items() if v is not None})
+    chronicle.audit.record_access(
+        Context("audit.access", system_actor=operator_name()),
+        route,
+        {k: str(v) for k, v in query.items() if v is not None},
+    )
     return chronicle
 
 
@@ -112,8 +115,9 @@ def cmd_audit_log(args: argparse.Namespace) -> None:
     chronicle = _audited(args, "cli audit log", vars(args) | {"run": None})
     where = audit.LogFilter(args.type, args.actor, args.since, args.until)
     try:
-        for event in asyncio.run(_with_conn(chronicle.settings,
-                                            lambda c: audit.log_events(c, where, int(args.after), args.limit))):
+        for event in asyncio.run(
+            _with_conn(chronicle.settings, lambda c: audit.log_events(c, where, int(args.after), args.limit))
+        ):
             print_json(event)
     finally:
         chronicle.close()
@@ -123,14 +127,16 @@ def cmd_audit_state(args: argparse.Namespace) -> None:
     from domain.errors import NotFound
     from infra.eventstore import audit
 
-    chronicle = _audited(args, f"cli audit state {args.id}", {"version": args.version, "at": args.at,
-                                                              "position": args.position})
+    chronicle = _audited(
+        args, f"cli audit state {args.id}", {"version": args.version, "at": args.at, "position": args.position}
+    )
     try:
         version = args.version
         if version is None:
             position = int(args.position) if args.position else None
-            version = asyncio.run(_with_conn(chronicle.settings, lambda c: audit.version_at(
-                c, args.id, at=args.at, position=position)))
+            version = asyncio.run(
+                _with_conn(chronicle.settings, lambda c: audit.version_at(c, args.id, at=args.at, position=position))
+            )
             if version is None:
                 raise CliError(f"stream {args.id} had no events then")
         try:

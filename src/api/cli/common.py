@@ -45,17 +45,22 @@ def with_servers(settings: Settings) -> Settings:
     if running is None:
         raise CliError(
             "no servers: set CHRONICLE_DATABASE_URL, CHRONICLE_NATS_URL and CHRONICLE_REDIS_URL, "
-            f"or start `chronicle dev` (looked for one running on {settings.data_dir.resolve()})")
+            f"or start `chronicle dev` (looked for one running on {settings.data_dir.resolve()})"
+        )
     return settings.with_servers(running.database_url, running.nats_url, running.redis_url)
 
 
 def server_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"CHRONICLE_DATABASE_URL": settings.database_url or "",
-                "CHRONICLE_NATS_URL": settings.nats_url or "",
-                "CHRONICLE_REDIS_URL": settings.redis_url or "",
-                "CHRONICLE_DATA_DIR": str(settings.data_dir),
-                "CHRONICLE_NAMESPACE": settings.namespace})
+    env.update(
+        {
+            "CHRONICLE_DATABASE_URL": settings.database_url or "",
+            "CHRONICLE_NATS_URL": settings.nats_url or "",
+            "CHRONICLE_REDIS_URL": settings.redis_url or "",
+            "CHRONICLE_DATA_DIR": str(settings.data_dir),
+            "CHRONICLE_NAMESPACE": settings.namespace,
+        }
+    )
     if settings.jwt_secret:
         env["CHRONICLE_JWT_SECRET"] = settings.jwt_secret
     return env

@@ -13,9 +13,11 @@ from api.cli.common import Add, CliError, check_schema, operator_name, settings_
 
 def register(sub: Any, add: Add) -> None:
     projections = add(sub, "projections", help="see, rebuild and repair projections").add_subparsers(
-        required=True, metavar="ACTION")
+        required=True, metavar="ACTION"
+    )
     add(projections, "list", help="every projection: kind, version, the events it handles").set_defaults(
-        run=cmd_projections_list)
+        run=cmd_projections_list
+    )
     status = add(projections, "status", help="checkpoint, lag and state of every projection")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_projections_status)
@@ -36,7 +38,6 @@ def register(sub: Any, add: Add) -> None:
     skip.add_argument("name")
     skip.add_argument("--event", required=True, metavar="ID")
     skip.set_defaults(run=cmd_projections_skip)
-
 
 
 def known_projections() -> list[Any]:
@@ -63,6 +64,7 @@ def cmd_projections_list(args: argparse.Namespace) -> None:
 
 def cmd_projections_status(args: argparse.Namespace) -> None:
     from infra.views.operations import statuses
+
     settings = with_servers(settings_from(args))
     check_schema(settings)
     rows = asyncio.run(statuses(settings, known_projections()))
@@ -73,12 +75,15 @@ def cmd_projections_status(args: argparse.Namespace) -> None:
         return
     print(f"{'PROJECTION':16} {'KIND':6} {'VER':>4} {'STATE':11} {'CHECKPOINT':>20} {'LAG':>8} {'LAG S':>8}")
     for r in rows:
-        print(f"{r.name:16} {r.kind:6} {r.version:>4} {r.state:11} {r.checkpoint:>20} {r.lag_events:>8}"
-              f" {r.lag_seconds:>8.1f}" + (f"  parked: {r.error}" if r.error else ""))
+        print(
+            f"{r.name:16} {r.kind:6} {r.version:>4} {r.state:11} {r.checkpoint:>20} {r.lag_events:>8}"
+            f" {r.lag_seconds:>8.1f}" + (f"  parked: {r.error}" if r.error else "")
+        )
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> None:
     from infra.views.operations import OperationRefused, rebuild
+
     if bool(args.all) == bool(args.name):
         raise CliError("name one projection, or pass --all")
     settings = with_servers(settings_from(args))
@@ -87,14 +92,24 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> None:
     for projection in chosen:
         bar = ProgressBar(projection.name)
         try:
-            report = asyncio.run(rebuild(settings, projection, switch=not args.no_switch, force=args.force,
-                                         progress=bar.update, operator=operator_name()))
+            report = asyncio.run(
+                rebuild(
+                    settings,
+                    projection,
+                    switch=not args.no_switch,
+                    force=args.force,
+                    progress=bar.update,
+                    operator=operator_name(),
+                )
+            )
         except OperationRefused as e:
             raise CliError(str(e)) from None
         bar.done()
-        print(f"{projection.name}: v{report.new_version} built from {report.events} events in "
-              f"{report.seconds:.1f}s ({report.rate:,.0f} events/s); the live view paused for"
-              f" {report.paused_seconds:.2f}s to compare and switch")
+        print(
+            f"{projection.name}: v{report.new_version} built from {report.events} events in "
+            f"{report.seconds:.1f}s ({report.rate:,.0f} events/s); the live view paused for"
+            f" {report.paused_seconds:.2f}s to compare and switch"
+        )
         for difference in report.differences:
             print(f"  differs from v{report.live_version}: {difference}")
         if report.switched:
@@ -165,8 +180,10 @@ class ProgressBar:
         eta = elapsed * (1 - done) / done if done > 0 else 0.0
         width = 30
         filled = int(width * min(done, 1.0))
-        line = (f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {done:6.1%}  {applied:,} events"
-                f"  {applied / elapsed:,.0f}/s  ETA {eta:,.0f}s")
+        line = (
+            f"{self.name} [{'#' * filled}{'.' * (width - filled)}] {done:6.1%}  {applied:,} events"
+            f"  {applied / elapsed:,.0f}/s  ETA {eta:,.0f}s"
+        )
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
     def done(self) -> None:

@@ -29,8 +29,9 @@ log = logging.getLogger("chronicle")
 def register(sub: Any, add: Add) -> None:
     dev = add(sub, "dev", help="run the whole stack, starting embedded servers if none are configured")
     dev.add_argument("--port", type=int, help="API port (default 8000 or CHRONICLE_PORT)")
-    dev.add_argument("--servers-only", action="store_true",
-                     help="start only the servers and print their URLs as CHRONICLE_…=… lines")
+    dev.add_argument(
+        "--servers-only", action="store_true", help="start only the servers and print their URLs as CHRONICLE_…=… lines"
+    )
     dev.set_defaults(run=cmd_dev)
 
     api = add(sub, "api", help="serve the HTTP API against configured servers")
@@ -58,7 +59,6 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument("email")
         p.add_argument("role")
         p.set_defaults(run=cmd_users, action=action)
-
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -94,8 +94,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
         try:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
-                print(f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\n"
-                      "Ctrl-C stops everything.", flush=True)
+                print(f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nCtrl-C stops everything.", flush=True)
             supervisor.watch(stop)
         finally:
             supervisor.stop_all()
@@ -116,8 +115,15 @@ def cmd_api(args: argparse.Namespace) -> None:
     settings.require_jwt_secret()
     os.environ.update(server_env(settings))  # the workers build their settings from the environment
     check_schema(settings)
-    Server("api.app:create_app", factory=True, interface=Interfaces.ASGI, address=settings.host,
-           port=settings.port, workers=max(1, args.workers), log_access=False).serve()
+    Server(
+        "api.app:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.host,
+        port=settings.port,
+        workers=max(1, args.workers),
+        log_access=False,
+    ).serve()
 
 
 def cmd_relay(args: argparse.Namespace) -> None:

@@ -80,41 +80,115 @@ class ProductCommands(Controller):
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post(operation_id="CreateProduct", summary="Add a product to the catalog (managers, admins)", status_code=201,
-          responses=problems(400, 401, 403, 409, 413, 422))
-    async def create(self, request: Request[Any, Any, Any], runtime: Runtime,
-                     data: Annotated[CreateProductBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "products.create", runtime.chronicle.catalog.create_product,
-                                 data.sku, data.name, data.description, data.price_minor, data.currency,
-                                 status=201, idempotency_key=idempotency_key)
+    @post(
+        operation_id="CreateProduct",
+        summary="Add a product to the catalog (managers, admins)",
+        status_code=201,
+        responses=problems(400, 401, 403, 409, 413, 422),
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[CreateProductBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "products.create",
+            runtime.chronicle.catalog.create_product,
+            data.sku,
+            data.name,
+            data.description,
+            data.price_minor,
+            data.currency,
+            status=201,
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{sku:str}/edit", operation_id="EditProduct", summary="Change a product's name or description",
-          status_code=200, responses=_ALL)
-    async def edit(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                   data: Annotated[EditProductBody, Body()], if_match: IfMatch = None,
-                   idempotency_key: Key = None) -> Response[CommandAccepted]:
+    @post(
+        "/{sku:str}/edit",
+        operation_id="EditProduct",
+        summary="Change a product's name or description",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def edit(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        sku: str,
+        data: Annotated[EditProductBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
         if data.name is None and data.description is None:
             raise Invalid("send at least one of name, description", field="body")
-        return await run_command(request, runtime, "products.edit", runtime.chronicle.catalog.edit_product, sku,
-                                 data.name, data.description, expected_version(if_match),
-                                 idempotency_key=idempotency_key)
+        return await run_command(
+            request,
+            runtime,
+            "products.edit",
+            runtime.chronicle.catalog.edit_product,
+            sku,
+            data.name,
+            data.description,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{sku:str}/reprice", operation_id="RepriceProduct", summary="Change a product's price",
-          status_code=200, responses=_ALL)
-    async def reprice(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                      data: Annotated[RepriceBody, Body()], if_match: IfMatch = None,
-                      idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "products.reprice", runtime.chronicle.catalog.reprice, sku,
-                                 data.price_minor, data.currency, expected_version(if_match),
-                                 idempotency_key=idempotency_key)
+    @post(
+        "/{sku:str}/reprice",
+        operation_id="RepriceProduct",
+        summary="Change a product's price",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def reprice(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        sku: str,
+        data: Annotated[RepriceBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "products.reprice",
+            runtime.chronicle.catalog.reprice,
+            sku,
+            data.price_minor,
+            data.currency,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{sku:str}/discontinue", operation_id="DiscontinueProduct",
-          summary="Take a product off the catalog; orders can no longer be placed for it",
-          status_code=200, responses=_NO_BODY)
-    async def discontinue(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                          if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "products.discontinue", runtime.chronicle.catalog.discontinue,
-                                 sku, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{sku:str}/discontinue",
+        operation_id="DiscontinueProduct",
+        summary="Take a product off the catalog; orders can no longer be placed for it",
+        status_code=200,
+        responses=_NO_BODY,
+    )
+    async def discontinue(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        sku: str,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "products.discontinue",
+            runtime.chronicle.catalog.discontinue,
+            sku,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
 
 class InventoryCommands(Controller):
@@ -122,20 +196,56 @@ class InventoryCommands(Controller):
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post("/receive", operation_id="ReceiveStock", summary="Add received units to a SKU's stock (managers, admins)",
-          status_code=200, responses=problems(400, 401, 403, 404, 409, 413, 422))
-    async def receive(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                      data: Annotated[ReceiveBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "inventory.receive", runtime.chronicle.inventory.receive, sku,
-                                 data.quantity, idempotency_key=idempotency_key)
+    @post(
+        "/receive",
+        operation_id="ReceiveStock",
+        summary="Add received units to a SKU's stock (managers, admins)",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 413, 422),
+    )
+    async def receive(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        sku: str,
+        data: Annotated[ReceiveBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "inventory.receive",
+            runtime.chronicle.inventory.receive,
+            sku,
+            data.quantity,
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/adjust", operation_id="AdjustStock",
-          summary="Correct a SKU's available stock, with a reason (never below zero)",
-          status_code=200, responses=problems(400, 401, 403, 404, 409, 413, 422))
-    async def adjust(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                     data: Annotated[AdjustBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "inventory.adjust", runtime.chronicle.inventory.adjust, sku,
-                                 data.delta, data.reason, idempotency_key=idempotency_key)
+    @post(
+        "/adjust",
+        operation_id="AdjustStock",
+        summary="Correct a SKU's available stock, with a reason (never below zero)",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 413, 422),
+    )
+    async def adjust(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        sku: str,
+        data: Annotated[AdjustBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "inventory.adjust",
+            runtime.chronicle.inventory.adjust,
+            sku,
+            data.delta,
+            data.reason,
+            idempotency_key=idempotency_key,
+        )
 
 
 class OrderCommands(Controller):
@@ -143,41 +253,128 @@ class OrderCommands(Controller):
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post(operation_id="PlaceOrder",
-          summary="Place an order at today's prices; the saga then reserves its stock or rejects it",
-          status_code=201, responses=problems(400, 401, 413, 422))
-    async def place(self, request: Request[Any, Any, Any], runtime: Runtime,
-                    data: Annotated[PlaceOrderBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
+    @post(
+        operation_id="PlaceOrder",
+        summary="Place an order at today's prices; the saga then reserves its stock or rejects it",
+        status_code=201,
+        responses=problems(400, 401, 413, 422),
+    )
+    async def place(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[PlaceOrderBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
         lines = [{"sku": line.sku, "quantity": line.quantity} for line in data.lines]
-        return await run_command(request, runtime, "orders.place", runtime.chronicle.ordering.place_order, lines,
-                                 status=201, idempotency_key=idempotency_key)
+        return await run_command(
+            request,
+            runtime,
+            "orders.place",
+            runtime.chronicle.ordering.place_order,
+            lines,
+            status=201,
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{order_id:uuid}/pay", operation_id="PayOrder", summary="Record the payment of a reserved order",
-          status_code=200, responses=_ALL)
-    async def pay(self, request: Request[Any, Any, Any], runtime: Runtime, order_id: uuid.UUID,
-                  data: Annotated[PayBody, Body()], if_match: IfMatch = None,
-                  idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "orders.pay", runtime.chronicle.ordering.pay, order_id,
-                                 data.payment_ref, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{order_id:uuid}/pay",
+        operation_id="PayOrder",
+        summary="Record the payment of a reserved order",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def pay(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        order_id: uuid.UUID,
+        data: Annotated[PayBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "orders.pay",
+            runtime.chronicle.ordering.pay,
+            order_id,
+            data.payment_ref,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{order_id:uuid}/ship", operation_id="ShipOrder", summary="Ship a paid order (managers, admins)",
-          status_code=200, responses=_NO_BODY)
-    async def ship(self, request: Request[Any, Any, Any], runtime: Runtime, order_id: uuid.UUID,
-                   if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "orders.ship", runtime.chronicle.ordering.ship, order_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{order_id:uuid}/ship",
+        operation_id="ShipOrder",
+        summary="Ship a paid order (managers, admins)",
+        status_code=200,
+        responses=_NO_BODY,
+    )
+    async def ship(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        order_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "orders.ship",
+            runtime.chronicle.ordering.ship,
+            order_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{order_id:uuid}/deliver", operation_id="DeliverOrder",
-          summary="Mark a shipped order delivered (managers, admins)", status_code=200, responses=_NO_BODY)
-    async def deliver(self, request: Request[Any, Any, Any], runtime: Runtime, order_id: uuid.UUID,
-                      if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "orders.deliver", runtime.chronicle.ordering.deliver, order_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{order_id:uuid}/deliver",
+        operation_id="DeliverOrder",
+        summary="Mark a shipped order delivered (managers, admins)",
+        status_code=200,
+        responses=_NO_BODY,
+    )
+    async def deliver(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        order_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "orders.deliver",
+            runtime.chronicle.ordering.deliver,
+            order_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{order_id:uuid}/cancel", operation_id="CancelOrder",
-          summary="Cancel an order before it ships; its reserved stock is released", status_code=200,
-          responses=_NO_BODY)
-    async def cancel(self, request: Request[Any, Any, Any], runtime: Runtime, order_id: uuid.UUID,
-                     if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "orders.cancel", runtime.chronicle.ordering.cancel, order_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{order_id:uuid}/cancel",
+        operation_id="CancelOrder",
+        summary="Cancel an order before it ships; its reserved stock is released",
+        status_code=200,
+        responses=_NO_BODY,
+    )
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        order_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "orders.cancel",
+            runtime.chronicle.ordering.cancel,
+            order_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )

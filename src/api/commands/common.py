@@ -21,19 +21,30 @@ from domain.identity import MAX_NAME
 from domain.work import MAX_DESCRIPTION
 from infra.eventstore.idempotency import RecordedResponse
 
-IF_MATCH = HeaderParameter(name="If-Match", required=False,
-                     description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.")
-IDEMPOTENCY_KEY = HeaderParameter(name="Idempotency-Key", required=False,
-                            description="1-255 printable ASCII characters; send the same key again to get the first response again.")
+IF_MATCH = HeaderParameter(
+    name="If-Match",
+    required=False,
+    description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.",
+)
+IDEMPOTENCY_KEY = HeaderParameter(
+    name="Idempotency-Key",
+    required=False,
+    description="1-255 printable ASCII characters; send the same key again to get the first response again.",
+)
 IfMatch = Annotated[str | None, IF_MATCH]
 Key = Annotated[str | None, IDEMPOTENCY_KEY]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 
 _DESCRIPTIONS = {
-    400: "Malformed JSON or header", 401: "No valid access token", 403: "Not allowed to do this",
-    404: "Unknown id", 409: "Conflicts with the current state", 412: "If-Match does not match the version",
-    413: "Body larger than 1 MiB", 422: "Unknown field, bad value, or a rule of the domain refused it",
+    400: "Malformed JSON or header",
+    401: "No valid access token",
+    403: "Not allowed to do this",
+    404: "Unknown id",
+    409: "Conflicts with the current state",
+    412: "If-Match does not match the version",
+    413: "Body larger than 1 MiB",
+    422: "Unknown field, bad value, or a rule of the domain refused it",
     503: "A storage server is unavailable",
 }
 
@@ -48,9 +59,15 @@ class CommandAccepted(msgspec.Struct):
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {status: ResponseSpec(data_container=Problem, description=_DESCRIPTIONS[status],
-                                 media_type="application/problem+json", generate_examples=False)
-            for status in statuses}
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[status],
+            media_type="application/problem+json",
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def position_token(position: int | None) -> str | None:
@@ -77,20 +94,32 @@ def accepted(result: CommandResult, status: int, ctx: Context, replayed: bool = 
     headers = {"ETag": f'"{result.version}"', "X-Correlation-Id": str(ctx.correlation_id)}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return Response(CommandAccepted(result.id, result.version, position_token(result.position)),
-                    status_code=status, headers=headers)
+    return Response(
+        CommandAccepted(result.id, result.version, position_token(result.position)), status_code=status, headers=headers
+    )
 
 
 def context(request: Request[Any, Any, Any], command: str) -> Context:
     actor = request.scope.get("user")
     correlation = _uuid_header(request, "X-Correlation-Id") or uuid.uuid4()
-    return Context(command=command, actor=actor if isinstance(actor, Actor) else None,
-                   correlation_id=correlation, causation_id=uuid.uuid4())
+    return Context(
+        command=command,
+        actor=actor if isinstance(actor, Actor) else None,
+        correlation_id=correlation,
+        causation_id=uuid.uuid4(),
+    )
 
 
-async def run_command(request: Request[Any, Any, Any], runtime: Runtime, command: str,
-                      handler: Callable[..., CommandResult], *args: Any, status: int = 200,
-                      idempotency_key: str | None = None, **kwargs: Any) -> Response[CommandAccepted]:
+async def run_command(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    command: str,
+    handler: Callable[..., CommandResult],
+    *args: Any,
+    status: int = 200,
+    idempotency_key: str | None = None,
+    **kwargs: Any,
+) -> Response[CommandAccepted]:
     """Runs one command in a worker thread, honouring Idempotency-Key: a key seen before with the
     same request returns the first response; with a different request it is a 422. Two identical
     requests at once: one appends, the other finds the key when its own append collides."""

@@ -61,44 +61,91 @@ def get_auth(request: Request[Any, Any, Any]) -> JWTAuth[Actor, Token]:
     return auth
 
 
-
-
 class AuthCommands(Controller):
     path = "/v1/auth"
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post("/register", opt=PUBLIC, operation_id="Register", summary="Register a user (as a member)",
-          status_code=201, responses=problems(400, 409, 413, 422))
-    async def register(self, request: Request[Any, Any, Any], runtime: Runtime,
-                       data: Annotated[RegisterBody, Body()],
-                       idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "auth.register", runtime.chronicle.identity.register,
-                                 data.email, data.name, data.password, status=201, idempotency_key=idempotency_key)
+    @post(
+        "/register",
+        opt=PUBLIC,
+        operation_id="Register",
+        summary="Register a user (as a member)",
+        status_code=201,
+        responses=problems(400, 409, 413, 422),
+    )
+    async def register(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[RegisterBody, Body()],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "auth.register",
+            runtime.chronicle.identity.register,
+            data.email,
+            data.name,
+            data.password,
+            status=201,
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/login", opt=PUBLIC, operation_id="Login", summary="Exchange email and password for tokens",
-          status_code=200, responses=problems(400, 401, 413, 422))
-    async def login(self, request: Request[Any, Any, Any], runtime: Runtime,
-                    data: Annotated[LoginBody, Body()]) -> TokenPair:
-        result = await runtime.run(runtime.chronicle.identity.login, context(request, "auth.login"),
-                                   data.email, data.password)
+    @post(
+        "/login",
+        opt=PUBLIC,
+        operation_id="Login",
+        summary="Exchange email and password for tokens",
+        status_code=200,
+        responses=problems(400, 401, 413, 422),
+    )
+    async def login(
+        self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[LoginBody, Body()]
+    ) -> TokenPair:
+        result = await runtime.run(
+            runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
+        )
         return _pair(get_auth(request), runtime, result)
 
-    @post("/refresh", opt=PUBLIC, operation_id="Refresh",
-          summary="Exchange a refresh token for a new pair; the one sent is revoked",
-          status_code=200, responses=problems(400, 401, 413, 422))
-    async def refresh(self, request: Request[Any, Any, Any], runtime: Runtime,
-                      data: Annotated[RefreshBody, Body()]) -> TokenPair:
-        result = await runtime.run(runtime.chronicle.identity.refresh, context(request, "auth.refresh"),
-                                   data.refresh_token)
+    @post(
+        "/refresh",
+        opt=PUBLIC,
+        operation_id="Refresh",
+        summary="Exchange a refresh token for a new pair; the one sent is revoked",
+        status_code=200,
+        responses=problems(400, 401, 413, 422),
+    )
+    async def refresh(
+        self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[RefreshBody, Body()]
+    ) -> TokenPair:
+        result = await runtime.run(
+            runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
+        )
         return _pair(get_auth(request), runtime, result)
 
-    @post("/logout", operation_id="Logout", summary="End the session of the access token (its refresh token dies)",
-          status_code=200, responses=problems(401, 403))
-    async def logout(self, request: Request[Actor, Token, Any], runtime: Runtime,
-                     idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "auth.logout", runtime.chronicle.identity.logout,
-                                 session_of(request.auth), idempotency_key=idempotency_key)
+    @post(
+        "/logout",
+        operation_id="Logout",
+        summary="End the session of the access token (its refresh token dies)",
+        status_code=200,
+        responses=problems(401, 403),
+    )
+    async def logout(
+        self,
+        request: Request[Actor, Token, Any],
+        runtime: Runtime,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "auth.logout",
+            runtime.chronicle.identity.logout,
+            session_of(request.auth),
+            idempotency_key=idempotency_key,
+        )
 
 
 class UserRoleCommands(Controller):
@@ -107,27 +154,67 @@ class UserRoleCommands(Controller):
     dependencies = RUNTIME
     guards = [requires_role(Role.ADMIN)]
 
-    @post(operation_id="GrantRole", summary="Grant a role (admins only)", status_code=200,
-          responses=problems(400, 401, 403, 404, 409, 412, 413, 422))
-    async def grant(self, request: Request[Any, Any, Any], runtime: Runtime, user_id: uuid.UUID,
-                    data: Annotated[GrantBody, Body()], if_match: Annotated[str | None, IF_MATCH] = None,
-                    idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "users.grant_role", runtime.chronicle.identity.grant,
-                                 user_id, data.role, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        operation_id="GrantRole",
+        summary="Grant a role (admins only)",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412, 413, 422),
+    )
+    async def grant(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        user_id: uuid.UUID,
+        data: Annotated[GrantBody, Body()],
+        if_match: Annotated[str | None, IF_MATCH] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "users.grant_role",
+            runtime.chronicle.identity.grant,
+            user_id,
+            data.role,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @delete("/{role:str}", operation_id="RevokeRole", summary="Revoke a role (admins only)", status_code=200,
-            responses=problems(400, 401, 403, 404, 409, 412, 422))
-    async def revoke(self, request: Request[Any, Any, Any], runtime: Runtime, user_id: uuid.UUID, role: str,
-                     if_match: Annotated[str | None, IF_MATCH] = None,
-                     idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None) -> Response[CommandAccepted]:
+    @delete(
+        "/{role:str}",
+        operation_id="RevokeRole",
+        summary="Revoke a role (admins only)",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412, 422),
+    )
+    async def revoke(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        user_id: uuid.UUID,
+        role: str,
+        if_match: Annotated[str | None, IF_MATCH] = None,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
         try:
             known = Role(role)
         except ValueError:
             raise Invalid(f"unknown role {role!r}; roles are {', '.join(Role)}", field="role") from None
-        return await run_command(request, runtime, "users.revoke_role", runtime.chronicle.identity.revoke,
-                                 user_id, known, expected_version(if_match), idempotency_key=idempotency_key)
+        return await run_command(
+            request,
+            runtime,
+            "users.revoke_role",
+            runtime.chronicle.identity.revoke,
+            user_id,
+            known,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
 
 def _pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:
-    return TokenPair(access_token=access_token(auth, result), refresh_token=result.refresh_token,
-                     expires_in=runtime.settings.access_token_ttl_s)
+    return TokenPair(
+        access_token=access_token(auth, result),
+        refresh_token=result.refresh_token,
+        expires_in=runtime.settings.access_token_ttl_s,
+    )

@@ -65,58 +65,170 @@ class AssignTaskBody(msgspec.Struct, forbid_unknown_fields=True):
     assignee_id: uuid.UUID
 
 
-
-
 class ProjectCommands(Controller):
     path = "/v1/projects"
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post(operation_id="CreateProject", summary="Create a project; the caller owns it", status_code=201,
-          responses=problems(400, 401, 413, 422))
-    async def create(self, request: Request[Any, Any, Any], runtime: Runtime,
-                     data: Annotated[CreateProjectBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "projects.create", runtime.chronicle.work.create_project,
-                                 data.name, data.description, status=201, idempotency_key=idempotency_key)
+    @post(
+        operation_id="CreateProject",
+        summary="Create a project; the caller owns it",
+        status_code=201,
+        responses=problems(400, 401, 413, 422),
+    )
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[CreateProjectBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "projects.create",
+            runtime.chronicle.work.create_project,
+            data.name,
+            data.description,
+            status=201,
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{project_id:uuid}/rename", operation_id="RenameProject", summary="Rename a project",
-          status_code=200, responses=_ALL)
-    async def rename(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                     data: Annotated[RenameProjectBody, Body()], if_match: IfMatch = None,
-                     idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "projects.rename", runtime.chronicle.work.rename_project,
-                                 project_id, data.name, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{project_id:uuid}/rename",
+        operation_id="RenameProject",
+        summary="Rename a project",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def rename(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        data: Annotated[RenameProjectBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "projects.rename",
+            runtime.chronicle.work.rename_project,
+            project_id,
+            data.name,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{project_id:uuid}/archive", operation_id="ArchiveProject", summary="Archive a project",
-          status_code=200, responses=problems(400, 401, 403, 404, 409, 412))
-    async def archive(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                      if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "projects.archive", runtime.chronicle.work.archive_project,
-                                 project_id, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{project_id:uuid}/archive",
+        operation_id="ArchiveProject",
+        summary="Archive a project",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412),
+    )
+    async def archive(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "projects.archive",
+            runtime.chronicle.work.archive_project,
+            project_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{project_id:uuid}/members", operation_id="AddProjectMember", summary="Add a member to a project",
-          status_code=200, responses=_ALL)
-    async def add_member(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                         data: Annotated[AddMemberBody, Body()], if_match: IfMatch = None,
-                         idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "projects.add_member", runtime.chronicle.work.add_member,
-                                 project_id, data.user_id, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/{project_id:uuid}/members",
+        operation_id="AddProjectMember",
+        summary="Add a member to a project",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def add_member(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        data: Annotated[AddMemberBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "projects.add_member",
+            runtime.chronicle.work.add_member,
+            project_id,
+            data.user_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @delete("/{project_id:uuid}/members/{user_id:uuid}", operation_id="RemoveProjectMember",
-            summary="Remove a member from a project", status_code=200, responses=problems(400, 401, 403, 404, 409, 412, 422))
-    async def remove_member(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                            user_id: uuid.UUID, if_match: IfMatch = None,
-                            idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "projects.remove_member", runtime.chronicle.work.remove_member,
-                                 project_id, user_id, expected_version(if_match), idempotency_key=idempotency_key)
+    @delete(
+        "/{project_id:uuid}/members/{user_id:uuid}",
+        operation_id="RemoveProjectMember",
+        summary="Remove a member from a project",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412, 422),
+    )
+    async def remove_member(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        user_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "projects.remove_member",
+            runtime.chronicle.work.remove_member,
+            project_id,
+            user_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/{project_id:uuid}/tasks", operation_id="CreateTask", summary="Create a task in a project",
-          status_code=201, responses=problems(400, 401, 403, 404, 409, 413, 422))
-    async def create_task(self, request: Request[Any, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                          data: Annotated[CreateTaskBody, Body()], idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.create", runtime.chronicle.work.create_task, project_id,
-                                 data.title, data.description, data.priority, data.due_date, data.assignee_id,
-                                 status=201, idempotency_key=idempotency_key)
+    @post(
+        "/{project_id:uuid}/tasks",
+        operation_id="CreateTask",
+        summary="Create a task in a project",
+        status_code=201,
+        responses=problems(400, 401, 403, 404, 409, 413, 422),
+    )
+    async def create_task(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        data: Annotated[CreateTaskBody, Body()],
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.create",
+            runtime.chronicle.work.create_task,
+            project_id,
+            data.title,
+            data.description,
+            data.priority,
+            data.due_date,
+            data.assignee_id,
+            status=201,
+            idempotency_key=idempotency_key,
+        )
 
 
 class TaskCommands(Controller):
@@ -124,49 +236,159 @@ class TaskCommands(Controller):
     tags = ["commands"]
     dependencies = RUNTIME
 
-    @post("/edit", operation_id="EditTask", summary="Edit a task's title, description, priority or due date",
-          status_code=200, responses=_ALL)
-    async def edit(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                   data: Annotated[EditTaskBody, Body()], if_match: IfMatch = None,
-                   idempotency_key: Key = None) -> Response[CommandAccepted]:
+    @post(
+        "/edit",
+        operation_id="EditTask",
+        summary="Edit a task's title, description, priority or due date",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def edit(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        data: Annotated[EditTaskBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
         changes = data.changes()
         if not changes:
             raise Invalid("send at least one of title, description, priority, due_date", field="body")
-        return await run_command(request, runtime, "tasks.edit", runtime.chronicle.work.edit_task, task_id, changes,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+        return await run_command(
+            request,
+            runtime,
+            "tasks.edit",
+            runtime.chronicle.work.edit_task,
+            task_id,
+            changes,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/assign", operation_id="AssignTask", summary="Assign a task to a member of its project",
-          status_code=200, responses=_ALL)
-    async def assign(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                     data: Annotated[AssignTaskBody, Body()], if_match: IfMatch = None,
-                     idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.assign", runtime.chronicle.work.assign_task, task_id,
-                                 data.assignee_id, expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/assign",
+        operation_id="AssignTask",
+        summary="Assign a task to a member of its project",
+        status_code=200,
+        responses=_ALL,
+    )
+    async def assign(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        data: Annotated[AssignTaskBody, Body()],
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.assign",
+            runtime.chronicle.work.assign_task,
+            task_id,
+            data.assignee_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/unassign", operation_id="UnassignTask", summary="Unassign a task", status_code=200,
-          responses=problems(400, 401, 403, 404, 409, 412))
-    async def unassign(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                       if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.unassign", runtime.chronicle.work.unassign_task, task_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/unassign",
+        operation_id="UnassignTask",
+        summary="Unassign a task",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412),
+    )
+    async def unassign(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.unassign",
+            runtime.chronicle.work.unassign_task,
+            task_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/start", operation_id="StartTask", summary="Start a task", status_code=200,
-          responses=problems(400, 401, 403, 404, 409, 412))
-    async def start(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                    if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.start", runtime.chronicle.work.start_task, task_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/start",
+        operation_id="StartTask",
+        summary="Start a task",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412),
+    )
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.start",
+            runtime.chronicle.work.start_task,
+            task_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/complete", operation_id="CompleteTask", summary="Complete a task", status_code=200,
-          responses=problems(400, 401, 403, 404, 409, 412))
-    async def complete(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                       if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.complete", runtime.chronicle.work.complete_task, task_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/complete",
+        operation_id="CompleteTask",
+        summary="Complete a task",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412),
+    )
+    async def complete(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.complete",
+            runtime.chronicle.work.complete_task,
+            task_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )
 
-    @post("/reopen", operation_id="ReopenTask", summary="Reopen a done task", status_code=200,
-          responses=problems(400, 401, 403, 404, 409, 412))
-    async def reopen(self, request: Request[Any, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                     if_match: IfMatch = None, idempotency_key: Key = None) -> Response[CommandAccepted]:
-        return await run_command(request, runtime, "tasks.reopen", runtime.chronicle.work.reopen_task, task_id,
-                                 expected_version(if_match), idempotency_key=idempotency_key)
+    @post(
+        "/reopen",
+        operation_id="ReopenTask",
+        summary="Reopen a done task",
+        status_code=200,
+        responses=problems(400, 401, 403, 404, 409, 412),
+    )
+    async def reopen(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        task_id: uuid.UUID,
+        if_match: IfMatch = None,
+        idempotency_key: Key = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "tasks.reopen",
+            runtime.chronicle.work.reopen_task,
+            task_id,
+            expected_version(if_match),
+            idempotency_key=idempotency_key,
+        )

@@ -107,9 +107,12 @@ class CatalogFilter(msgspec.Struct):
         return self.q is None and self.active and (self.key == "price" or not ranged)
 
     def keeps(self, product: ProductView) -> bool:
-        return ((self.min_price is None or product.price_minor >= self.min_price)
-                and (self.max_price is None or product.price_minor <= self.max_price)
-                and (not self.in_stock or product.available > 0) and product.active == self.active)
+        return (
+            (self.min_price is None or product.price_minor >= self.min_price)
+            and (self.max_price is None or product.price_minor <= self.max_price)
+            and (not self.in_stock or product.available > 0)
+            and product.active == self.active
+        )
 
 
 async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
@@ -136,7 +139,7 @@ async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductVi
     raw = await script(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
     ranged, found = msgspec.json.decode(raw, type=tuple[int, list[ProductView]])
     products = [p for p in found if f.keeps(p)]
-    return products[:f.limit], ranged > f.limit
+    return products[: f.limit], ranged > f.limit
 
 
 async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
@@ -159,10 +162,14 @@ async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView
         params |= {"value": f.after[0], "sku": str(f.after[1])}
     direction = "DESC" if f.descending else "ASC"
     async with runtime.views.connection() as conn:
-        rows = await (await conn.execute(
-            f"SELECT {_COLUMNS} FROM catalog_views.products WHERE {' AND '.join(where)}"
-            f" ORDER BY {column} {direction}, sku {direction} LIMIT %(limit)s", params)).fetchall()
-    return [ProductView(*row) for row in rows[:f.limit]], len(rows) > f.limit
+        rows = await (
+            await conn.execute(
+                f"SELECT {_COLUMNS} FROM catalog_views.products WHERE {' AND '.join(where)}"
+                f" ORDER BY {column} {direction}, sku {direction} LIMIT %(limit)s",
+                params,
+            )
+        ).fetchall()
+    return [ProductView(*row) for row in rows[: f.limit]], len(rows) > f.limit
 
 
 class CatalogQueries(Controller):
@@ -170,22 +177,40 @@ class CatalogQueries(Controller):
     tags = ["queries"]
     dependencies = RUNTIME
 
-    @get(operation_id="ListProducts", summary="The catalog: search, filter, sort, a page at a time",
-         responses=problems(401, 422, 503))
+    @get(
+        operation_id="ListProducts",
+        summary="The catalog: search, filter, sort, a page at a time",
+        responses=problems(401, 422, 503),
+    )
     async def list_products(
-            self, request: Request[Any, Any, Any], runtime: Runtime,
-            q: Annotated[str | None, Parameter(min_length=1, max_length=200,
-                                               description="text in the name or description")] = None,
-            min_price: PriceParam = None, max_price: PriceParam = None,
-            in_stock: Annotated[bool, Parameter(description="only products with stock available")] = False,
-            active: Annotated[bool, Parameter(description="false lists discontinued products")] = True,
-            sort: ProductSort = ProductSort.NAME, limit: Limit = 50, cursor: Cursor = None,
-            min_position: MinPosition = None) -> Page[ProductView]:
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        q: Annotated[
+            str | None, Parameter(min_length=1, max_length=200, description="text in the name or description")
+        ] = None,
+        min_price: PriceParam = None,
+        max_price: PriceParam = None,
+        in_stock: Annotated[bool, Parameter(description="only products with stock available")] = False,
+        active: Annotated[bool, Parameter(description="false lists discontinued products")] = True,
+        sort: ProductSort = ProductSort.NAME,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> Page[ProductView]:
         if min_price is not None and max_price is not None and min_price > max_price:
             raise Invalid("min_price must not exceed max_price", field="min_price")
         shape = tuple[int, str] if sort.value.lstrip("-") == "price" else tuple[str, str]
-        f = CatalogFilter(sort, limit, q, min_price, max_price, in_stock, active,
-                          list(decode_cursor(cursor, shape)) if cursor else None)
+        f = CatalogFilter(
+            sort,
+            limit,
+            q,
+            min_price,
+            max_price,
+            in_stock,
+            active,
+            list(decode_cursor(cursor, shape)) if cursor else None,
+        )
         items, more = None, False
         if f.redis_can_serve:
             try:
@@ -199,10 +224,15 @@ class CatalogQueries(Controller):
         next_cursor = encode_cursor([sort_value(items[-1], f.key), items[-1].sku]) if more and items else None
         return Page(items, next_cursor)
 
-    @get("/{sku:str}", operation_id="GetProduct", summary="A product, with its available and reserved stock",
-         responses=problems(401, 404, 503))
-    async def get_product(self, request: Request[Any, Any, Any], runtime: Runtime, sku: str,
-                          min_position: MinPosition = None) -> Response[ProductView]:
+    @get(
+        "/{sku:str}",
+        operation_id="GetProduct",
+        summary="A product, with its available and reserved stock",
+        responses=problems(401, 404, 503),
+    )
+    async def get_product(
+        self, request: Request[Any, Any, Any], runtime: Runtime, sku: str, min_position: MinPosition = None
+    ) -> Response[ProductView]:
         try:
             sku = clean_sku(sku)
         except Invalid:
@@ -210,14 +240,16 @@ class CatalogQueries(Controller):
         product = None
         try:
             await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-            raw = await runtime.redis.hget(f"{await live_versions.prefix(runtime, CatalogCache.name)}product:{sku}",
-                                           "json")
+            raw = await runtime.redis.hget(
+                f"{await live_versions.prefix(runtime, CatalogCache.name)}product:{sku}", "json"
+            )
             product = msgspec.json.decode(raw, type=ProductView) if raw else None
         except redis.exceptions.RedisError:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])
             async with runtime.views.connection() as conn:
-                row = await (await conn.execute(f"SELECT {_COLUMNS} FROM catalog_views.products WHERE sku = %s",
-                                                (sku,))).fetchone()
+                row = await (
+                    await conn.execute(f"SELECT {_COLUMNS} FROM catalog_views.products WHERE sku = %s", (sku,))
+                ).fetchone()
             product = ProductView(*row) if row else None
         if product is None:
             raise NotFound(f"product {sku} not found")

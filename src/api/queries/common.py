@@ -19,9 +19,12 @@ from projections import all_projections
 
 T = TypeVar("T")
 
-MIN_POSITION = HeaderParameter(name="X-Min-Position", required=False,
-                         description="A `position` from a command: answer only once every view this route "
-                                     "reads has applied it (bounded wait; 503 with Retry-After if it takes longer).")
+MIN_POSITION = HeaderParameter(
+    name="X-Min-Position",
+    required=False,
+    description="A `position` from a command: answer only once every view this route "
+    "reads has applied it (bounded wait; 503 with Retry-After if it takes longer).",
+)
 MinPosition = Annotated[str | None, MIN_POSITION]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
 Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
@@ -44,8 +47,11 @@ def decode_cursor(cursor: str, shape: Any) -> Any:
         values = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return msgspec.convert(values, shape)
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise HTTPException(status_code=422, detail="cursor: not a cursor this list gave out",
-                            extra=[{"key": "cursor", "message": "unknown cursor"}]) from None
+        raise HTTPException(
+            status_code=422,
+            detail="cursor: not a cursor this list gave out",
+            extra=[{"key": "cursor", "message": "unknown cursor"}],
+        ) from None
 
 
 class LiveVersions:
@@ -63,8 +69,9 @@ class LiveVersions:
         if known is not None and now - known[0] < self.ttl:
             return known[1]
         async with runtime.views.connection() as conn:
-            row = await (await conn.execute("SELECT live_version FROM projections WHERE projection = %s",
-                                            (projection,))).fetchone()
+            row = await (
+                await conn.execute("SELECT live_version FROM projections WHERE projection = %s", (projection,))
+            ).fetchone()
         version = int(row[0]) if row else _PROJECTIONS[projection].version
         self.learn(projection, version)
         return version
@@ -103,24 +110,32 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
     """Each named projection's live version and its checkpoint, SQL ones (and processes' tracking
     rows) from PostgreSQL and Redis ones from Redis."""
     async with runtime.views.connection() as conn:
-        rows = await (await conn.execute(
-            "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
-            " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
-            " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
-            " WHERE p.projection = ANY(%s)", (names,))).fetchall()
-    found = {name: (int(version), int(position)) for name, kind, version, position in rows
-             if kind in ("sql", "process")}
+        rows = await (
+            await conn.execute(
+                "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
+                " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
+                " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
+                " WHERE p.projection = ANY(%s)",
+                (names,),
+            )
+        ).fetchall()
+    found = {
+        name: (int(version), int(position)) for name, kind, version, position in rows if kind in ("sql", "process")
+    }
     redis_views = [(name, int(version)) for name, kind, version, _ in rows if kind == "redis"]
     if redis_views:
-        keys = [redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"
-                for name, version in redis_views]
+        keys = [
+            redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"
+            for name, version in redis_views
+        ]
         values = await runtime.redis.mget(keys)
         found |= {name: (version, int(value or 0)) for (name, version), value in zip(redis_views, values, strict=True)}
     return found
 
 
-async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], token: str | None,
-                            projections: list[str]) -> None:
+async def wait_for_position(
+    runtime: Runtime, request: Request[Any, Any, Any], token: str | None, projections: list[str]
+) -> None:
     """Read-your-writes: returns once every projection has applied `token`'s position, woken by the
     projectors' checkpoint announcements and re-reading the stores every 200 ms besides."""
     if token is None:
@@ -148,6 +163,7 @@ async def wait_for_position(runtime: Runtime, request: Request[Any, Any, Any], t
             if not behind():
                 return
         if now >= deadline:
-            raise ServiceUnavailable(f"the views {', '.join(sorted(behind()))} have not caught up with that "
-                                     "position yet", retry_after=1)
+            raise ServiceUnavailable(
+                f"the views {', '.join(sorted(behind()))} have not caught up with that position yet", retry_after=1
+            )
         await watcher.wait(min(0.05, max(0.0, deadline - now)))

@@ -31,9 +31,12 @@ class UserView(msgspec.Struct, omit_defaults=True):
 
 async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:
     async with runtime.views.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT id, name, roles, registered_at, version, email FROM identity_views.users WHERE id = %s",
-            (user_id,))).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT id, name, roles, registered_at, version, email FROM identity_views.users WHERE id = %s",
+                (user_id,),
+            )
+        ).fetchone()
     return None if row is None else UserView(*row)
 
 
@@ -46,19 +49,26 @@ class UserQueries(Controller):
     dependencies = RUNTIME
 
     @get("/v1/me", operation_id="GetMe", summary="The caller's own user", responses=problems(401, 404, 503))
-    async def me(self, request: Request[Actor, Any, Any], runtime: Runtime,
-                 min_position: MinPosition = None) -> Response[UserView]:
+    async def me(
+        self, request: Request[Actor, Any, Any], runtime: Runtime, min_position: MinPosition = None
+    ) -> Response[UserView]:
         return await self._user(request, runtime, request.user.user_id, min_position)
 
-    @get("/v1/users/{user_id:uuid}", operation_id="GetUser", summary="A user of the directory",
-         responses=problems(401, 404, 503))
-    async def user(self, request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID,
-                   min_position: MinPosition = None) -> Response[UserView]:
+    @get(
+        "/v1/users/{user_id:uuid}",
+        operation_id="GetUser",
+        summary="A user of the directory",
+        responses=problems(401, 404, 503),
+    )
+    async def user(
+        self, request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID, min_position: MinPosition = None
+    ) -> Response[UserView]:
         return await self._user(request, runtime, user_id, min_position)
 
     @staticmethod
-    async def _user(request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID,
-                    min_position: str | None) -> Response[UserView]:
+    async def _user(
+        request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID, min_position: str | None
+    ) -> Response[UserView]:
         await wait_for_position(runtime, request, min_position, READS)
         user = await load_user(runtime, user_id)
         if user is None:

@@ -20,8 +20,10 @@ from domain.ordering import OrderStatus
 from projections.orders import OrderHistory
 
 READS = [OrderHistory.name]
-_COLUMNS = ("id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
-            " updated_at, version")
+_COLUMNS = (
+    "id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
+    " updated_at, version"
+)
 
 
 class OrderLine(msgspec.Struct):
@@ -65,13 +67,21 @@ class OrderQueries(Controller):
     tags = ["queries"]
     dependencies = RUNTIME
 
-    @get(operation_id="ListOrders",
-         summary="The caller's orders, newest first (every order for managers and admins)",
-         responses=problems(401, 422, 503))
+    @get(
+        operation_id="ListOrders",
+        summary="The caller's orders, newest first (every order for managers and admins)",
+        responses=problems(401, 422, 503),
+    )
     async def list_orders(
-            self, request: Request[Actor, Any, Any], runtime: Runtime, status: OrderStatus | None = None,
-            customer_id: Annotated[uuid.UUID | None, Parameter(description="managers and admins: one customer's")] = None,
-            limit: Limit = 50, cursor: Cursor = None, min_position: MinPosition = None) -> Page[OrderSummary]:
+        self,
+        request: Request[Actor, Any, Any],
+        runtime: Runtime,
+        status: OrderStatus | None = None,
+        customer_id: Annotated[uuid.UUID | None, Parameter(description="managers and admins: one customer's")] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> Page[OrderSummary]:
         await wait_for_position(runtime, request, min_position, READS)
         actor = request.user
         where: list[str] = []
@@ -89,28 +99,39 @@ class OrderQueries(Controller):
             placed, last = decode_cursor(cursor, tuple[datetime, uuid.UUID])
             where.append("(placed_at, id) < (%(placed)s, %(last)s)")
             params |= {"placed": placed, "last": last}
-        sql = (f"SELECT {_COLUMNS} FROM ordering_views.orders"
-               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s")
+        sql = (
+            f"SELECT {_COLUMNS} FROM ordering_views.orders"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s"
+        )
         async with runtime.views.connection() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
         items = [_summary(row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor([items[-1].placed_at.isoformat(), str(items[-1].id)]) if more else None)
 
-    @get("/{order_id:uuid}", operation_id="GetOrder", summary="An order, with each status it went through",
-         responses=problems(401, 404, 503))
-    async def get_order(self, request: Request[Actor, Any, Any], runtime: Runtime, order_id: uuid.UUID,
-                        min_position: MinPosition = None) -> Response[OrderView]:
+    @get(
+        "/{order_id:uuid}",
+        operation_id="GetOrder",
+        summary="An order, with each status it went through",
+        responses=problems(401, 404, 503),
+    )
+    async def get_order(
+        self, request: Request[Actor, Any, Any], runtime: Runtime, order_id: uuid.UUID, min_position: MinPosition = None
+    ) -> Response[OrderView]:
         await wait_for_position(runtime, request, min_position, READS)
         actor = request.user
         async with runtime.views.connection() as conn:
-            row = await (await conn.execute(f"SELECT {_COLUMNS} FROM ordering_views.orders WHERE id = %s",
-                                            (order_id,))).fetchone()
+            row = await (
+                await conn.execute(f"SELECT {_COLUMNS} FROM ordering_views.orders WHERE id = %s", (order_id,))
+            ).fetchone()
             if row is None or (row[1] != actor.user_id and not actor.is_staff):
                 raise NotFound(f"order {order_id} not found")
-            history = await (await conn.execute(
-                "SELECT status, at, reason FROM ordering_views.history WHERE order_id = %s ORDER BY version",
-                (order_id,))).fetchall()
+            history = await (
+                await conn.execute(
+                    "SELECT status, at, reason FROM ordering_views.history WHERE order_id = %s ORDER BY version",
+                    (order_id,),
+                )
+            ).fetchall()
         summary = _summary(row)
         order = OrderView(**msgspec.structs.asdict(summary), history=[StatusChange(*h) for h in history])
         return Response(order, headers=etag(order.version))

@@ -108,16 +108,25 @@ class TaskSort(StrEnum):
     TITLE_DESC = "-title"
 
 
-_CURSORS: dict[str, Any] = {"created": tuple[datetime, uuid.UUID], "due": tuple[date, uuid.UUID],
-                            "priority": tuple[int, uuid.UUID], "title": tuple[str, uuid.UUID]}
+_CURSORS: dict[str, Any] = {
+    "created": tuple[datetime, uuid.UUID],
+    "due": tuple[date, uuid.UUID],
+    "priority": tuple[int, uuid.UUID],
+    "title": tuple[str, uuid.UUID],
+}
 _SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
-_TASK_COLUMNS = ("id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
-                 " created_at, updated_at, completed_at, version")
-_PROJECT_COLUMNS = ("p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
-                    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
-                    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version")
-_VISIBLE = ("(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project}"
-            " AND m.user_id = %(user)s))")
+_TASK_COLUMNS = (
+    "id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
+    " created_at, updated_at, completed_at, version"
+)
+_PROJECT_COLUMNS = (
+    "p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
+    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
+    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version"
+)
+_VISIBLE = (
+    "(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project} AND m.user_id = %(user)s))"
+)
 
 
 def _who(actor: Actor) -> dict[str, Any]:
@@ -126,9 +135,13 @@ def _who(actor: Actor) -> dict[str, Any]:
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
     async with runtime.views.connection() as conn:
-        row = await (await conn.execute(
-            f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
-            + _VISIBLE.format(project="p.id"), {"id": project_id, **_who(actor)})).fetchone()
+        row = await (
+            await conn.execute(
+                f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
+                + _VISIBLE.format(project="p.id"),
+                {"id": project_id, **_who(actor)},
+            )
+        ).fetchone()
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return ProjectView(*row)
@@ -139,10 +152,19 @@ class ProjectQueries(Controller):
     tags = ["queries"]
     dependencies = RUNTIME
 
-    @get(operation_id="ListProjects", summary="The caller's projects (all of them for managers and admins)",
-         responses=problems(401, 422, 503))
-    async def list_projects(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
-                            cursor: Cursor = None, min_position: MinPosition = None) -> Page[ProjectView]:
+    @get(
+        operation_id="ListProjects",
+        summary="The caller's projects (all of them for managers and admins)",
+        responses=problems(401, 422, 503),
+    )
+    async def list_projects(
+        self,
+        request: Request[Actor, Any, Any],
+        runtime: Runtime,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> Page[ProjectView]:
         await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
         params: dict[str, Any] = {**_who(request.user), "limit": limit + 1}
         after = ""
@@ -151,34 +173,65 @@ class ProjectQueries(Controller):
             after = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
             params |= {"created": created, "last": last_id}
         async with runtime.views.connection() as conn:
-            rows = await (await conn.execute(
-                f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE " + _VISIBLE.format(project="p.id")
-                + after + " ORDER BY p.created_at, p.id LIMIT %(limit)s", params)).fetchall()
+            rows = await (
+                await conn.execute(
+                    f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE "
+                    + _VISIBLE.format(project="p.id")
+                    + after
+                    + " ORDER BY p.created_at, p.id LIMIT %(limit)s",
+                    params,
+                )
+            ).fetchall()
         items = [ProjectView(*row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None)
 
     @get("/{project_id:uuid}", operation_id="GetProject", summary="A project", responses=problems(401, 404, 503))
-    async def get_project(self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                          min_position: MinPosition = None) -> Response[ProjectView]:
+    async def get_project(
+        self,
+        request: Request[Actor, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        min_position: MinPosition = None,
+    ) -> Response[ProjectView]:
         await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
         project = await visible_project(runtime, request.user, project_id)
         return Response(project, headers=etag(project.version))
 
-    @get("/{project_id:uuid}/tasks", operation_id="ListProjectTasks",
-         summary="A project's tasks: filtered, sorted, a page at a time", responses=problems(401, 404, 422, 503))
+    @get(
+        "/{project_id:uuid}/tasks",
+        operation_id="ListProjectTasks",
+        summary="A project's tasks: filtered, sorted, a page at a time",
+        responses=problems(401, 404, 422, 503),
+    )
     async def list_tasks(
-            self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-            status: TaskStatus | None = None, priority: Priority | None = None,
-            assignee: Annotated[str | None, Parameter(description="a user id, or `none` for unassigned")] = None,
-            due_before: date | None = None,
-            q: Annotated[str | None, Parameter(min_length=1, max_length=200, description="text in the title")] = None,
-            sort: TaskSort = TaskSort.CREATED_DESC, limit: Limit = 50, cursor: Cursor = None,
-            min_position: MinPosition = None) -> Page[TaskView]:
+        self,
+        request: Request[Actor, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        status: TaskStatus | None = None,
+        priority: Priority | None = None,
+        assignee: Annotated[str | None, Parameter(description="a user id, or `none` for unassigned")] = None,
+        due_before: date | None = None,
+        q: Annotated[str | None, Parameter(min_length=1, max_length=200, description="text in the title")] = None,
+        sort: TaskSort = TaskSort.CREATED_DESC,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        min_position: MinPosition = None,
+    ) -> Page[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        sql, params = task_list_query(project_id, status=status, priority=priority, assignee=assignee,
-                                      due_before=due_before, q=q, sort=sort, limit=limit, cursor=cursor,
-                                      visible_to=request.user)
+        sql, params = task_list_query(
+            project_id,
+            status=status,
+            priority=priority,
+            assignee=assignee,
+            due_before=due_before,
+            q=q,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+            visible_to=request.user,
+        )
         async with runtime.views.connection() as conn:
             rows = await (await conn.execute(sql, params)).fetchall()
         if not rows:  # empty, or not the caller's to see: only then is the second question asked
@@ -190,10 +243,19 @@ class ProjectQueries(Controller):
             next_cursor = encode_cursor([msgspec.to_builtins(last[-1]), str(last[0])])
         return Page(items, next_cursor)
 
-    @get("/{project_id:uuid}/board", operation_id="GetProjectBoard",
-         summary="Task counts per status and per assignee (from Redis)", responses=problems(401, 404, 503))
-    async def board(self, request: Request[Actor, Any, Any], runtime: Runtime, project_id: uuid.UUID,
-                    min_position: MinPosition = None) -> Board:
+    @get(
+        "/{project_id:uuid}/board",
+        operation_id="GetProjectBoard",
+        summary="Task counts per status and per assignee (from Redis)",
+        responses=problems(401, 404, 503),
+    )
+    async def board(
+        self,
+        request: Request[Actor, Any, Any],
+        runtime: Runtime,
+        project_id: uuid.UUID,
+        min_position: MinPosition = None,
+    ) -> Board:
         """One Redis round trip: the board view keeps the project's members beside its counts."""
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
         prefix = await live_versions.prefix(runtime, TaskBoard.name)
@@ -217,9 +279,12 @@ def _board(project_id: uuid.UUID, counts: dict[str, int]) -> Board:
             _, who, state = field.split(":")
             row = by_assignee.setdefault(who, AssigneeCounts(None if who == UNASSIGNED else uuid.UUID(who)))
             setattr(row, state, n)
-    return Board(project_id, counts.get("total", 0),
-                 StatusCounts(**{s: counts.get(f"status:{s}", 0) for s in ("todo", "in_progress", "done")}),
-                 sorted(by_assignee.values(), key=lambda a: str(a.assignee_id or "")))
+    return Board(
+        project_id,
+        counts.get("total", 0),
+        StatusCounts(**{s: counts.get(f"status:{s}", 0) for s in ("todo", "in_progress", "done")}),
+        sorted(by_assignee.values(), key=lambda a: str(a.assignee_id or "")),
+    )
 
 
 class TaskQueries(Controller):
@@ -227,23 +292,32 @@ class TaskQueries(Controller):
     dependencies = RUNTIME
 
     @get("/v1/tasks/{task_id:uuid}", operation_id="GetTask", summary="A task", responses=problems(401, 404, 503))
-    async def get_task(self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID,
-                       min_position: MinPosition = None) -> Response[TaskView]:
+    async def get_task(
+        self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
+    ) -> Response[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
         async with runtime.views.connection() as conn:
-            row = await (await conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
-                + _VISIBLE.format(project="t.project_id"), {"id": task_id, **_who(request.user)})).fetchone()
+            row = await (
+                await conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
+                    + _VISIBLE.format(project="t.project_id"),
+                    {"id": task_id, **_who(request.user)},
+                )
+            ).fetchone()
         if row is None:
             raise NotFound(f"task {task_id} not found")
         task = TaskView(*row)
         return Response(task, headers=etag(task.version))
 
-    @get("/v1/me/tasks", operation_id="GetMyTasks",
-         summary="The caller's open assigned tasks, oldest first (ids from Redis, details from SQL)",
-         responses=problems(401, 422, 503))
-    async def my_tasks(self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50,
-                       min_position: MinPosition = None) -> MyTaskList:
+    @get(
+        "/v1/me/tasks",
+        operation_id="GetMyTasks",
+        summary="The caller's open assigned tasks, oldest first (ids from Redis, details from SQL)",
+        responses=problems(401, 422, 503),
+    )
+    async def my_tasks(
+        self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
+    ) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
         key = f"{await live_versions.prefix(runtime, MyTasks.name)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
@@ -252,16 +326,26 @@ class TaskQueries(Controller):
             count, members = await pipe.execute()
         ids = [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
         async with runtime.views.connection() as conn:
-            rows = await (await conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))).fetchall()
+            rows = await (
+                await conn.execute(f"SELECT {_TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))
+            ).fetchall()
         by_id = {row[0]: TaskView(*row) for row in rows}
         return MyTaskList(int(count), [by_id[i] for i in ids if i in by_id])
 
 
-def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, priority: Priority | None = None,
-                    assignee: str | None = None, due_before: date | None = None, q: str | None = None,
-                    sort: TaskSort = TaskSort.CREATED_DESC, limit: int = 50, cursor: str | None = None,
-                    visible_to: Actor | None = None) -> tuple[str, dict[str, Any]]:
+def task_list_query(
+    project_id: uuid.UUID,
+    *,
+    status: TaskStatus | None = None,
+    priority: Priority | None = None,
+    assignee: str | None = None,
+    due_before: date | None = None,
+    q: str | None = None,
+    sort: TaskSort = TaskSort.CREATED_DESC,
+    limit: int = 50,
+    cursor: str | None = None,
+    visible_to: Actor | None = None,
+) -> tuple[str, dict[str, Any]]:
     """The SQL of a task list page: filters, keyset pagination on (sort column, id), one row more than
     the page to tell whether another follows. Every shape is served by an index (see
     tests/integration/test_query_plans.py)."""
@@ -295,8 +379,10 @@ def task_list_query(project_id: uuid.UUID, *, status: TaskStatus | None = None, 
         params |= {"after": value, "last": last_id}
     direction = "DESC" if descending else "ASC"
     sort_key = column.split(" ")[0]
-    return (f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
-            f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"), params
+    return (
+        f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
+        f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"
+    ), params
 
 
 def _uuid_param(value: str, name: str) -> uuid.UUID:

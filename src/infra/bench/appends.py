@@ -81,6 +81,7 @@ def chronicle_writer(database: EventStoreDatabase) -> Callable[[], Writer]:
 
     def append() -> None:
         recorder.insert_events([StoredEvent(uuid.uuid4(), 1, TOPIC, STATE)], meta=meta)
+
     return lambda: _Calls(append)
 
 
@@ -99,15 +100,18 @@ def raw_writer(url: str) -> Callable[[], Writer]:
     def make() -> Writer:
         conn = psycopg.connect(url, autocommit=True)
         cur = conn.cursor(binary=True)  # the same driver practice as the recorder's append path
-        sql = ("INSERT INTO raw_events (event_id, stream_id, version, topic, type, data, recorded_at,"
-               " actor_id, command, correlation_id, causation_id)"
-               " VALUES (%s, %s, 1, %s, 'Task.Edited', %s, %s, 'bench', 'bench.append', %s, NULL)"
-               " RETURNING notification_id")
+        sql = (
+            "INSERT INTO raw_events (event_id, stream_id, version, topic, type, data, recorded_at,"
+            " actor_id, command, correlation_id, causation_id)"
+            " VALUES (%s, %s, 1, %s, 'Task.Edited', %s, %s, 'bench', 'bench.append', %s, NULL)"
+            " RETURNING notification_id"
+        )
 
         def append() -> None:
-            cur.execute(sql, (new_event_id(), uuid.uuid4(), TOPIC, STATE, datetime.now(UTC), correlation)
-                        ).fetchone()
+            cur.execute(sql, (new_event_id(), uuid.uuid4(), TOPIC, STATE, datetime.now(UTC), correlation)).fetchone()
+
         return _Calls(append, conn.close)
+
     return make
 
 
@@ -116,14 +120,20 @@ def stock_writer(url: str, writers: int) -> tuple[Callable[[], Writer], Any]:
 
     parts = urlsplit(url)
     datastore = PostgresDatastore(
-        dbname=parts.path.lstrip("/"), host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-        user=parts.username or "postgres", password=parts.password or "", pool_size=writers,
-        schema="public")
+        dbname=parts.path.lstrip("/"),
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password or "",
+        pool_size=writers,
+        schema="public",
+    )
     recorder = PostgresApplicationRecorder(datastore, events_table_name="stock_events")
     recorder.create_table()
 
     def append() -> None:
         recorder.insert_events([StoredEvent(uuid.uuid4(), 1, TOPIC, STATE)])
+
     return (lambda: _Calls(append)), datastore
 
 
@@ -152,8 +162,13 @@ def bench_appends(server_url: str, writers: int, seconds: float, rounds: int | N
             datastore.close()
     chronicle, raw, stock = (totals[k] / seconds for k in ("chronicle", "raw", "stock"))
     return {
-        "bench": "appends", "writers": writers, "seconds": seconds, "rounds": rounds,
-        "chronicle_per_s": round(chronicle), "raw_insert_per_s": round(raw),
+        "bench": "appends",
+        "writers": writers,
+        "seconds": seconds,
+        "rounds": rounds,
+        "chronicle_per_s": round(chronicle),
+        "raw_insert_per_s": round(raw),
         "stock_recorder_per_s": round(stock),
-        "ratio_to_raw": round(chronicle / raw, 3), "ratio_to_stock": round(chronicle / stock, 2),
+        "ratio_to_raw": round(chronicle / raw, 3),
+        "ratio_to_stock": round(chronicle / stock, 2),
     }

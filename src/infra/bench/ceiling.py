@@ -38,8 +38,9 @@ CONSTANT = Constant(uuid.UUID(int=1), "A constant task", "todo", 1)
 
 
 def create_app() -> Litestar:
-    pool = AsyncConnectionPool(os.environ["CHRONICLE_DATABASE_URL"], min_size=16, max_size=16, open=False,
-                               kwargs={"autocommit": True})
+    pool = AsyncConnectionPool(
+        os.environ["CHRONICLE_DATABASE_URL"], min_size=16, max_size=16, open=False, kwargs={"autocommit": True}
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

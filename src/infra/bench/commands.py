@@ -41,13 +41,16 @@ def _prepare(base: str, tasks: int) -> EditRandomTask:
     return EditRandomTask(prepared.token, prepared.task_ids)
 
 
-def bench_commands(settings: Settings, seconds: float, connections: int = 32, workers: int = 1,
-                   tasks: int = 500, rounds: int = 3) -> dict[str, Any]:
+def bench_commands(
+    settings: Settings, seconds: float, connections: int = 32, workers: int = 1, tasks: int = 500, rounds: int = 3
+) -> dict[str, Any]:
     with scratch_env(settings) as env:
         with psycopg.connect(env["CHRONICLE_DATABASE_URL"], autocommit=True) as conn:
             conn.execute(TABLE)
-        with serve(api_argv(workers), env, "/schema/openapi.json") as api, \
-                serve(ceiling_argv(workers), env, "/") as ceiling:
+        with (
+            serve(api_argv(workers), env, "/schema/openapi.json") as api,
+            serve(ceiling_argv(workers), env, "/") as ceiling,
+        ):
             edit = _prepare(api, tasks)
             drive(api, edit, connections, 1.0)  # warm-up
             drive(ceiling, InsertRow(), connections, 1.0)
@@ -56,7 +59,12 @@ def bench_commands(settings: Settings, seconds: float, connections: int = 32, wo
                 command.merge(drive(api, edit, connections, seconds / rounds))
                 bare.merge(drive(ceiling, InsertRow(), connections, seconds / rounds))
     return {
-        "bench": "commands", "route": "POST /v1/tasks/{id}/edit", "seconds": seconds, "connections": connections,
-        "workers": workers, "command": command.summary(), "ceiling": bare.summary(),
+        "bench": "commands",
+        "route": "POST /v1/tasks/{id}/edit",
+        "seconds": seconds,
+        "connections": connections,
+        "workers": workers,
+        "command": command.summary(),
+        "ceiling": bare.summary(),
         "ratio": round(command.rate() / bare.rate(), 3),
     }

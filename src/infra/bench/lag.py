@@ -31,15 +31,18 @@ async def _probe(pool: asyncio.Queue[Connection], prepared: Prepared, task: str,
     try:
         headers = {**prepared.auth, "Content-Type": "application/json"}
         started = time.perf_counter()
-        status, body = await conn.request("POST", f"/v1/tasks/{task}/edit", b'{"title":"Probe %s"}' % n.encode(), headers)
+        status, body = await conn.request(
+            "POST", f"/v1/tasks/{task}/edit", b'{"title":"Probe %s"}' % n.encode(), headers
+        )
         answered = time.perf_counter()
         probes.command.latencies_ms.append((answered - started) * 1000)
         if status != 200:
             probes.fail(f"command {status}")
             return
         position = json.loads(body)["position"]
-        status, body = await conn.request("GET", f"/v1/tasks/{task}", headers={**prepared.auth,
-                                                                               "X-Min-Position": position})
+        status, body = await conn.request(
+            "GET", f"/v1/tasks/{task}", headers={**prepared.auth, "X-Min-Position": position}
+        )
         if status != 200 or json.loads(body)["title"] != f"Probe {n}":
             probes.fail(f"query {status}")
             return
@@ -72,16 +75,25 @@ async def drive_lag(base: str, prepared: Prepared, rate: float, seconds: float, 
 
 
 def bench_lag(settings: Settings, rate: float, seconds: float, tasks: int = 2000) -> dict[str, Any]:
-    with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
-            background(env, "relay", "projector"):
+    with (
+        scratch_env(settings) as env,
+        serve(api_argv(), env, "/schema/openapi.json") as api,
+        background(env, "relay", "projector"),
+    ):
         prepared = prepare(api, tasks)
         asyncio.run(drive_lag(api, prepared, min(rate, 100), 2.0))  # warm-up
         probes = asyncio.run(drive_lag(api, prepared, rate, seconds))
     lag = probes.lags
-    return {"bench": "lag", "target_rate": rate, "seconds": seconds,
-            "achieved_rate": round(len(lag.latencies_ms) / lag.seconds, 1),
-            "lag_ms": {"p50": round(lag.percentile(50), 2), "p95": round(lag.percentile(95), 2),
-                       "p99": round(lag.percentile(99), 2)},
-            "command_ms": {"p50": round(probes.command.percentile(50), 2),
-                           "p99": round(probes.command.percentile(99), 2)},
-            "failed": probes.failed}
+    return {
+        "bench": "lag",
+        "target_rate": rate,
+        "seconds": seconds,
+        "achieved_rate": round(len(lag.latencies_ms) / lag.seconds, 1),
+        "lag_ms": {
+            "p50": round(lag.percentile(50), 2),
+            "p95": round(lag.percentile(95), 2),
+            "p99": round(lag.percentile(99), 2),
+        },
+        "command_ms": {"p50": round(probes.command.percentile(50), 2), "p99": round(probes.command.percentile(99), 2)},
+        "failed": probes.failed,
+    }

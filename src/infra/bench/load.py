@@ -50,8 +50,12 @@ class LoadResult:
             self.statuses[status] = self.statuses.get(status, 0) + n
 
     def summary(self) -> dict[str, Any]:
-        return {"ok_per_s": round(self.rate()), "p50_ms": round(self.percentile(50), 2),
-                "p99_ms": round(self.percentile(99), 2), "statuses": self.statuses}
+        return {
+            "ok_per_s": round(self.rate()),
+            "p50_ms": round(self.percentile(50), 2),
+            "p99_ms": round(self.percentile(99), 2),
+            "statuses": self.statuses,
+        }
 
 
 def _encode(method: str, host: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -73,8 +77,9 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer, f"{host}:{port}")
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
         self.writer.write(_encode(method, self.host, path, body, headers or {}))
         status_line = await self.reader.readline()
         length = 0

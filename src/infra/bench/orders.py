@@ -39,14 +39,17 @@ class Shop:
         try:
             with httpx.Client(base_url=base, timeout=30) as http:
                 manager = self._member(http, "manager")
-                chronicle.identity.grant(Context("bench.setup", system_actor="bench"), uuid.UUID(manager[0]),
-                                         Role.MANAGER)
+                chronicle.identity.grant(
+                    Context("bench.setup", system_actor="bench"), uuid.UUID(manager[0]), Role.MANAGER
+                )
                 auth = {"Authorization": f"Bearer {self._login(http, manager[1])}"}
                 for i, sku in enumerate(skus):
-                    http.post("/v1/products", json={"sku": sku, "name": f"Hot item {i}", "price_minor": 100 + i,
-                                                    "currency": "EUR"}, headers=auth).raise_for_status()
-                    http.post(f"/v1/inventory/{sku}/receive", json={"quantity": stock},
-                              headers=auth).raise_for_status()
+                    http.post(
+                        "/v1/products",
+                        json={"sku": sku, "name": f"Hot item {i}", "price_minor": 100 + i, "currency": "EUR"},
+                        headers=auth,
+                    ).raise_for_status()
+                    http.post(f"/v1/inventory/{sku}/receive", json={"quantity": stock}, headers=auth).raise_for_status()
                 self.customers = [self._login(http, self._member(http, f"customer{i}")[1]) for i in range(8)]
         finally:
             chronicle.close()
@@ -80,8 +83,9 @@ async def place_orders(shop: Shop, rate: float, seconds: float, connections: int
         conn = await pool.get()
         try:
             started = time.perf_counter()
-            status, answer = await conn.request("POST", "/v1/orders", body, {
-                "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            status, answer = await conn.request(
+                "POST", "/v1/orders", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            )
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if status == 201:
@@ -115,7 +119,9 @@ def decisions(url: str, order_ids: list[str], timeout: float) -> dict[str, tuple
             rows = conn.execute(
                 "SELECT p.stream_id, extract(epoch FROM p.recorded_at), extract(epoch FROM d.recorded_at), d.type"
                 " FROM events p JOIN events d ON d.stream_id = p.stream_id AND d.type = ANY(%s)"
-                " WHERE p.type = 'Order.Placed' AND p.stream_id = ANY(%s)", (list(DECIDED), ids)).fetchall()
+                " WHERE p.type = 'Order.Placed' AND p.stream_id = ANY(%s)",
+                (list(DECIDED), ids),
+            ).fetchall()
             if len(rows) >= len(ids) or time.monotonic() > deadline:
                 return {str(r[0]): (float(r[1]), float(r[2]), str(r[3])) for r in rows}
             time.sleep(0.2)
@@ -131,16 +137,24 @@ def stock_check(env: dict[str, str], skus: list[str], timeout: float = 60.0) -> 
             deadline = time.monotonic() + timeout
             while True:
                 with chronicle.database.connection() as conn:
-                    view = conn.execute("SELECT available, reserved, committed, received, adjusted"
-                                        " FROM inventory_views.stock WHERE sku = %s", (sku,)).fetchone()
+                    view = conn.execute(
+                        "SELECT available, reserved, committed, received, adjusted"
+                        " FROM inventory_views.stock WHERE sku = %s",
+                        (sku,),
+                    ).fetchone()
                 if (view and tuple(view) == model) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            found[sku] = {"available": stock.available, "reserved": stock.reserved, "committed": stock.committed,
-                          "received": stock.received, "adjustments": stock.adjusted,
-                          "balanced": stock.available + stock.reserved + stock.committed
-                          == stock.received + stock.adjusted and stock.available >= 0,
-                          "view_matches": view is not None and tuple(view) == model}
+            found[sku] = {
+                "available": stock.available,
+                "reserved": stock.reserved,
+                "committed": stock.committed,
+                "received": stock.received,
+                "adjustments": stock.adjusted,
+                "balanced": stock.available + stock.reserved + stock.committed == stock.received + stock.adjusted
+                and stock.available >= 0,
+                "view_matches": view is not None and tuple(view) == model,
+            }
         return found
     finally:
         chronicle.close()
@@ -150,8 +164,11 @@ def bench_orders(settings: Settings, rate: float, seconds: float) -> dict[str, A
     skus = [f"HOT-{i}" for i in range(HOT_SKUS)]
     # Enough stock for about four orders in five: the rest are rejected as the hot set runs out.
     stock = max(1, int(rate * seconds * 3 * 0.8 / HOT_SKUS))  # 3 units per order on average
-    with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
-            background(env, "relay", "projector", "saga"):
+    with (
+        scratch_env(settings) as env,
+        serve(api_argv(), env, "/schema/openapi.json") as api,
+        background(env, "relay", "projector", "saga"),
+    ):
         shop = Shop(api, env, skus, stock)
         url = env["CHRONICLE_DATABASE_URL"]
         idle = []
@@ -166,15 +183,24 @@ def bench_orders(settings: Settings, rate: float, seconds: float) -> dict[str, A
     last = max((d for _, d, _ in decided.values()), default=0.0)
     idle_p50 = percentile(idle, 50, empty=0.0) * 1000
     p50 = percentile(latencies, 50, empty=0.0)
-    return {"bench": "orders", "target_rate": rate, "seconds": seconds, "hot_skus": HOT_SKUS, "stock_per_sku": stock,
-            "placed": len(placed), "place_statuses": placing.statuses,
-            "place_ms": {"p50": round(placing.percentile(50), 2), "p99": round(placing.percentile(99), 2)},
-            "decided": len(decided), "undecided": len(placed) - len(decided),
-            "reserved": sum(1 for *_, t in decided.values() if t == "Order.Reserved"),
-            "rejected": sum(1 for *_, t in decided.values() if t == "Order.Rejected"),
-            "completed_per_s": round(len(decided) / max(last - first, 1e-9), 1),
-            "completed_vs_target": round(len(decided) / max(last - first, 1e-9) / rate, 3),
-            "placed_to_decided_ms": {"p50": round(p50, 2), "p99": round(percentile(latencies, 99, empty=0.0), 2)},
-            "idle_floor_ms": {"p50": round(idle_p50, 2)},
-            "p50_vs_idle_floor": round(p50 / idle_p50, 2) if idle_p50 else None,
-            "stock": balance, "stock_balanced": all(s["balanced"] and s["view_matches"] for s in balance.values())}
+    return {
+        "bench": "orders",
+        "target_rate": rate,
+        "seconds": seconds,
+        "hot_skus": HOT_SKUS,
+        "stock_per_sku": stock,
+        "placed": len(placed),
+        "place_statuses": placing.statuses,
+        "place_ms": {"p50": round(placing.percentile(50), 2), "p99": round(placing.percentile(99), 2)},
+        "decided": len(decided),
+        "undecided": len(placed) - len(decided),
+        "reserved": sum(1 for *_, t in decided.values() if t == "Order.Reserved"),
+        "rejected": sum(1 for *_, t in decided.values() if t == "Order.Rejected"),
+        "completed_per_s": round(len(decided) / max(last - first, 1e-9), 1),
+        "completed_vs_target": round(len(decided) / max(last - first, 1e-9) / rate, 3),
+        "placed_to_decided_ms": {"p50": round(p50, 2), "p99": round(percentile(latencies, 99, empty=0.0), 2)},
+        "idle_floor_ms": {"p50": round(idle_p50, 2)},
+        "p50_vs_idle_floor": round(p50 / idle_p50, 2) if idle_p50 else None,
+        "stock": balance,
+        "stock_balanced": all(s["balanced"] and s["view_matches"] for s in balance.values()),
+    }

@@ -31,27 +31,36 @@ def seed_catalog(env: dict[str, str], products: int = 200) -> None:
     ctx = Context("bench.seed", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
     try:
         for i in range(products):
-            chronicle.catalog.create_product(ctx, f"ITEM-{i:04d}", f"Catalog item {i}", "for the benchmark",
-                                             100 + 7 * i, "EUR")
+            chronicle.catalog.create_product(
+                ctx, f"ITEM-{i:04d}", f"Catalog item {i}", "for the benchmark", 100 + 7 * i, "EUR"
+            )
             chronicle.inventory.receive(ctx, f"ITEM-{i:04d}", 1 + i % 5)
     finally:
         chronicle.close()
 
 
 def bench_queries(settings: Settings, seconds: float, connections: int = 32, rounds: int = 3) -> dict[str, Any]:
-    with scratch_env(settings) as env, serve(api_argv(), env, "/schema/openapi.json") as api, \
-            serve(ceiling_argv(), env, "/") as ceiling, background(env, "relay", "projector"):
+    with (
+        scratch_env(settings) as env,
+        serve(api_argv(), env, "/schema/openapi.json") as api,
+        serve(ceiling_argv(), env, "/") as ceiling,
+        background(env, "relay", "projector"),
+    ):
         prepared: Prepared = prepare(api, 300, assign=True)
         seed_catalog(env)
         import time
 
         import httpx
+
         deadline = time.monotonic() + 60
-        while (httpx.get(f"{api}/v1/projects/{prepared.project_id}/tasks?limit=50", headers=prepared.auth
-                         ).json().get("items", []) == []
-               or httpx.get(f"{api}/v1/products?q=item+199", headers=prepared.auth).json().get("items", []) == []
-               or httpx.get(f"{api}/v1/products/ITEM-0199", headers=prepared.auth).status_code != 200) \
-                and time.monotonic() < deadline:
+        while (
+            httpx.get(f"{api}/v1/projects/{prepared.project_id}/tasks?limit=50", headers=prepared.auth)
+            .json()
+            .get("items", [])
+            == []
+            or httpx.get(f"{api}/v1/products?q=item+199", headers=prepared.auth).json().get("items", []) == []
+            or httpx.get(f"{api}/v1/products/ITEM-0199", headers=prepared.auth).status_code != 200
+        ) and time.monotonic() < deadline:
             time.sleep(0.2)
         routes = {
             "ceiling": (ceiling, Get("/constant", {})),
@@ -59,12 +68,13 @@ def bench_queries(settings: Settings, seconds: float, connections: int = 32, rou
             "constant after one sql select": (ceiling, Get("/constant/after-sql", {})),
             "board (redis)": (api, Get(f"/v1/projects/{prepared.project_id}/board", prepared.auth)),
             "my tasks (redis + sql)": (api, Get("/v1/me/tasks?limit=20", prepared.auth)),
-            "task list (sql)": (api, Get(f"/v1/projects/{prepared.project_id}/tasks?limit=50&sort=due",
-                                         prepared.auth)),
+            "task list (sql)": (api, Get(f"/v1/projects/{prepared.project_id}/tasks?limit=50&sort=due", prepared.auth)),
             "task (sql)": (api, Get(f"/v1/tasks/{prepared.task_ids[0]}", prepared.auth)),
             "product (redis)": (api, Get("/v1/products/ITEM-0042", prepared.auth)),
-            "catalog page by price, in stock (redis)": (api, Get("/v1/products?sort=price&in_stock=true&limit=20",
-                                                                 prepared.auth)),
+            "catalog page by price, in stock (redis)": (
+                api,
+                Get("/v1/products?sort=price&in_stock=true&limit=20", prepared.auth),
+            ),
             "catalog text search (sql)": (api, Get("/v1/products?q=item+1&sort=name&limit=20", prepared.auth)),
         }
         results = {name: LoadResult(0.0) for name in routes}
@@ -74,6 +84,9 @@ def bench_queries(settings: Settings, seconds: float, connections: int = 32, rou
             for name, (base, make) in routes.items():
                 results[name].merge(drive(base, make, connections, seconds / rounds))
     ceiling_rate = results["ceiling"].rate()
-    return {"bench": "queries", "seconds": seconds, "connections": connections,
-            "routes": {name: {**r.summary(), "ratio": round(r.rate() / ceiling_rate, 3)}
-                       for name, r in results.items()}}
+    return {
+        "bench": "queries",
+        "seconds": seconds,
+        "connections": connections,
+        "routes": {name: {**r.summary(), "ratio": round(r.rate() / ceiling_rate, 3)} for name, r in results.items()},
+    }

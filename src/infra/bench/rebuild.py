@@ -47,42 +47,85 @@ def generate(url: str, events: int, seed: int = 1) -> int:
         data = transcoder.encode({**state, "timestamp": now})
         type_ = topic.rpartition(":")[2]
         event_id = new_event_id()
-        rows.append((event_id, stream, version, topic, type_, data, now,
-                     event_hash(event_id, stream, version, topic, type_, data, now, None, "bench", None, None)))
+        rows.append(
+            (
+                event_id,
+                stream,
+                version,
+                topic,
+                type_,
+                data,
+                now,
+                event_hash(event_id, stream, version, topic, type_, data, now, None, "bench", None, None),
+            )
+        )
 
     with psycopg.connect(url, autocommit=True) as conn:
+
         def flush() -> None:
             nonlocal written
             with conn.transaction():
                 xid = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]  # type: ignore[index]
-                with conn.cursor().copy("COPY events (notification_id, event_id, stream_id, version, topic, type, data,"
-                                        " recorded_at, command, hash) FROM STDIN") as copy:
+                with conn.cursor().copy(
+                    "COPY events (notification_id, event_id, stream_id, version, topic, type, data,"
+                    " recorded_at, command, hash) FROM STDIN"
+                ) as copy:
                     for i, (event_id, stream, version, topic, type_, data, at, digest) in enumerate(rows):
-                        copy.write_row(((xid << TXN_SHIFT) + i, event_id, stream, version, topic, type_, data, at,
-                                        "bench", digest))
+                        copy.write_row(
+                            ((xid << TXN_SHIFT) + i, event_id, stream, version, topic, type_, data, at, "bench", digest)
+                        )
             written += len(rows)
             rows.clear()
 
         for i, user in enumerate(users):
-            add(user, 1, "domain.identity:User.Registered",
-                {"email": f"user{i}@example.com", "name": f"User {i}", "password_hash": "x",
-                 "originator_topic": "domain.identity:User"})
+            add(
+                user,
+                1,
+                "domain.identity:User.Registered",
+                {
+                    "email": f"user{i}@example.com",
+                    "name": f"User {i}",
+                    "password_hash": "x",
+                    "originator_topic": "domain.identity:User",
+                },
+            )
         for project in projects:
-            add(project, 1, "domain.work:Project.Created", {"name": "P", "description": "", "owner_id": users[0],
-                                                            "originator_topic": "domain.work:Project"})
+            add(
+                project,
+                1,
+                "domain.work:Project.Created",
+                {"name": "P", "description": "", "owner_id": users[0], "originator_topic": "domain.work:Project"},
+            )
             for version, member in enumerate(users[1:10], start=2):
                 add(project, version, "domain.work:Project.MemberAdded", {"user_id": member})
         while written + len(rows) < events:
             task, project = uuid.uuid4(), rng.choice(projects)
-            add(task, 1, "domain.work:Task.Created",
-                {"project_id": project, "title": f"Task {written}", "description": "", "priority": "normal",
-                 "due_date": None, "created_by": users[0], "originator_topic": "domain.work:Task"})
-            steps: list[tuple[str, dict[str, Any]]] = [("Task.Assigned", {"assignee_id": rng.choice(users[:10])}),
-                     ("Task.Edited", {"changes": {"title": f"Edited {written}", "priority": "high"}}),
-                     ("Task.Started", {}), ("Task.Edited", {"changes": {"description": "more"}}),
-                     ("Task.Completed", {}), ("Task.Reopened", {}), ("Task.Unassigned", {}),
-                     ("Task.Assigned", {"assignee_id": rng.choice(users[:10])}), ("Task.Completed", {})]
-            for version, (type_, state) in enumerate(steps[:EVENTS_PER_TASK - 1], start=2):
+            add(
+                task,
+                1,
+                "domain.work:Task.Created",
+                {
+                    "project_id": project,
+                    "title": f"Task {written}",
+                    "description": "",
+                    "priority": "normal",
+                    "due_date": None,
+                    "created_by": users[0],
+                    "originator_topic": "domain.work:Task",
+                },
+            )
+            steps: list[tuple[str, dict[str, Any]]] = [
+                ("Task.Assigned", {"assignee_id": rng.choice(users[:10])}),
+                ("Task.Edited", {"changes": {"title": f"Edited {written}", "priority": "high"}}),
+                ("Task.Started", {}),
+                ("Task.Edited", {"changes": {"description": "more"}}),
+                ("Task.Completed", {}),
+                ("Task.Reopened", {}),
+                ("Task.Unassigned", {}),
+                ("Task.Assigned", {"assignee_id": rng.choice(users[:10])}),
+                ("Task.Completed", {}),
+            ]
+            for version, (type_, state) in enumerate(steps[: EVENTS_PER_TASK - 1], start=2):
                 add(task, version, f"domain.work:{type_}", state)
             if len(rows) >= CHUNK:
                 flush()
@@ -113,9 +156,16 @@ def _rebuild_one(env: dict[str, str], name: str, out: Any) -> None:
     # so): the first, untimed rebuild makes it so; the second is the one measured.
     asyncio.run(rebuild(settings, projection, switch=True, force=True, operator="bench"))
     report = asyncio.run(rebuild(settings, projection, switch=True, force=True, operator="bench"))
-    out.put({"events": report.events, "seconds": round(report.seconds, 2), "events_per_s": round(report.rate),
-             "paused_s": round(report.paused_seconds, 2), "differences": len(report.differences),
-             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+    out.put(
+        {
+            "events": report.events,
+            "seconds": round(report.seconds, 2),
+            "events_per_s": round(report.rate),
+            "paused_s": round(report.paused_seconds, 2),
+            "differences": len(report.differences),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
 
 
 def bench_rebuild(settings: Settings, events: int) -> dict[str, Any]:
@@ -137,10 +187,17 @@ def bench_rebuild(settings: Settings, events: int) -> dict[str, Any]:
             proc.join()
         redis.Redis.from_url(settings.redis_url or "").delete(
             *[k for k in redis.Redis.from_url(settings.redis_url or "").scan_iter(f"{env['CHRONICLE_NAMESPACE']}:*")]
-            or ["none"])
+            or ["none"]
+        )
     sql = [r["events_per_s"] for r in results.values() if r["kind"] == "sql"]
     kv = [r["events_per_s"] for r in results.values() if r["kind"] == "redis"]
-    return {"bench": "rebuild", "events": written, "generate_s": round(generated_s, 1),
-            "plain_scan_events_per_s": round(scan_rate), "sql_views_events_per_s_min": min(sql),
-            "redis_views_events_per_s_min": min(kv),
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results.values()), "projections": results}
+    return {
+        "bench": "rebuild",
+        "events": written,
+        "generate_s": round(generated_s, 1),
+        "plain_scan_events_per_s": round(scan_rate),
+        "sql_views_events_per_s_min": min(sql),
+        "redis_views_events_per_s_min": min(kv),
+        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in results.values()),
+        "projections": results,
+    }

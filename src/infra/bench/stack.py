@@ -31,8 +31,13 @@ def free_port() -> int:
 @contextmanager
 def serve(argv: list[str], env: dict[str, str], ready_path: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([*argv, "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*argv, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -53,8 +58,16 @@ def serve(argv: list[str], env: dict[str, str], ready_path: str) -> Iterator[str
 
 @contextmanager
 def background(env: dict[str, str], *commands: str) -> Iterator[None]:
-    procs = [subprocess.Popen([sys.executable, "-m", "api.cli", command], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True) for command in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli", command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for command in commands
+    ]
     try:
         yield
     finally:
@@ -75,10 +88,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def scratch_env(settings: Settings, **extra: str) -> Iterator[dict[str, str]]:
     with scratch_database(settings.require_database_url(), "chronicle_bench") as url:
         migrate(url)
-        yield {**os.environ, "CHRONICLE_DATABASE_URL": url, "CHRONICLE_NATS_URL": settings.nats_url or "",
-               "CHRONICLE_REDIS_URL": settings.redis_url or "", "CHRONICLE_JWT_SECRET": SECRET,
-               "CHRONICLE_NAMESPACE": f"bench_{uuid.uuid4().hex[:8]}", "CHRONICLE_ACCESS_TOKEN_TTL_S": "86400",
-               "CHRONICLE_LOG_LEVEL": "WARNING", **extra}
+        yield {
+            **os.environ,
+            "CHRONICLE_DATABASE_URL": url,
+            "CHRONICLE_NATS_URL": settings.nats_url or "",
+            "CHRONICLE_REDIS_URL": settings.redis_url or "",
+            "CHRONICLE_JWT_SECRET": SECRET,
+            "CHRONICLE_NAMESPACE": f"bench_{uuid.uuid4().hex[:8]}",
+            "CHRONICLE_ACCESS_TOKEN_TTL_S": "86400",
+            "CHRONICLE_LOG_LEVEL": "WARNING",
+            **extra,
+        }
 
 
 def api_argv(workers: int = 1) -> list[str]:
@@ -86,8 +106,18 @@ def api_argv(workers: int = 1) -> list[str]:
 
 
 def ceiling_argv(workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--workers", str(workers),
-            "--no-access-log", "infra.bench.ceiling:create_app"]
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "infra.bench.ceiling:create_app",
+    ]
 
 
 @dataclass
@@ -105,13 +135,17 @@ class Prepared:
 def prepare(base: str, tasks: int, assign: bool = False) -> Prepared:
     with httpx.Client(base_url=base, timeout=30) as http:
         email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-        user = http.post("/v1/auth/register", json={"email": email, "password": "benchmark password",
-                                                    "name": "Bench"}).json()["id"]
-        token = http.post("/v1/auth/login", json={"email": email, "password": "benchmark password"}
-                          ).json()["access_token"]
+        user = http.post(
+            "/v1/auth/register", json={"email": email, "password": "benchmark password", "name": "Bench"}
+        ).json()["id"]
+        token = http.post("/v1/auth/login", json={"email": email, "password": "benchmark password"}).json()[
+            "access_token"
+        ]
         auth = {"Authorization": f"Bearer {token}"}
         project = http.post("/v1/projects", json={"name": "Bench"}, headers=auth).json()["id"]
         body = {"assignee_id": user} if assign else {}
-        ids = [http.post(f"/v1/projects/{project}/tasks", json={"title": f"Task {i}", **body}, headers=auth
-                         ).json()["id"] for i in range(tasks)]
+        ids = [
+            http.post(f"/v1/projects/{project}/tasks", json={"title": f"Task {i}", **body}, headers=auth).json()["id"]
+            for i in range(tasks)
+        ]
     return Prepared(token, user, project, ids)

@@ -25,8 +25,9 @@ def lock_key(*parts: str) -> int:
 
 async def _try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[Any] | None:
     try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                     application_name=f"chronicle {role} pid={os.getpid()}")
+        conn = await psycopg.AsyncConnection.connect(
+            url, autocommit=True, application_name=f"chronicle {role} pid={os.getpid()}"
+        )
     except psycopg.OperationalError as e:
         log.warning("cannot reach PostgreSQL to take the lock (%s); retrying", e)
         return None
@@ -38,8 +39,9 @@ async def _try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[An
 
 
 @asynccontextmanager
-async def leadership(url: str, key: int, stop: asyncio.Event, role: str,
-                     retry: float = 1.0) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+async def leadership(
+    url: str, key: int, stop: asyncio.Event, role: str, retry: float = 1.0
+) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
     """Yields the lock's connection once this process leads (None if told to stop first)."""
     announced = False
     conn = None

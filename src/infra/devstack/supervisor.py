@@ -58,9 +58,10 @@ class Supervisor:
                 if child.next_start == 0.0:
                     lived = now - child.started_at
                     child.restarts = 0 if lived > 30 else child.restarts + 1
-                    pause = min(30.0, 0.5 * 2 ** child.restarts)
-                    log.warning("%s exited with status %s; restarting in %.1fs",
-                                child.name, child.proc.returncode, pause)
+                    pause = min(30.0, 0.5 * 2**child.restarts)
+                    log.warning(
+                        "%s exited with status %s; restarting in %.1fs", child.name, child.proc.returncode, pause
+                    )
                     child.next_start = now + pause
                 elif now >= child.next_start:
                     child.next_start = 0.0

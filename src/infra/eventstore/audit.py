@@ -79,23 +79,43 @@ _reader = EnvelopeReader()
 
 def audit_event(row: tuple[Any, ...]) -> AuditEvent:
     position, event_id, stream_id, version, topic, type_, data, recorded_at, actor, command, corr, cause = row
-    return AuditEvent(str(position), event_id, stream_id, version, type_, context_of(topic), _reader.data(bytes(data)),
-                      recorded_at, actor, command, corr, cause)
+    return AuditEvent(
+        str(position),
+        event_id,
+        stream_id,
+        version,
+        type_,
+        context_of(topic),
+        _reader.data(bytes(data)),
+        recorded_at,
+        actor,
+        command,
+        corr,
+        cause,
+    )
 
 
-async def stream_events(conn: psycopg.AsyncConnection[Any], stream_id: uuid.UUID, after_version: int,
-                        limit: int) -> list[AuditEvent]:
-    rows = await (await conn.execute(
-        f"SELECT {LOG_COLUMNS} FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s",
-        (stream_id, after_version, limit))).fetchall()
+async def stream_events(
+    conn: psycopg.AsyncConnection[Any], stream_id: uuid.UUID, after_version: int, limit: int
+) -> list[AuditEvent]:
+    rows = await (
+        await conn.execute(
+            f"SELECT {LOG_COLUMNS} FROM events WHERE stream_id = %s AND version > %s ORDER BY version LIMIT %s",
+            (stream_id, after_version, limit),
+        )
+    ).fetchall()
     return [audit_event(r) for r in rows]
 
 
 async def log_events(conn: psycopg.AsyncConnection[Any], where: LogFilter, after: int, limit: int) -> list[AuditEvent]:
     condition, params = where.sql()
-    rows = await (await conn.execute(
-        f"SELECT {LOG_COLUMNS} FROM events WHERE {condition} AND notification_id > %(after)s"
-        " ORDER BY notification_id LIMIT %(limit)s", {**params, "after": after, "limit": limit})).fetchall()
+    rows = await (
+        await conn.execute(
+            f"SELECT {LOG_COLUMNS} FROM events WHERE {condition} AND notification_id > %(after)s"
+            " ORDER BY notification_id LIMIT %(limit)s",
+            {**params, "after": after, "limit": limit},
+        )
+    ).fetchall()
     return [audit_event(r) for r in rows]
 
 
@@ -105,16 +125,21 @@ async def export(conn: psycopg.AsyncConnection[Any], where: LogFilter, batch: in
     encoder = msgspec.json.Encoder()
     async with conn.transaction(), conn.cursor(name="chronicle_export") as cursor:
         cursor.itersize = batch
-        await cursor.execute(f"SELECT {LOG_COLUMNS} FROM events WHERE {condition} ORDER BY notification_id".encode(),
-                             params)
+        await cursor.execute(
+            f"SELECT {LOG_COLUMNS} FROM events WHERE {condition} ORDER BY notification_id".encode(), params
+        )
         while rows := await cursor.fetchmany(batch):
             yield b"".join(encoder.encode(audit_event(r)) + b"\n" for r in rows)
 
 
 async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID) -> CorrelationTree | None:
-    rows = await (await conn.execute(
-        f"SELECT {LOG_COLUMNS} FROM events WHERE correlation_id = %s AND notification_id < {GATE}"
-        " ORDER BY notification_id", (correlation_id,))).fetchall()
+    rows = await (
+        await conn.execute(
+            f"SELECT {LOG_COLUMNS} FROM events WHERE correlation_id = %s AND notification_id < {GATE}"
+            " ORDER BY notification_id",
+            (correlation_id,),
+        )
+    ).fetchall()
     if not rows:
         return None
     nodes = [CausationNode(audit_event(r), []) for r in rows]
@@ -129,14 +154,16 @@ async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.U
     return CorrelationTree(correlation_id, len(nodes), list(requests.values()))
 
 
-async def version_at(conn: psycopg.AsyncConnection[Any], stream_id: uuid.UUID, *, at: datetime | None = None,
-                     position: int | None = None) -> int | None:
+async def version_at(
+    conn: psycopg.AsyncConnection[Any], stream_id: uuid.UUID, *, at: datetime | None = None, position: int | None = None
+) -> int | None:
     """The stream's version as it stood at a time, or at a position of the total order."""
     value: datetime | int | None
     if at is not None:
         sql, value = "recorded_at <= %s", at
     else:
         sql, value = "notification_id <= %s", position
-    row = await (await conn.execute(f"SELECT max(version) FROM events WHERE stream_id = %s AND {sql}",
-                                    (stream_id, value))).fetchone()
+    row = await (
+        await conn.execute(f"SELECT max(version) FROM events WHERE stream_id = %s AND {sql}", (stream_id, value))
+    ).fetchone()
     return None if row is None or row[0] is None else int(row[0])

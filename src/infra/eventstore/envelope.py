@@ -14,8 +14,10 @@ from eventsourcing.persistence import JSONTranscoder
 from commands.base import make_transcoder
 from domain.identity import SECRET_FIELDS
 
-LOG_COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at, actor_id, command,"
-               " correlation_id, causation_id")
+LOG_COLUMNS = (
+    "notification_id, event_id, stream_id, version, topic, type, data, recorded_at, actor_id, command,"
+    " correlation_id, causation_id"
+)
 REDACTED = "[redacted]"
 
 
@@ -130,10 +132,21 @@ class EnvelopeReader:
     def from_row(self, row: tuple[Any, ...], previous: int) -> EventEnvelope:
         """A row of LOG_COLUMNS as an envelope."""
         position, event_id, stream_id, version, topic, type_, data, recorded_at, actor, command, corr, cause = row
-        return EventEnvelope(event_id=event_id, position=position, previous=previous, stream_id=stream_id,
-                             version=version, type=type_, context=context_of(topic), data=self.data(bytes(data)),
-                             recorded_at=recorded_at, actor_id=actor, command=command, correlation_id=corr,
-                             causation_id=cause)
+        return EventEnvelope(
+            event_id=event_id,
+            position=position,
+            previous=previous,
+            stream_id=stream_id,
+            version=version,
+            type=type_,
+            context=context_of(topic),
+            data=self.data(bytes(data)),
+            recorded_at=recorded_at,
+            actor_id=actor,
+            command=command,
+            correlation_id=corr,
+            causation_id=cause,
+        )
 
     def from_rows(self, rows: list[tuple[Any, ...]], previous: int) -> list[EventEnvelope]:
         envelopes = []

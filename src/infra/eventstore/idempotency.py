@@ -34,7 +34,9 @@ class IdempotencyKeys:
         with self.database.connection() as conn:
             row = conn.execute(
                 "SELECT request_hash, status, aggregate_id, version, position FROM idempotency_keys"
-                " WHERE scope = %s AND key = %s", (scope, key)).fetchone()
+                " WHERE scope = %s AND key = %s",
+                (scope, key),
+            ).fetchone()
         return None if row is None else RecordedResponse(bytes(row[0]), row[1], row[2], row[3], row[4])
 
     def recorded(self, key: IdempotencyKey) -> bool:

@@ -53,15 +53,18 @@ def migrate(database_url: str) -> list[Migration]:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())")
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for migration in migrations():
                 if migration.version in done:
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql.encode())
-                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                                 (migration.version, migration.name))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
                 applied.append(migration)
             if current_version(conn) >= 4:
                 backfill_hashes(conn)
@@ -78,13 +81,15 @@ def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5
     done = 0
     while True:
         rows = conn.execute(
-            f"SELECT {LOG_COLUMNS} FROM events WHERE hash IS NULL ORDER BY notification_id LIMIT %s",
-            (batch,)).fetchall()
+            f"SELECT {LOG_COLUMNS} FROM events WHERE hash IS NULL ORDER BY notification_id LIMIT %s", (batch,)
+        ).fetchall()
         if not rows:
             return done
         with conn.cursor() as cur:
-            cur.executemany("UPDATE events SET hash = %s WHERE notification_id = %s",
-                            [(hash_of_row(row[1:]), row[0]) for row in rows])
+            cur.executemany(
+                "UPDATE events SET hash = %s WHERE notification_id = %s",
+                [(hash_of_row(row[1:]), row[0]) for row in rows],
+            )
         done += len(rows)
 
 
@@ -103,4 +108,5 @@ def check_schema(database_url: str) -> None:
     want = latest_version()
     if have < want:
         raise SchemaOutOfDate(
-            f"the database schema is at version {have}, this code needs {want}: run `chronicle migrate`")
+            f"the database schema is at version {have}, this code needs {want}: run `chronicle migrate`"
+        )

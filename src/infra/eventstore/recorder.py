@@ -68,25 +68,34 @@ NOTIFY_CHANNEL = "chronicle_events"
 HEAD = f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}"
 # For each position: the events after it that readers can see (counted up to a cap, so a far-behind
 # consumer costs a bounded scan) and the age of the first of them.
-LAGS = ("SELECT u.p, (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > u.p"
-        f" AND notification_id < {GATE} LIMIT %(cap)s) s), greatest(0, coalesce(extract(epoch FROM clock_timestamp() -"
-        f" (SELECT recorded_at FROM events WHERE notification_id > u.p AND notification_id < {GATE}"
-        " ORDER BY notification_id LIMIT 1)), 0))"
-        " FROM unnest(%(positions)s::bigint[]) AS u(p)")
+LAGS = (
+    "SELECT u.p, (SELECT count(*) FROM (SELECT 1 FROM events WHERE notification_id > u.p"
+    f" AND notification_id < {GATE} LIMIT %(cap)s) s), greatest(0, coalesce(extract(epoch FROM clock_timestamp() -"
+    f" (SELECT recorded_at FROM events WHERE notification_id > u.p AND notification_id < {GATE}"
+    " ORDER BY notification_id LIMIT 1)), 0))"
+    " FROM unnest(%(positions)s::bigint[]) AS u(p)"
+)
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
-_COLUMNS = ("notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
-            " actor_id, command, correlation_id, causation_id, hash")
+_COLUMNS = (
+    "notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
+    " actor_id, command, correlation_id, causation_id, hash"
+)
 
 INSERT_ONE = (
     f"INSERT INTO events ({_COLUMNS}) "
     f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "RETURNING notification_id")
-_UNNEST = ("FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[])"
-           " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, hash, ord) ")
+    "RETURNING notification_id"
+)
+_UNNEST = (
+    "FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[])"
+    " WITH ORDINALITY AS e(event_id, stream_id, version, topic, type, data, hash, ord) "
+)
 # Appends only if none of the given streams has moved past the given version: the command read
 # those aggregates (e.g. the project of a task) and decided on that state.
-MOVED = ("SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
-         " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version")
+MOVED = (
+    "SELECT 1 FROM unnest(%s::uuid[], %s::bigint[]) AS d(stream_id, version)"
+    " JOIN events x ON x.stream_id = d.stream_id AND x.version > d.version"
+)
 _GUARD = f"WHERE NOT EXISTS ({MOVED}) "
 
 
@@ -95,22 +104,29 @@ INSERT_ONE_GUARDED = (
     f"INSERT INTO events ({_COLUMNS}) "
     f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
     "WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = %s AND x.version > %s) "
-    "RETURNING notification_id")
+    "RETURNING notification_id"
+)
 
 
 def insert_many(*, guarded: bool) -> str:
-    return (f"INSERT INTO events ({_COLUMNS}) "
-            f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
-            " %s, %s, %s, %s, %s, e.hash " + _UNNEST + (_GUARD if guarded else "")
-            + "ORDER BY e.ord RETURNING notification_id")
+    return (
+        f"INSERT INTO events ({_COLUMNS}) "
+        f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
+        " %s, %s, %s, %s, %s, e.hash "
+        + _UNNEST
+        + (_GUARD if guarded else "")
+        + "ORDER BY e.ord RETURNING notification_id"
+    )
 
 
 def with_key(insert: str) -> str:
     """The same append, and in the same statement the idempotency key of the command that caused it."""
-    return (f"WITH appended AS ({insert}), "
-            "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version,"
-            " position) SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended HAVING count(*) > 0) "
-            "SELECT notification_id FROM appended ORDER BY notification_id")
+    return (
+        f"WITH appended AS ({insert}), "
+        "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version,"
+        " position) SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended HAVING count(*) > 0) "
+        "SELECT notification_id FROM appended ORDER BY notification_id"
+    )
 
 
 class DependencyChanged(IntegrityError):
@@ -199,8 +215,14 @@ class EventStoreDatabase:
     left inside a transaction, is closed instead of returned.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 16, idle_in_transaction_timeout_ms: int = 5000,
-                 connect_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 16,
+        idle_in_transaction_timeout_ms: int = 5000,
+        connect_timeout: float = 30.0,
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
@@ -254,8 +276,9 @@ class EventStoreDatabase:
             try:
                 pooled = self._idle.pop()
             except IndexError:
-                conn = psycopg.connect(self.url, autocommit=True, options=self._options,
-                                       connect_timeout=int(self.connect_timeout))
+                conn = psycopg.connect(
+                    self.url, autocommit=True, options=self._options, connect_timeout=int(self.connect_timeout)
+                )
                 return _Pooled(conn, conn.cursor(binary=True))
             if not (pooled.conn.closed or pooled.conn.broken):
                 return pooled
@@ -263,8 +286,12 @@ class EventStoreDatabase:
 
     def _checkin(self, pooled: _Pooled) -> None:
         conn = pooled.conn
-        reusable = (not conn.closed and not conn.broken and not self._closed
-                    and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and not self._closed
+            and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
         if reusable:
             self._idle.append(pooled)
         else:
@@ -340,8 +367,10 @@ class ChronicleAggregateRecorder(AggregateRecorder):
         self.database = database
         self.table = table
         self._select = f"SELECT stream_id, version, topic, data FROM {table} WHERE stream_id = %s"
-        self._insert = (f"INSERT INTO {table} (stream_id, version, topic, data) "
-                        "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])")
+        self._insert = (
+            f"INSERT INTO {table} (stream_id, version, topic, data) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+        )
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if stored_events:
@@ -349,10 +378,16 @@ class ChronicleAggregateRecorder(AggregateRecorder):
                 conn.execute(self._insert, _columns(stored_events))
         return None
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
-                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
-        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc,
-                             limit=limit)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
 
 
 _retry_reads: Callable[[F], F] = retry((OperationalError,), max_attempts=5, wait=0.2)
@@ -360,8 +395,16 @@ _retry_reads: Callable[[F], F] = retry((OperationalError,), max_attempts=5, wait
 
 
 @_retry_reads
-def select_stream(database: EventStoreDatabase, select: str, originator_id: UUID | str, *,
-                  gt: int | None, lte: int | None, desc: bool, limit: int | None) -> list[StoredEvent]:
+def select_stream(
+    database: EventStoreDatabase,
+    select: str,
+    originator_id: UUID | str,
+    *,
+    gt: int | None,
+    lte: int | None,
+    desc: bool,
+    limit: int | None,
+) -> list[StoredEvent]:
     sql, params = select, list[Any]([originator_id])
     if gt is not None:
         sql += " AND version > %s"
@@ -375,8 +418,7 @@ def select_stream(database: EventStoreDatabase, select: str, originator_id: UUID
         params.append(limit)
     with database.connection() as conn:
         rows = conn.execute(sql, params).fetchall()
-    return [StoredEvent(originator_id=r[0], originator_version=r[1], topic=r[2], state=bytes(r[3]))
-            for r in rows]
+    return [StoredEvent(originator_id=r[0], originator_version=r[1], topic=r[2], state=bytes(r[3])) for r in rows]
 
 
 class ChronicleApplicationRecorder(ApplicationRecorder):
@@ -401,15 +443,29 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         meta: AppendMeta = kwargs.get("meta") or NO_META
         event_ids = [new_event_id() for _ in stored_events]
         recorded_at = datetime.now(UTC)
-        ids = self._append(stored_events, event_ids, recorded_at, meta, kwargs.get("tracking"),
-                           kwargs.get("idempotency"), kwargs.get("conditions") or ())
+        ids = self._append(
+            stored_events,
+            event_ids,
+            recorded_at,
+            meta,
+            kwargs.get("tracking"),
+            kwargs.get("idempotency"),
+            kwargs.get("conditions") or (),
+        )
         if ids:
             self.database.notifier.poke()
         return ids
 
-    def _append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None,
-                conditions: Sequence[tuple[UUID, int]]) -> list[int]:
+    def _append(
+        self,
+        events: Sequence[StoredEvent],
+        event_ids: list[UUID],
+        recorded_at: datetime,
+        meta: AppendMeta,
+        tracking: Tracking | None,
+        claim: IdempotencyClaim | None,
+        conditions: Sequence[tuple[UUID, int]],
+    ) -> list[int]:
         """One attempt, and on a lost connection a careful second one.
 
         If the connection drops during the commit we cannot know whether the append landed. The
@@ -425,9 +481,16 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 return landed
             return self._execute_append(events, event_ids, recorded_at, meta, tracking, claim, conditions)
 
-    def _execute_append(self, events: Sequence[StoredEvent], event_ids: list[UUID], recorded_at: datetime,
-                        meta: AppendMeta, tracking: Tracking | None, claim: IdempotencyClaim | None,
-                        conditions: Sequence[tuple[UUID, int]]) -> list[int]:
+    def _execute_append(
+        self,
+        events: Sequence[StoredEvent],
+        event_ids: list[UUID],
+        recorded_at: datetime,
+        meta: AppendMeta,
+        tracking: Tracking | None,
+        claim: IdempotencyClaim | None,
+        conditions: Sequence[tuple[UUID, int]],
+    ) -> list[int]:
         tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
         if tracking is None:
             with self.database.cursor() as cur:
@@ -441,28 +504,60 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
             return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim, conditions)
 
     @staticmethod
-    def _insert(cur: psycopg.Cursor[Any], events: Sequence[StoredEvent], event_ids: list[UUID],
-                tail: tuple[Any, ...], claim: IdempotencyClaim | None = None,
-                conditions: Sequence[tuple[UUID, int]] = ()) -> list[int]:
-        hashes = [event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
-                  for i, e in zip(event_ids, events, strict=True)]
+    def _insert(
+        cur: psycopg.Cursor[Any],
+        events: Sequence[StoredEvent],
+        event_ids: list[UUID],
+        tail: tuple[Any, ...],
+        claim: IdempotencyClaim | None = None,
+        conditions: Sequence[tuple[UUID, int]] = (),
+    ) -> list[int]:
+        hashes = [
+            event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
+            for i, e in zip(event_ids, events, strict=True)
+        ]
         if len(events) == 1 and claim is None and len(conditions) <= 1:
             e = events[0]
-            one = (event_ids[0], e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state,
-                   *tail, hashes[0], *(conditions[0] if conditions else ()))
+            one = (
+                event_ids[0],
+                e.originator_id,
+                e.originator_version,
+                e.topic,
+                event_type(e.topic),
+                e.state,
+                *tail,
+                hashes[0],
+                *(conditions[0] if conditions else ()),
+            )
             row = cur.execute(INSERT_ONE_GUARDED if conditions else INSERT_ONE, one).fetchone()
             if row is None:
                 raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
             return [row[0]]
         stream_ids, versions, topics, states = _columns(events)
-        params: tuple[Any, ...] = (*tail, event_ids, stream_ids, versions, topics,
-                                   [event_type(t) for t in topics], states, hashes)
+        params: tuple[Any, ...] = (
+            *tail,
+            event_ids,
+            stream_ids,
+            versions,
+            topics,
+            [event_type(t) for t in topics],
+            states,
+            hashes,
+        )
         sql = insert_many(guarded=bool(conditions))
         if conditions:
             params = (*params, *_condition_columns(conditions))
         if claim is not None:
             sql = with_key(sql)
-            params = (*params, claim.scope, claim.key, claim.request_hash, claim.status, claim.aggregate_id, claim.version)
+            params = (
+                *params,
+                claim.scope,
+                claim.key,
+                claim.request_hash,
+                claim.status,
+                claim.aggregate_id,
+                claim.version,
+            )
         ids = [row[0] for row in cur.execute(sql, params).fetchall()]
         if not ids:
             raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
@@ -470,26 +565,38 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
 
     def _ids_of(self, event_ids: list[UUID]) -> list[int]:
         with self.database.connection() as conn:
-            rows = conn.execute("SELECT notification_id FROM events WHERE event_id = ANY(%s)"
-                                " ORDER BY notification_id", (event_ids,)).fetchall()
+            rows = conn.execute(
+                "SELECT notification_id FROM events WHERE event_id = ANY(%s) ORDER BY notification_id", (event_ids,)
+            ).fetchall()
         return [r[0] for r in rows] if len(rows) == len(event_ids) else []
 
     # reading one stream
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
-                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
-        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc,
-                             limit=limit)
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        return select_stream(self.database, self._select, originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
 
     # reading the total order
 
     @_retry_reads
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
-                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True
-                             ) -> Sequence[Notification]:
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
         """Events below the visibility gate, in total order: what every reader may safely move past."""
-        sql = ("SELECT notification_id, stream_id, version, topic, data FROM events"
-               f" WHERE notification_id < {GATE}")
+        sql = f"SELECT notification_id, stream_id, version, topic, data FROM events WHERE notification_id < {GATE}"
         params: list[Any] = []
         if start is not None:
             sql += " AND notification_id >= %s" if inclusive_of_start else " AND notification_id > %s"
@@ -504,8 +611,10 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         params.append(limit)
         with self.database.connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [Notification(id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3],
-                             state=bytes(r[4])) for r in rows]
+        return [
+            Notification(id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=bytes(r[4]))
+            for r in rows
+        ]
 
     @_retry_reads
     def max_notification_id(self) -> int | None:
@@ -523,8 +632,9 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
 
     POLL_INTERVAL = 0.5
 
-    def __init__(self, recorder: ChronicleApplicationRecorder, gt: int | None = None,
-                 topics: Sequence[str] = ()) -> None:
+    def __init__(
+        self, recorder: ChronicleApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> None:
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._listen_thread = threading.Thread(target=self._listen, daemon=True)
         self._listen_thread.start()
@@ -576,10 +686,12 @@ def insert_tracking(conn: psycopg.Connection[Any], tracking: Tracking) -> None:
         "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
         " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
         " WHERE t.notification_id < excluded.notification_id RETURNING notification_id",
-        (tracking.application_name, tracking.notification_id)).fetchone()
+        (tracking.application_name, tracking.notification_id),
+    ).fetchone()
     if row is None:
         raise IntegrityError(
-            f"{tracking.application_name} has already recorded position {tracking.notification_id} or later")
+            f"{tracking.application_name} has already recorded position {tracking.notification_id} or later"
+        )
 
 
 class ChronicleTrackingRecorder(TrackingRecorder):
@@ -593,8 +705,9 @@ class ChronicleTrackingRecorder(TrackingRecorder):
     @_retry_reads
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.database.connection() as conn:
-            row = conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
-                               (application_name,)).fetchone()
+            row = conn.execute(
+                "SELECT notification_id FROM tracking WHERE application_name = %s", (application_name,)
+            ).fetchone()
         return None if row is None else cast(int, row[0])
 
 
@@ -656,5 +769,9 @@ class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
 
 
 def _columns(events: Sequence[StoredEvent]) -> tuple[list[Any], list[int], list[str], list[bytes]]:
-    return ([e.originator_id for e in events], [e.originator_version for e in events],
-            [e.topic for e in events], [e.state for e in events])
+    return (
+        [e.originator_id for e in events],
+        [e.originator_version for e in events],
+        [e.topic for e in events],
+        [e.state for e in events],
+    )

@@ -26,13 +26,34 @@ def micros(at: datetime) -> int:
     return (at - EPOCH) // timedelta(microseconds=1)
 
 
-def event_hash(event_id: UUID, stream_id: UUID | str, version: int, topic: str, type_: str, data: bytes,
-               recorded_at: datetime, actor_id: str | None, command: str | None,
-               correlation_id: UUID | None, causation_id: UUID | None) -> bytes:
-    canonical = _encoder.encode([str(event_id), str(stream_id), version, topic, type_, data.hex(),
-                                 micros(recorded_at), actor_id, command,
-                                 None if correlation_id is None else str(correlation_id),
-                                 None if causation_id is None else str(causation_id)])
+def event_hash(
+    event_id: UUID,
+    stream_id: UUID | str,
+    version: int,
+    topic: str,
+    type_: str,
+    data: bytes,
+    recorded_at: datetime,
+    actor_id: str | None,
+    command: str | None,
+    correlation_id: UUID | None,
+    causation_id: UUID | None,
+) -> bytes:
+    canonical = _encoder.encode(
+        [
+            str(event_id),
+            str(stream_id),
+            version,
+            topic,
+            type_,
+            data.hex(),
+            micros(recorded_at),
+            actor_id,
+            command,
+            None if correlation_id is None else str(correlation_id),
+            None if causation_id is None else str(causation_id),
+        ]
+    )
     return hashlib.sha256(canonical).digest()
 
 
@@ -57,5 +78,4 @@ def hash_of_row(row: Sequence[Any]) -> bytes:
     """The hash of a row of (event_id, stream_id, version, topic, type, data, recorded_at, actor_id,
     command, correlation_id, causation_id), as stored."""
     event_id, stream_id, version, topic, type_, data, recorded_at, actor, command, corr, cause = row
-    return event_hash(event_id, stream_id, version, topic, type_, bytes(data), recorded_at, actor, command, corr,
-                      cause)
+    return event_hash(event_id, stream_id, version, topic, type_, bytes(data), recorded_at, actor, command, corr, cause)

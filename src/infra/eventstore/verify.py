@@ -44,7 +44,9 @@ class _Seal:
     seal_hash: bytes
 
 
-def _events(conn: psycopg.Connection[Any], after: int, upto: int | None, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
+def _events(
+    conn: psycopg.Connection[Any], after: int, upto: int | None, batch: int = 2000
+) -> Iterator[tuple[Any, ...]]:
     sql = _EVENTS.format(upto=" AND notification_id <= %s" if upto is not None else "")
     params: tuple[Any, ...] = (after, upto) if upto is not None else (after,)
     with conn.transaction(), conn.cursor(name="chronicle_verify") as cursor:
@@ -58,8 +60,9 @@ def verify(database_url: str) -> Verification:
     previous, sealed_to = GENESIS, 0
     with psycopg.connect(database_url) as conn, psycopg.connect(database_url) as reader:
         for seq, from_p, to_p, count, root, prev, digest in conn.execute(
-                "SELECT seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash"
-                " FROM seals ORDER BY seq"):
+            "SELECT seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash"
+            " FROM seals ORDER BY seq"
+        ):
             seal = _Seal(seq, from_p, to_p, count, bytes(root), bytes(prev), bytes(digest))
             problem = _check_seal(seal, seals_checked + 1, sealed_to, previous)
             hashes: list[bytes] = []
@@ -91,33 +94,59 @@ def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes)
     if seal.seq != expected_seq:
         return Problem("seal_missing", f"seal {expected_seq} is missing (next is {seal.seq})", seal=expected_seq)
     if seal.from_position != sealed_to or seal.previous_hash != previous:
-        return Problem("seal_altered", f"seal {seal.seq} does not chain to seal {seal.seq - 1}", seal=seal.seq,
-                       position=str(seal.from_position))
-    recomputed = seal_hash(seal.seq, seal.from_position, seal.to_position, seal.event_count, seal.merkle_root,
-                           seal.previous_hash)
+        return Problem(
+            "seal_altered",
+            f"seal {seal.seq} does not chain to seal {seal.seq - 1}",
+            seal=seal.seq,
+            position=str(seal.from_position),
+        )
+    recomputed = seal_hash(
+        seal.seq, seal.from_position, seal.to_position, seal.event_count, seal.merkle_root, seal.previous_hash
+    )
     if recomputed != seal.seal_hash:
-        return Problem("seal_altered", f"seal {seal.seq} was altered (its hash does not match its content)",
-                       seal=seal.seq, position=str(seal.to_position))
+        return Problem(
+            "seal_altered",
+            f"seal {seal.seq} was altered (its hash does not match its content)",
+            seal=seal.seq,
+            position=str(seal.to_position),
+        )
     return None
 
 
 def _check_event(row: tuple[Any, ...]) -> Problem | None:
     stored = row[-1]
     if stored is None or hash_of_row(row[1:-1]) != bytes(stored):
-        return Problem("event_altered", f"event {row[1]} at position {row[0]} does not match its hash "
-                       "(its content was changed after it was written)", position=str(row[0]), event_id=str(row[1]))
+        return Problem(
+            "event_altered",
+            f"event {row[1]} at position {row[0]} does not match its hash "
+            "(its content was changed after it was written)",
+            position=str(row[0]),
+            event_id=str(row[1]),
+        )
     return None
 
 
 def _check_range(seal: _Seal, hashes: list[bytes]) -> Problem | None:
     where = f"positions after {seal.from_position} up to {seal.to_position}"
     if len(hashes) < seal.event_count:
-        return Problem("event_missing", f"{seal.event_count - len(hashes)} event(s) missing from seal {seal.seq} "
-                       f"({where})", seal=seal.seq, position=str(seal.from_position))
+        return Problem(
+            "event_missing",
+            f"{seal.event_count - len(hashes)} event(s) missing from seal {seal.seq} ({where})",
+            seal=seal.seq,
+            position=str(seal.from_position),
+        )
     if len(hashes) > seal.event_count:
-        return Problem("event_inserted", f"{len(hashes) - seal.event_count} event(s) added inside seal {seal.seq} "
-                       f"({where})", seal=seal.seq, position=str(seal.from_position))
+        return Problem(
+            "event_inserted",
+            f"{len(hashes) - seal.event_count} event(s) added inside seal {seal.seq} ({where})",
+            seal=seal.seq,
+            position=str(seal.from_position),
+        )
     if merkle_root(hashes) != seal.merkle_root:
-        return Problem("order_changed", f"the events of seal {seal.seq} ({where}) were reordered or replaced",
-                       seal=seal.seq, position=str(seal.from_position))
+        return Problem(
+            "order_changed",
+            f"the events of seal {seal.seq} ({where}) were reordered or replaced",
+            seal=seal.seq,
+            position=str(seal.from_position),
+        )
     return None

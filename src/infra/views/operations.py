@@ -74,17 +74,22 @@ class ProjectionStatus(msgspec.Struct):
 
 async def lock_held(conn: psycopg.AsyncConnection[Any], key: int) -> bool:
     unsigned = key & 0xFFFFFFFFFFFFFFFF
-    row = await (await conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND classid = %s AND objid = %s", (unsigned >> 32, unsigned & 0xFFFFFFFF))).fetchone()
+    row = await (
+        await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s AND objid = %s",
+            (unsigned >> 32, unsigned & 0xFFFFFFFF),
+        )
+    ).fetchone()
     return bool(row and row[0])
 
 
 @asynccontextmanager
 async def _locked(url: str, key: int, what: str, *, wait: float = 0.0) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                 application_name=f"chronicle {what} pid={os.getpid()}")
+    conn = await psycopg.AsyncConnection.connect(
+        url, autocommit=True, application_name=f"chronicle {what} pid={os.getpid()}"
+    )
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -99,11 +104,13 @@ async def _locked(url: str, key: int, what: str, *, wait: float = 0.0) -> AsyncI
         await conn.close()
 
 
-async def _log(conn: psycopg.AsyncConnection[Any], operator: str, operation: str, projection: str,
-               **detail: Any) -> None:
-    await conn.execute("INSERT INTO operations_log (operator, operation, projection, detail)"
-                       " VALUES (%s, %s, %s, %s)",
-                       (operator, operation, projection, msgspec.json.encode(detail).decode()))
+async def _log(
+    conn: psycopg.AsyncConnection[Any], operator: str, operation: str, projection: str, **detail: Any
+) -> None:
+    await conn.execute(
+        "INSERT INTO operations_log (operator, operation, projection, detail) VALUES (%s, %s, %s, %s)",
+        (operator, operation, projection, msgspec.json.encode(detail).decode()),
+    )
 
 
 @asynccontextmanager
@@ -112,8 +119,12 @@ async def _paused(url: str, settings: Settings, projection: Projection) -> Async
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("UPDATE projections SET paused = true WHERE projection = %s", (projection.name,))
         try:
-            async with _locked(url, lock_key(settings.namespace, "projection", projection.name),
-                               f"projection {projection.name} (paused)", wait=60.0) as locked:
+            async with _locked(
+                url,
+                lock_key(settings.namespace, "projection", projection.name),
+                f"projection {projection.name} (paused)",
+                wait=60.0,
+            ) as locked:
                 yield locked
         finally:
             await conn.execute("UPDATE projections SET paused = false WHERE projection = %s", (projection.name,))
@@ -132,8 +143,9 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
                 live, state, _ = await register(conn, projection)
                 position = await store_for(conn, client, settings.namespace, projection, live).checkpoint()
                 lag = (await lags(conn, [position], cap=1_000_000))[position]
-                error_row = await (await conn.execute("SELECT error FROM projections WHERE projection = %s",
-                                                      (projection.name,))).fetchone()
+                error_row = await (
+                    await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
+                ).fetchone()
                 if state != "parked":
                     if await lock_held(conn, lock_key(settings.namespace, "rebuild", projection.name)):
                         state = "rebuilding"
@@ -141,9 +153,18 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
                         state = "running"
                     else:
                         state = "stopped"
-                found.append(ProjectionStatus(projection.name, projection.kind, live, state, str(position),
-                                              lag.events, lag.seconds,
-                                              error_row[0] if error_row and state == "parked" else None))
+                found.append(
+                    ProjectionStatus(
+                        projection.name,
+                        projection.kind,
+                        live,
+                        state,
+                        str(position),
+                        lag.events,
+                        lag.seconds,
+                        error_row[0] if error_row and state == "parked" else None,
+                    )
+                )
     finally:
         await client.aclose()
     return found
@@ -152,8 +173,15 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
 # -- rebuild --------------------------------------------------------------------------------------
 
 
-async def rebuild(settings: Settings, projection: Projection, *, switch: bool = True, force: bool = False,
-                  progress: Progress | None = None, operator: str = "cli") -> RebuildReport:
+async def rebuild(
+    settings: Settings,
+    projection: Projection,
+    *,
+    switch: bool = True,
+    force: bool = False,
+    progress: Progress | None = None,
+    operator: str = "cli",
+) -> RebuildReport:
     _refuse_process(projection, "rebuilt")
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
@@ -167,12 +195,24 @@ async def rebuild(settings: Settings, projection: Projection, *, switch: bool = 
         await client.aclose()
 
 
-async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
-                   projection: Projection, switch: bool, force: bool, progress: Progress | None,
-                   operator: str) -> RebuildReport:
+async def _rebuild(
+    url: str,
+    settings: Settings,
+    conn: psycopg.AsyncConnection[Any],
+    client: aioredis.Redis,
+    projection: Projection,
+    switch: bool,
+    force: bool,
+    progress: Progress | None,
+    operator: str,
+) -> RebuildReport:
     live, _, _ = await register(conn, projection)
-    versions = {row[0] for row in await (await conn.execute(
-        "SELECT version FROM projection_checkpoints WHERE projection = %s", (projection.name,))).fetchall()}
+    versions = {
+        row[0]
+        for row in await (
+            await conn.execute("SELECT version FROM projection_checkpoints WHERE projection = %s", (projection.name,))
+        ).fetchall()
+    }
     new = max(versions | {live, projection.version}) + 1
     started = time.monotonic()
     target = await open_store(conn, client, settings.namespace, projection, new)
@@ -187,16 +227,28 @@ async def _rebuild(url: str, settings: Settings, conn: psycopg.AsyncConnection[A
         await replay(url, current, after=await current.checkpoint(), until=head)
         position = await replay(url, target, after=position, until=head, progress=progress)
         report.differences = (await fingerprint(conn, client, current)).differences(
-            await fingerprint(conn, client, target))
+            await fingerprint(conn, client, target)
+        )
         report.switched = switch and (force or not report.differences)
         if report.switched:
             async with conn.transaction():
-                await conn.execute("UPDATE projections SET live_version = %s, state = 'running', error = NULL,"
-                                   " parked_at = NULL, updated_at = now() WHERE projection = %s",
-                                   (new, projection.name))
+                await conn.execute(
+                    "UPDATE projections SET live_version = %s, state = 'running', error = NULL,"
+                    " parked_at = NULL, updated_at = now() WHERE projection = %s",
+                    (new, projection.name),
+                )
                 await target.publish_views()
-                await _log(conn, operator, "rebuild.switch", projection.name, from_version=live, to_version=new,
-                           position=str(position), differences=report.differences, forced=bool(report.differences))
+                await _log(
+                    conn,
+                    operator,
+                    "rebuild.switch",
+                    projection.name,
+                    from_version=live,
+                    to_version=new,
+                    position=str(position),
+                    differences=report.differences,
+                    forced=bool(report.differences),
+                )
         report.paused_seconds = time.monotonic() - paused_at
     report.seconds = time.monotonic() - started
     report.events = await _count(conn, position)
@@ -218,8 +270,13 @@ async def _count(conn: psycopg.AsyncConnection[Any], upto: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def drop_version(settings: Settings, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
-                       projection: Projection, store: ViewStore) -> None:
+async def drop_version(
+    settings: Settings,
+    conn: psycopg.AsyncConnection[Any],
+    client: aioredis.Redis,
+    projection: Projection,
+    store: ViewStore,
+) -> None:
     """Drops a version's tables or keys, its checkpoint and its NATS consumer."""
     if isinstance(store, SqlStore):
         for table in store.tables.values():
@@ -233,13 +290,15 @@ async def drop_version(settings: Settings, conn: psycopg.AsyncConnection[Any], c
                 batch = []
         if batch:
             await client.delete(*batch)
-    await conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
-                       (projection.name, store.version))
+    await conn.execute(
+        "DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s", (projection.name, store.version)
+    )
     with contextlib.suppress(Exception):  # no consumer yet, or NATS away: nothing to clean
         nc = await nats.connect(settings.nats_url or "", connect_timeout=2, max_reconnect_attempts=0)
         try:
-            await nc.jetstream().delete_consumer(stream_name(settings.namespace),
-                                                 consumer_name(settings.namespace, projection, store.version))
+            await nc.jetstream().delete_consumer(
+                stream_name(settings.namespace), consumer_name(settings.namespace, projection, store.version)
+            )
         finally:
             await nc.close()
 
@@ -268,25 +327,38 @@ async def reset(settings: Settings, projection: Projection, operator: str = "cli
 
 async def _unpark(conn: psycopg.AsyncConnection[Any], projection: Projection, resolution: str | None = None) -> None:
     """Marks the projection running again and, with a `resolution`, its open dead letters resolved."""
-    await conn.execute("UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
-                       " updated_at = now() WHERE projection = %s", (projection.name,))
+    await conn.execute(
+        "UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
+        " updated_at = now() WHERE projection = %s",
+        (projection.name,),
+    )
     if resolution is not None:
-        await conn.execute("UPDATE dead_letters SET resolved = %s, resolved_at = now()"
-                           " WHERE projection = %s AND resolved IS NULL", (resolution, projection.name))
+        await conn.execute(
+            "UPDATE dead_letters SET resolved = %s, resolved_at = now() WHERE projection = %s AND resolved IS NULL",
+            (resolution, projection.name),
+        )
 
 
 def _refuse_process(projection: Projection, done: str) -> None:
     if projection.kind == "process":
-        raise OperationRefused(f"{projection.name} sends commands; replaying history through it would send them"
-                               f" again, so it cannot be {done}")
+        raise OperationRefused(
+            f"{projection.name} sends commands; replaying history through it would send them"
+            f" again, so it cannot be {done}"
+        )
 
 
 async def retry(settings: Settings, projection: Projection, operator: str = "cli") -> int:
     """Resumes a parked projection at the event it parked on; returns that position."""
-    async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn, \
-            conn.transaction():
-        row = await (await conn.execute("SELECT parked_at FROM projections WHERE projection = %s AND state = 'parked'"
-                                        " FOR UPDATE", (projection.name,))).fetchone()
+    async with (
+        await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        row = await (
+            await conn.execute(
+                "SELECT parked_at FROM projections WHERE projection = %s AND state = 'parked' FOR UPDATE",
+                (projection.name,),
+            )
+        ).fetchone()
         if row is None:
             raise OperationRefused(f"{projection.name} is not parked")
         await _unpark(conn, projection, resolution="retried")
@@ -301,14 +373,21 @@ async def skip(settings: Settings, projection: Projection, event_id: str, operat
     client = aioredis.from_url(settings.redis_url or "")
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            letter = await (await conn.execute(
-                "SELECT position, type FROM dead_letters WHERE projection = %s AND event_id::text = %s"
-                " AND resolved IS NULL ORDER BY id DESC LIMIT 1", (projection.name, event_id))).fetchone()
+            letter = await (
+                await conn.execute(
+                    "SELECT position, type FROM dead_letters WHERE projection = %s AND event_id::text = %s"
+                    " AND resolved IS NULL ORDER BY id DESC LIMIT 1",
+                    (projection.name, event_id),
+                )
+            ).fetchone()
             if letter is None:
                 raise OperationRefused(f"{projection.name} is not parked on event {event_id}")
             position, type_ = int(letter[0]), str(letter[1])
-            previous = await (await conn.execute("SELECT coalesce(max(notification_id), 0) FROM events"
-                                                 " WHERE notification_id < %s", (position,))).fetchone()
+            previous = await (
+                await conn.execute(
+                    "SELECT coalesce(max(notification_id), 0) FROM events WHERE notification_id < %s", (position,)
+                )
+            ).fetchone()
             live, _, _ = await register(conn, projection)
             store = await open_store(conn, client, settings.namespace, projection, live)
             checkpoint = await store.checkpoint()
@@ -317,8 +396,9 @@ async def skip(settings: Settings, projection: Projection, event_id: str, operat
             async with conn.transaction():
                 await store.apply([], checkpoint, position)
                 await _unpark(conn, projection, resolution="skipped")
-                await _log(conn, operator, "skip", projection.name, event_id=event_id, position=str(position),
-                           type=type_)
+                await _log(
+                    conn, operator, "skip", projection.name, event_id=event_id, position=str(position), type=type_
+                )
             return position
     finally:
         await client.aclose()

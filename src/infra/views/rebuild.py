@@ -24,15 +24,23 @@ Progress = Callable[[int, int, int], None]
 """Called with (events applied so far, position reached, position to reach)."""
 
 
-async def open_store(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str,
-                     projection: Projection, version: int) -> ViewStore:
+async def open_store(
+    conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str, projection: Projection, version: int
+) -> ViewStore:
     store = store_for(conn, client, namespace, projection, version)
     await store.prepare()
     return store
 
 
-async def replay(url: str, store: ViewStore, *, after: int, until: int | None = None,
-                 batch_size: int = 2000, progress: Progress | None = None) -> int:
+async def replay(
+    url: str,
+    store: ViewStore,
+    *,
+    after: int,
+    until: int | None = None,
+    batch_size: int = 2000,
+    progress: Progress | None = None,
+) -> int:
     """Applies every event after `after` (up to `until`, else the head at the start) to `store`,
     batch by batch with its checkpoint; returns the position reached. Only the event types the
     projection handles are read (the others change nothing), and the checkpoint still ends at the
@@ -44,9 +52,12 @@ async def replay(url: str, store: ViewStore, *, after: int, until: int | None = 
         end = until if until is not None else await head_position(conn)
         async with conn.transaction(), conn.cursor(name="chronicle_replay") as cursor:
             cursor.itersize = batch_size
-            await cursor.execute(f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s"
-                                 f" AND notification_id <= %s AND notification_id < {GATE} AND type = ANY(%s)"
-                                 f" ORDER BY notification_id", (after, end, types))
+            await cursor.execute(
+                f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s"
+                f" AND notification_id <= %s AND notification_id < {GATE} AND type = ANY(%s)"
+                f" ORDER BY notification_id",
+                (after, end, types),
+            )
             while rows := await cursor.fetchmany(batch_size):
                 envelopes = reader.from_rows(rows, checkpoint)
                 await store.apply(envelopes, checkpoint, envelopes[-1].position)
@@ -81,9 +92,11 @@ class Fingerprint:
 async def sql_fingerprint(conn: psycopg.AsyncConnection[Any], projection: SqlProjection, version: int) -> Fingerprint:
     result = Fingerprint()
     for name, table in table_names(projection, version).items():
-        row = await (await conn.execute(
-            f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
-            f" FROM {table} t".encode())).fetchone()
+        row = await (
+            await conn.execute(
+                f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t".encode()
+            )
+        ).fetchone()
         assert row is not None
         result.counts[name], result.checksums[name] = int(row[0]), str(row[1])
     return result
@@ -98,7 +111,7 @@ async def redis_fingerprint(client: aioredis.Redis, store: RedisStore) -> Finger
     entries: dict[str, list[bytes]] = {}
     async for raw in client.scan_iter(match=store.prefix + "*", count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
-        relative = key[len(store.prefix):]
+        relative = key[len(store.prefix) :]
         if relative == "checkpoint":
             continue
         kind = relative.split(":", 1)[0]
@@ -108,9 +121,9 @@ async def redis_fingerprint(client: aioredis.Redis, store: RedisStore) -> Finger
         digest = hashlib.sha256()
         ordered = sorted(keys)
         for start in range(0, len(ordered), DUMP_CHUNK):
-            chunk = ordered[start:start + DUMP_CHUNK]
+            chunk = ordered[start : start + DUMP_CHUNK]
             for key, dumped in zip(chunk, await _dump(client, chunk), strict=True):
-                digest.update(key[len(store.prefix.encode()):] + b"=" + dumped)
+                digest.update(key[len(store.prefix.encode()) :] + b"=" + dumped)
         digests[kind] = digest.hexdigest()
         result.counts[kind], result.checksums[kind] = len(keys), digests[kind]
     return result
@@ -150,8 +163,7 @@ def _b(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-async def fingerprint(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis,
-                      store: ViewStore) -> Fingerprint:
+async def fingerprint(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, store: ViewStore) -> Fingerprint:
     if isinstance(store, SqlStore):
         return await sql_fingerprint(conn, store.projection, store.version)
     assert isinstance(store, RedisStore), "processes have no view to fingerprint"

@@ -102,8 +102,12 @@ class BufferedSqlView:
         for (table, columns), rows in inserts.items():
             names, marks = ", ".join(columns), ", ".join(["%s"] * len(columns))
             conflict = ", ".join(self.keys[table])
-            found.append((f"INSERT INTO {self.tables[table]} ({names}) VALUES ({marks})"
-                          f" ON CONFLICT ({conflict}) DO NOTHING", rows))
+            found.append(
+                (
+                    f"INSERT INTO {self.tables[table]} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO NOTHING",
+                    rows,
+                )
+            )
         for (table, sets, adds), rows in updates.items():
             assignments = [f"{c} = %s" for c in sets] + [f"{c} = {c} + %s" for c in adds]
             found.append((f"UPDATE {self.tables[table]} SET {', '.join(assignments)} WHERE {self._where(table)}", rows))
@@ -113,8 +117,10 @@ class BufferedSqlView:
         return " AND ".join(f"{c} = %s" for c in self.keys[table])
 
 
-_ADVANCE = ("WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
-            " WHERE projection = %s AND version = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved")
+_ADVANCE = (
+    "WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
+    " WHERE projection = %s AND version = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved"
+)
 
 
 class SqlStore:
@@ -130,8 +136,9 @@ class SqlStore:
         version at the same moment (a projector starting while an operator asks for the status):
         a lock for the length of the transaction makes the second wait and then find the tables."""
         async with self.conn.transaction():
-            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                    (f"prepare {self.projection.name} v{self.version}",))
+            await self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"prepare {self.projection.name} v{self.version}",)
+            )
             for name, ddl in self.projection.tables.items():
                 exists = await (await self.conn.execute("SELECT to_regclass(%s)", (self.tables[name],))).fetchone()
                 if exists and exists[0]:
@@ -139,8 +146,10 @@ class SqlStore:
                 for statement in ddl.split(";"):
                     if statement.strip():
                         await self.conn.execute(statement.format_map(self.tables).encode())
-            await self.conn.execute("INSERT INTO projection_checkpoints (projection, version) VALUES (%s, %s)"
-                                    " ON CONFLICT DO NOTHING", (self.projection.name, self.version))
+            await self.conn.execute(
+                "INSERT INTO projection_checkpoints (projection, version) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (self.projection.name, self.version),
+            )
 
     async def publish_views(self) -> None:
         """Points the unversioned names (what queries read) at this version's tables."""
@@ -151,9 +160,12 @@ class SqlStore:
                 await self.conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {table}".encode())
 
     async def checkpoint(self) -> int:
-        row = await (await self.conn.execute(
-            "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s",
-            (self.projection.name, self.version))).fetchone()
+        row = await (
+            await self.conn.execute(
+                "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s",
+                (self.projection.name, self.version),
+            )
+        ).fetchone()
         return int(row[0]) if row else 0
 
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
@@ -338,7 +350,9 @@ class RedisStore:
                 for key in reads:
                     pipe.hgetall(self.prefix + key)
                 results = await pipe.execute()
-            hashes = {key: {_s(k): _s(v) for k, v in result.items()} for key, result in zip(reads, results, strict=True)}
+            hashes = {
+                key: {_s(k): _s(v) for k, v in result.items()} for key, result in zip(reads, results, strict=True)
+            }
         view = BufferedRedisView(self.prefix, hashes)
         for envelope in handled:
             self.projection.apply(envelope, view)
@@ -373,17 +387,24 @@ class TrackingStore:
         return None
 
     async def checkpoint(self) -> int:
-        row = await (await self.conn.execute("SELECT notification_id FROM tracking WHERE application_name = %s",
-                                             (self.projection.name,))).fetchone()
+        row = await (
+            await self.conn.execute(
+                "SELECT notification_id FROM tracking WHERE application_name = %s", (self.projection.name,)
+            )
+        ).fetchone()
         return int(row[0]) if row else 0
 
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
         if envelopes:
             raise TypeError("a process applies events itself; a TrackingStore only records skips")
-        row = await (await self.conn.execute(
-            "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
-            " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
-            " WHERE t.notification_id = %s RETURNING 1", (self.projection.name, new, expected))).fetchone()
+        row = await (
+            await self.conn.execute(
+                "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
+                " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+                " WHERE t.notification_id = %s RETURNING 1",
+                (self.projection.name, new, expected),
+            )
+        ).fetchone()
         if row is None:
             raise StaleCheckpoint(f"{self.projection.name} is no longer at {expected}")
 
@@ -391,8 +412,13 @@ class TrackingStore:
 ViewStore = SqlStore | RedisStore | TrackingStore
 
 
-def store_for(conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None, namespace: str,
-              projection: Projection, version: int) -> ViewStore:
+def store_for(
+    conn: psycopg.AsyncConnection[Any],
+    client: aioredis.Redis | None,
+    namespace: str,
+    projection: Projection,
+    version: int,
+) -> ViewStore:
     """Where a version of the projection keeps its view and checkpoint (not yet prepared)."""
     if projection.kind == "process":
         return TrackingStore(conn, projection)
