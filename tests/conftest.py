@@ -21,6 +21,18 @@ from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
+LANES = ("unit", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks every test with its lane, by the folder it is in, so `-m unit` selects the fast lane.
+    A test outside both folders would silently belong to neither: that stops the run."""
+    tests = Path(__file__).parent
+    for item in items:
+        lane = item.path.relative_to(tests).parts[0]
+        if lane not in LANES:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit/ or tests/integration/")
+        item.add_marker(getattr(pytest.mark, lane))
 
 
 @pytest.fixture(scope="session")
