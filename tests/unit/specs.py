@@ -44,6 +44,13 @@ class Then:
     def then_nothing(self) -> Then:
         return self.then()
 
+    def state(self, **fields: Any) -> Then:
+        """The aggregate's attributes after the command (what a reader of its events would rebuild)."""
+        assert self.error is None, f"expected state {fields}, got {type(self.error).__name__}: {self.error}"
+        for key, value in fields.items():
+            assert getattr(self.spec.aggregate, key) == value, f"{key}: {getattr(self.spec.aggregate, key)!r}"
+        return self
+
     def rejected(self, error: type[DomainError], says: str = "", field: str | None = None) -> Then:
         assert self.error is not None, f"expected {error.__name__}, but {self.events} were recorded"
         assert isinstance(self.error, error), f"expected {error.__name__}, got {type(self.error).__name__}"
