@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from tests.integration.http import Api, User
+from tests.waiting import eventually
 
 DECIDED = {"reserved", "rejected", "cancelled", "paid", "shipped", "delivered"}
 
@@ -51,13 +51,13 @@ def wait_order(
     api: Api, user: User, order_id: str, statuses: set[str] = DECIDED, timeout: float = 30.0
 ) -> dict[str, Any]:
     """The order once its status is one of `statuses` (the saga and the order view are asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def decided() -> dict[str, Any]:
         r = api.get(f"/v1/orders/{order_id}", user)
-        if r.status_code == 200 and r.json()["status"] in statuses:
-            return dict(r.json())
-        assert time.monotonic() < deadline, f"order {order_id} is still {r.status_code} {r.text}"
-        time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["status"] in statuses, f"{r.status_code} {r.text}"
+        return dict(r.json())
+
+    return eventually(decided, what=f"order {order_id} to be {' or '.join(sorted(statuses))}", timeout=timeout)
 
 
 def stock_of(api: Api, user: User, sku: str, position: str | None = None) -> dict[str, Any]:
@@ -65,3 +65,11 @@ def stock_of(api: Api, user: User, sku: str, position: str | None = None) -> dic
     r = api.get(f"/v1/products/{sku}", user, **headers)
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+def assert_stock(api: Api, user: User, sku: str, **expected: int) -> dict[str, Any]:
+    """The product as read now, if its stock fields are as `expected` (for `eventually`: the catalog
+    views apply stock events apart from the order view)."""
+    got = stock_of(api, user, sku)
+    assert {field: got[field] for field in expected} == expected, got
+    return got

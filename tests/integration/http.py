@@ -6,16 +6,17 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
 
 from infra.settings import Settings
+from tests.waiting import eventually
 
 JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -68,19 +69,25 @@ def _start_api(
             start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200:
-                    return proc, base
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        if proc.poll() is None:
+        try:
+            eventually(partial(_answering_or_exited, proc, base), what=f"chronicle api on port {port}", timeout=60)
+        except AssertionError:
             proc.kill()
             proc.wait()
-            raise AssertionError("chronicle api did not come up")
+            raise
+        if proc.poll() is None:
+            return proc, base
         assert attempt < attempts, f"chronicle api exited with {proc.returncode}"
     raise AssertionError("unreachable")
+
+
+def _answering_or_exited(proc: subprocess.Popen[bytes], base: str) -> bool:
+    if proc.poll() is not None:
+        return True
+    try:
+        return httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @dataclass

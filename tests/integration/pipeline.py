@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +20,7 @@ from infra.views.rebuild import fingerprint, open_store, replay
 from infra.views.stores import RedisStore, SqlStore, store_for
 from projections import all_projections
 from tests.integration.http import api_env
+from tests.waiting import eventually
 
 
 class Processes:
@@ -56,8 +56,8 @@ class Processes:
 def wait_active(settings: Settings, *roles: str, timeout: float = 60.0) -> None:
     """Until a process holds each role's lock in the settings' database: "relay", or "projection
     NAME" (the saga's is "projection order_saga")."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def all_held() -> bool:
         with psycopg.connect(settings.database_url or "") as conn:
             rows = conn.execute(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
@@ -66,10 +66,10 @@ def wait_active(settings: Settings, *roles: str, timeout: float = 60.0) -> None:
             ).fetchall()
         held = {str(r[0]).removeprefix("chronicle ").rsplit(" pid=", 1)[0] for r in rows}
         missing = set(roles) - held
-        if not missing:
-            return
-        assert time.monotonic() < deadline, f"no process became active for {sorted(missing)}"
-        time.sleep(0.1)
+        assert not missing, f"no process is active yet for {sorted(missing)}"
+        return True
+
+    eventually(all_held, what="a process to hold each role's lock", timeout=timeout)
 
 
 def all_roles(*, saga: bool = False) -> list[str]:
@@ -116,14 +116,14 @@ def head(url: str) -> int:
 def wait_caught_up(settings: Settings, timeout: float = 60.0) -> None:
     url = settings.database_url or ""
     target = head(url)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def caught_up() -> bool:
         seen = checkpoints(url, settings)
-        if all(position >= target for position in seen.values()):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"views did not catch up with {target}: {seen}")
-        time.sleep(0.2)
+        behind = {name: position for name, position in seen.items() if position < target}
+        assert not behind, f"behind: {behind}"
+        return True
+
+    eventually(caught_up, what=f"every view to catch up with position {target}", timeout=timeout)
 
 
 def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> dict[str, list[str]]:

@@ -26,6 +26,7 @@ from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 from tests.integration.pipeline import differences_from_scratch, running, wait_caught_up
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -221,16 +222,16 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
         )
         # Killed mid-stream: commands go on while the lock passes, and only the standby can publish them.
         after.start()
-        deadline = time.monotonic() + 30
-        while after.done < 50 and after.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(
+            lambda: after.done >= 50 or not after.is_alive(), what="50 commands after the first batch", every=0.01
+        )
         processes.kill(active)
         after.join()
         assert after.error is None
-        deadline = time.monotonic() + 30
-        while _relay_holder(settings.database_url or "") in (None, holder) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _relay_holder(settings.database_url or "") not in (None, holder), "the standby did not take over"
+        eventually(
+            lambda: _relay_holder(settings.database_url or "") not in (None, holder),
+            what="the standby relay to take over",
+        )
         wait_caught_up(settings, timeout=90)
 
     async def stream_ids() -> list[str]:
@@ -285,18 +286,19 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
     after = app.work.create_project(ctx, "After the poison", None).position
     database.close()
     with running(settings, "relay", "projector"):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def parked_and_others_past() -> tuple[dict[str, str], dict[str, int], list[tuple[str, int, str]]]:
             with psycopg.connect(settings.database_url or "") as conn:
                 state = dict(conn.execute("SELECT projection, state FROM projections").fetchall())
                 points = dict(conn.execute("SELECT projection, position FROM projection_checkpoints").fetchall())
                 letters = conn.execute("SELECT projection, position, error FROM dead_letters").fetchall()
-            if state.get("task_list") == "parked" and all(
-                points.get(p, 0) >= (after or 0) for p in ("project_catalog", "user_directory")
-            ):
-                break
-            time.sleep(0.3)
-        assert state["task_list"] == "parked", state
+            assert state.get("task_list") == "parked", state
+            assert all(points.get(p, 0) >= (after or 0) for p in ("project_catalog", "user_directory")), points
+            return state, points, letters
+
+        state, points, letters = eventually(
+            parked_and_others_past, what="task_list to park while the other views pass the poison", timeout=60
+        )
         assert letters and letters[0][0] == "task_list" and letters[0][1] == poison_at
         assert "apocalyptic" in letters[0][2]
         assert points["task_list"] < poison_at, "the parked projection moved past its poison event"

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.waiting import eventually
 
 
 def _free_port() -> int:
@@ -43,35 +44,38 @@ class Dev:
             start_new_session=True,
             text=True,
         )
+        # Read all the while: a child that logs into a pipe nobody reads blocks once it is full.
         self.lines: list[str] = []
-        deadline = time.monotonic() + 90
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line)
-            if line.startswith("API docs"):
-                # Keep reading: a child that logs into a pipe nobody reads blocks once it is full.
-                threading.Thread(target=self._drain, daemon=True).start()
-                return
-        self.stop()
-        raise AssertionError("chronicle dev did not come up:\n" + "".join(self.lines))
+        threading.Thread(target=self._drain, daemon=True).start()
+        try:
+            eventually(self._up_or_exited, what="chronicle dev to print its URLs", timeout=90)
+        except AssertionError:
+            self.stop()
+            raise
+        if not self._up():
+            self.stop()
+            raise AssertionError("chronicle dev exited before it came up:\n" + "".join(self.lines))
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
 
+    def _up(self) -> bool:
+        return any(line.startswith("API docs") for line in list(self.lines))
+
+    def _up_or_exited(self) -> bool:
+        return self._up() or self.proc.poll() is not None
+
     def healthy(self, port: int, timeout: float = 30.0) -> None:
         """Until /v1/health says ok (the API connects to NATS in the background)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def ok() -> bool:
             status, body = _get(f"http://127.0.0.1:{port}/v1/health")
-            if status == 200 and json.loads(body)["status"] == "ok":
-                return
-            assert time.monotonic() < deadline, body
-            time.sleep(0.2)
+            assert status == 200 and json.loads(body)["status"] == "ok", body
+            return True
+
+        eventually(ok, what="/v1/health to say ok", timeout=timeout)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -99,14 +103,14 @@ def test_dev_starts_answers_stops_and_keeps_its_data(tmp_path: Path) -> None:
         printed = "".join(dev.lines)
         assert f"http://127.0.0.1:{port}/v1" in printed and f"http://127.0.0.1:{port}/schema" in printed
         dev.healthy(port)
-        deadline = time.monotonic() + 60  # the relay, the projectors and the saga register themselves
-        while {p["name"] for p in json.loads(_get(f"http://127.0.0.1:{port}/v1/health")[1])["projections"]} < {
-            "order_saga",
-            "task_list",
-            "catalog_cache",
-        }:
-            assert time.monotonic() < deadline, "chronicle dev did not start the projector and the saga"
-            time.sleep(0.5)
+        eventually(  # the relay, the projectors and the saga register themselves
+            lambda: (
+                {p["name"] for p in json.loads(_get(f"http://127.0.0.1:{port}/v1/health")[1])["projections"]}
+                >= {"order_saga", "task_list", "catalog_cache"}
+            ),
+            what="chronicle dev to start the projector and the saga",
+            timeout=60,
+        )
         status, body = _get(f"http://127.0.0.1:{port}/schema/openapi.json")
         assert status == 200 and "/v1/health" in json.loads(body)["paths"]
         state = json.loads((data_dir / "servers.json").read_text())

@@ -7,7 +7,6 @@ as `chronicle saga` does from JetStream), so Hypothesis chooses exactly when it 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.envelope import EnvelopeReader, EventEnvelope
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
+from tests.waiting import eventually
 
 MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
 TIMEOUT = timedelta(minutes=15)
@@ -177,16 +177,17 @@ class OrderMachine(RuleBasedStateMachine):
     def _next_event(self) -> EventEnvelope:
         """The next order event of the log after the last one acted on, as a reader sees the log:
         below the gate, which a transaction still open elsewhere on the server holds back a moment."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def next_order_event() -> EventEnvelope | None:
             with self.chronicle.database.connection() as conn:
                 rows = conn.execute(READ_BETWEEN, (self.position, 2**62, 1000)).fetchall()
             for envelope in self.reader.from_rows(rows, self.position):
                 self.position = envelope.position
                 if envelope.type in HANDLES:
                     return envelope
-            time.sleep(0.01)
-        raise AssertionError("the model expects an order event the log does not have")
+            return None
+
+        return eventually(next_order_event, what="the order event the model expects, in the log", timeout=10)
 
     @precondition(lambda self: bool(self.acted))
     @rule(data=st.data())

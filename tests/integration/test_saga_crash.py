@@ -9,9 +9,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from infra.devstack.embedded import ServerUrls
 from infra.eventstore.envelope import EnvelopeReader
 from infra.settings import Settings
 from tests.integration.pipeline import Processes, running
+from tests.waiting import eventually
 
 PAYMENT_TIMEOUT_S = 4
 MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
@@ -61,29 +61,10 @@ def _orders(chronicle: Chronicle, ids: list[uuid.UUID]) -> list[Order]:
     return [chronicle.ordering.order(i, fresh=True) for i in ids]
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
-def _eventually(check: Callable[[], None], timeout: float) -> None:
-    """Runs `check` until it passes; its last failure is the test's if it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int], orders: list[Order]) -> None:
+def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int], orders: list[Order]) -> bool:
     """Every unit is available, reserved for a live (reserved) order, or nowhere else; no order holds
-    a reservation it should not, and the log holds at most one reservation per order and SKU."""
+    a reservation it should not, and the log holds at most one reservation per order and SKU.
+    True, or an AssertionError that says what is off."""
     live = {o.id: o for o in orders if o.status is OrderStatus.RESERVED}
     for sku in skus:
         stock = chronicle.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
@@ -99,6 +80,7 @@ def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int]
     reader = EnvelopeReader()
     reservations = Counter((stream, str(reader.data(bytes(data))["order_id"])) for stream, data in rows)
     assert not [k for k, n in reservations.items() if n > 1], "an order was reserved twice"
+    return True
 
 
 def test_a_saga_killed_at_random_decides_every_order_once_and_stock_balances(
@@ -141,24 +123,28 @@ def test_a_saga_killed_at_random_decides_every_order_once_and_stock_balances(
     assert kills >= 3
 
     decided = {OrderStatus.RESERVED, OrderStatus.REJECTED, OrderStatus.CANCELLED}
-    _wait(lambda: all(o.status in decided for o in _orders(chronicle, ids)), 90, "orders left undecided")
+    eventually(
+        lambda: all(o.status in decided for o in _orders(chronicle, ids)), what="every order decided", timeout=90
+    )
     orders = _orders(chronicle, ids)
     assert {o.status for o in orders} <= decided
     assert any(o.status is OrderStatus.REJECTED for o in orders), "the burst should outrun the stock"
     # Orders may expire (and their stock come back a moment later) while this reads: read again then.
-    _eventually(lambda: _check_stock(chronicle, skus, received, _orders(chronicle, ids)), 30)
+    eventually(
+        lambda: _check_stock(chronicle, skus, received, _orders(chronicle, ids)),
+        what="stock that balances with the orders",
+    )
 
     # Nobody pays: every reserved order expires and its stock comes back (the saga releases it
     # after the cancellation, so wait for both before checking).
-    _wait(
+    eventually(
         lambda: all(o.status is not OrderStatus.RESERVED for o in _orders(chronicle, ids)),
-        PAYMENT_TIMEOUT_S + 60,
-        "reserved orders did not expire",
+        what="every reserved order to expire",
+        timeout=PAYMENT_TIMEOUT_S + 60,
     )
-    _wait(
+    eventually(
         lambda: all(chronicle.inventory.load(Stock, stock_id(s), "stock", fresh=True).reserved == 0 for s in skus),
-        30,
-        "expired orders kept their stock",
+        what="the expired orders' stock to come back",
     )
     orders = _orders(chronicle, ids)
     _check_stock(chronicle, skus, received, orders)
@@ -172,15 +158,14 @@ def test_an_unpaid_order_expires_with_its_requests_correlation_id(stack: tuple[C
     [sku] = _products(chronicle, {f"EXP-{uuid.uuid4().hex[:6].upper()}": 3})
     ctx = Context("orders.place", actor=Actor(uuid.uuid4()))
     order_id = chronicle.ordering.place_order(ctx, [{"sku": sku, "quantity": 2}]).id
-    _wait(
+    eventually(
         lambda: chronicle.ordering.order(order_id, fresh=True).status is OrderStatus.CANCELLED,
-        PAYMENT_TIMEOUT_S + 30,
-        "the order did not expire",
+        what="the unpaid order to expire",
+        timeout=PAYMENT_TIMEOUT_S + 30,
     )
-    _wait(
+    eventually(
         lambda: chronicle.inventory.load(Stock, stock_id(sku), "stock", fresh=True).available == 3,
-        30,
-        "the stock was not released",
+        what="the expired order's stock to be released",
     )
     with chronicle.database.connection() as conn:
         rows = conn.execute(

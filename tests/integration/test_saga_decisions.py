@@ -3,7 +3,6 @@ is still current: a rejection or a release decided on stale stock is decided aga
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,6 +20,7 @@ from infra.delivery.saga import SagaWorker
 from infra.devstack.embedded import ServerUrls
 from infra.eventstore.envelope import EnvelopeReader, EventEnvelope
 from infra.settings import Settings
+from tests.waiting import eventually
 
 MANAGER = Context("tests.stock", actor=Actor(uuid.uuid4(), frozenset({Role.MANAGER})))
 
@@ -43,16 +43,17 @@ def _worker(app: Chronicle, name: str) -> SagaWorker:
 def _order_events(app: Chronicle, order_id: uuid.UUID, count: int = 1) -> list[EventEnvelope]:
     """The order's events the saga handles, as a reader of the log sees them: below the gate, which
     a transaction still open elsewhere on the server holds back for a moment."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def readable() -> list[EventEnvelope]:
         with app.database.connection() as conn:
             rows = conn.execute(
                 READ_BETWEEN.replace("ORDER BY", "AND stream_id = %s ORDER BY"), (0, 2**62, order_id, 100)
             ).fetchall()
         found = [e for e in EnvelopeReader().from_rows(rows, 0) if e.type in HANDLES]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.02)
+        assert len(found) >= count, [e.type for e in found]
+        return found
+
+    return eventually(readable, what=f"{count} event(s) of order {order_id} below the gate", timeout=10)
 
 
 def _place(api: Chronicle, sku: str, quantity: int) -> uuid.UUID:

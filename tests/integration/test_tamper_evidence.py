@@ -121,9 +121,8 @@ def test_altering_a_seal_is_detected(sealed: tuple[str, list[int]]) -> None:
 
 
 def test_the_relay_seals_what_it_publishes(chronicle_app: object, pipeline: None, settings: Settings) -> None:
-    import time
-
     from tests.integration.pipeline import wait_caught_up
+    from tests.waiting import eventually
 
     chronicle_app.identity.register(
         Context("t"),
@@ -132,14 +131,15 @@ def test_the_relay_seals_what_it_publishes(chronicle_app: object, pipeline: None
         "long enough pw",
     )
     wait_caught_up(settings)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def sealed_through_relayed() -> int:
         with psycopg.connect(settings.database_url or "") as conn:
             relayed = conn.execute("SELECT position FROM relay_state").fetchone()
             sealed_to = conn.execute("SELECT coalesce(max(to_position), 0) FROM seals").fetchone()
-        if relayed and sealed_to and relayed[0] == sealed_to[0]:
-            break
-        time.sleep(0.2)
+        assert relayed and sealed_to and relayed[0] == sealed_to[0], (relayed, sealed_to)
+        return int(relayed[0])
+
+    relayed = eventually(sealed_through_relayed, what="the seals to reach the relay's position")
     report = verify(settings.database_url or "")
     assert report.ok, report.first_problem
-    assert report.seals_checked > 0 and int(report.sealed_through) == relayed[0]  # type: ignore[index]
+    assert report.seals_checked > 0 and int(report.sealed_through) == relayed
