@@ -39,6 +39,18 @@ def auditor(api: Api, admin: User) -> User:
 
 
 @pytest.fixture
+def manager(api: Api, admin: User) -> User:
+    user = api.register("Manny Manager")
+    granted = api.post(f"/v1/users/{user.id}/roles", {"role": "manager"}, admin)
+    assert granted.status_code == 200, granted.text
+    user = api.relogin(user)
+    sku = f"AUDIT-{uuid.uuid4().hex[:8].upper()}"
+    staff_only = api.post("/v1/products", {"sku": sku, "name": "Managed", "price_minor": 100, "currency": "EUR"}, user)
+    assert staff_only.status_code == 201, f"the manager role did not take: {staff_only.text}"
+    return user
+
+
+@pytest.fixture
 def history(api: Api) -> dict[str, Any]:
     owner = api.register("Hugo History")
     correlation = str(uuid.uuid4())
@@ -55,12 +67,13 @@ def history(api: Api) -> dict[str, Any]:
     return {"owner": owner, "project": project, "task": task, "correlation": correlation}
 
 
-def test_only_auditors_and_admins_read_history(api: Api, history: dict[str, Any], auditor: User, admin: User) -> None:
+def test_only_auditors_and_admins_read_history(
+    api: Api, history: dict[str, Any], auditor: User, admin: User, manager: User
+) -> None:
     for route in AUDIT_ROUTES:
         url = route.format(id=history["task"], corr=history["correlation"])
         assert_problem(api.get(url, history["owner"]), 403)
         assert_problem(api.get(url), 401)
-        manager = history["owner"]
         assert_problem(api.get(url, manager), 403)
         assert api.get(url, auditor).status_code == 200, url
         assert api.get(url, admin).status_code == 200, url

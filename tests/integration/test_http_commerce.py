@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,8 +10,9 @@ from typing import Any
 import pytest
 
 from api.queries.common import encode_cursor
-from tests.integration.commerce import new_sku, place, product, stock_of, wait_order
+from tests.integration.commerce import assert_stock, new_sku, place, product, stock_of, wait_order
 from tests.integration.http import Api, User, assert_problem
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("pipeline")
 
@@ -54,7 +54,9 @@ def test_managers_keep_the_catalog_and_members_read_it(api: Api, shop: dict[str,
     r = api.post(f"/v1/products/{sku}/edit", {"name": "Brass desk lamp"}, manager, if_match=r.headers["etag"])
     assert r.status_code == 200 and r.json()["version"] == 2
     r = api.post(f"/v1/products/{sku}/reprice", {"price_minor": 3999}, manager)
+    assert r.status_code == 200 and r.json()["version"] == 3, r.text
     r = api.post(f"/v1/inventory/{sku}/receive", {"quantity": 12}, manager)
+    assert r.status_code == 200, r.text
     r = api.post(f"/v1/inventory/{sku}/adjust", {"delta": -2, "reason": "damaged in transit"}, manager)
     assert r.status_code == 200, r.text
     got = stock_of(api, alice, sku, r.json()["position"])
@@ -113,11 +115,12 @@ def test_an_order_is_reserved_paid_shipped_and_delivered(api: Api, shop: dict[st
         {"sku": ink, "quantity": 2, "unit_price_minor": 1000, "currency": "EUR"},
     ]
     assert seen["payment_due_at"] is not None and seen["reason"] is None
-    deadline = time.monotonic() + 20  # the catalog view applies the reservation apart from the order view
-    while ((seen_stock := stock_of(api, alice, pen))["available"], seen_stock["reserved"]) != (7, 3):
-        assert time.monotonic() < deadline, seen_stock
-        time.sleep(0.05)
+    eventually(
+        lambda: assert_stock(api, alice, pen, available=7, reserved=3), what="the pens' reservation in the catalog"
+    )
     r = api.post(f"/v1/products/{pen}/reprice", {"price_minor": 999}, manager)  # captured prices stay
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    assert stock_of(api, alice, pen, r.json()["position"])["price_minor"] == 999
     assert_problem(api.post(f"/v1/orders/{order}/ship", user=alice), 403)
     r = api.post(f"/v1/orders/{order}/pay", {"payment_ref": "psp-123"}, alice)
     assert r.status_code == 200, r.text
@@ -129,10 +132,7 @@ def test_an_order_is_reserved_paid_shipped_and_delivered(api: Api, shop: dict[st
     assert done["status"] == "delivered" and done["total_minor"] == 2750 and done["payment_ref"] == "psp-123"
     assert [h["status"] for h in done["history"]] == ["placed", "reserved", "paid", "shipped", "delivered"]
     assert all(h["at"] for h in done["history"])
-    deadline = time.monotonic() + 20  # the saga commits the shipped units
-    while stock_of(api, alice, pen)["reserved"] != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: assert_stock(api, alice, pen, reserved=0), what="the saga to commit the shipped pens")
     assert (stock_of(api, alice, pen)["available"], stock_of(api, alice, ink)["available"]) == (7, 2)
 
 
@@ -144,7 +144,9 @@ def test_a_short_line_rejects_the_whole_order_and_reserves_nothing(api: Api, sho
     seen = wait_order(api, bob, order)
     assert seen["status"] == "rejected" and f"only 1 of {scarce} available, 2 requested" in seen["reason"]
     assert [h["status"] for h in seen["history"]] == ["placed", "rejected"]
-    assert (stock_of(api, bob, plenty)["available"], stock_of(api, bob, plenty)["reserved"]) == (50, 0)
+    eventually(  # the catalog view applies stock events apart from the order view
+        lambda: assert_stock(api, bob, plenty, available=50, reserved=0), what="the plentiful stock, untouched"
+    )
     assert_problem(api.post(f"/v1/orders/{order}/pay", {"payment_ref": "x"}, bob), 409)
 
 
@@ -157,11 +159,7 @@ def test_cancelling_releases_the_reservation(api: Api, shop: dict[str, User]) ->
     assert r.status_code == 200, r.text
     seen = api.get(f"/v1/orders/{order}", alice, x_min_position=r.json()["position"]).json()
     assert seen["status"] == "cancelled" and seen["reason"] == "cancelled by the customer"
-    deadline = time.monotonic() + 20
-    while stock_of(api, alice, sku)["available"] != 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert stock_of(api, alice, sku)["reserved"] == 0
+    eventually(lambda: assert_stock(api, alice, sku, available=5, reserved=0), what="the reservation's release")
     assert_problem(api.post(f"/v1/orders/{order}/cancel", user=alice), 409)
 
 
@@ -262,10 +260,10 @@ def test_many_buyers_of_the_last_units_never_oversell(api: Api, shop: dict[str, 
     statuses = [wait_order(api, b, o)["status"] for b, o in orders]
     assert set(statuses) <= {"reserved", "rejected"}
     assert statuses.count("reserved") == 7 - written_off and statuses.count("rejected") == 36 - (7 - written_off)
-    deadline = time.monotonic() + 20  # the catalog view catches up with the last decision
-    while ((final := stock_of(api, manager, sku))["reserved"], final["available"]) != (7 - written_off, 0):
-        assert time.monotonic() < deadline, final
-        time.sleep(0.05)
+    eventually(
+        lambda: assert_stock(api, manager, sku, reserved=7 - written_off, available=0),
+        what="the catalog view to apply the last decision",
+    )
 
 
 def test_every_event_of_an_order_carries_the_requests_correlation_id(
@@ -279,18 +277,18 @@ def test_every_event_of_an_order_carries_the_requests_correlation_id(
     wait_order(api, alice, order)
     cancel = api.post(f"/v1/orders/{order}/cancel", user=alice, x_correlation_id=str(correlation))
     assert cancel.status_code == 200
-    deadline = time.monotonic() + 20
-    with chronicle_app.database.connection() as conn:
-        while True:
+
+    def released() -> list[Any]:
+        with chronicle_app.database.connection() as conn:
             rows = conn.execute(
                 "SELECT type, event_id, causation_id, actor_id FROM events WHERE correlation_id = %s"
                 " ORDER BY notification_id",
                 (correlation,),
             ).fetchall()
-            if [t for t, *_ in rows].count("Stock.Released") == 1:
-                break
-            assert time.monotonic() < deadline, rows
-            time.sleep(0.05)
+        assert [t for t, *_ in rows].count("Stock.Released") == 1, rows
+        return list(rows)
+
+    rows = eventually(released, what="the saga to release the cancelled order's stock")
     types = [t for t, *_ in rows]
     assert types == ["Order.Placed", "Stock.Reserved", "Order.Reserved", "Order.Cancelled", "Stock.Released"]
     ids = {t: event_id for t, event_id, _, _ in rows}

@@ -24,6 +24,7 @@ from projections.base import SqlView
 from projections.tasks import TaskList
 from tests.integration.http import Api, api_env, running_api
 from tests.integration.pipeline import all_roles, differences_from_scratch, running, wait_active, wait_caught_up
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -137,12 +138,13 @@ def test_rebuild_under_traffic_switches_without_a_failed_or_half_built_query(sta
     for i in range(150):
         api.task(owner, uuid.UUID(project), title=f"before {i}")
     with Traffic(api, project, owner) as traffic:
-        time.sleep(1.0)
+        eventually(lambda: traffic.queries >= 3 and len(traffic.created) >= 5, what="commands and queries to flow")
         for name in ("task_list", "task_board"):
             out = cli(settings, "rebuild", name)
             assert out.returncode == 0, out.stderr
             assert "switched: queries now read v2" in out.stdout, out.stdout
-        time.sleep(1.0)
+        switched_at = traffic.queries
+        eventually(lambda: traffic.queries >= switched_at + 3, what="queries checked after the switch")
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.queries > 5 and len(traffic.created) > 10
     states = status(settings)
@@ -232,34 +234,32 @@ def test_a_parked_projection_is_retried_or_skipped_explicitly(stack: tuple[Setti
     poison = uuid.uuid4()
     ChronicleApplicationRecorder(database).insert_events([StoredEvent(poison, 1, "domain.work:Task.Created", bad)])
     database.close()
-    deadline = time.monotonic() + 30
-    while status(settings)["task_list"]["state"] != "parked" and time.monotonic() < deadline:
-        time.sleep(0.3)
-    parked = status(settings)["task_list"]
-    assert parked["state"] == "parked" and "weird" in parked["error"]
+    parked = eventually(
+        lambda: (row := status(settings)["task_list"])["state"] == "parked" and row, what="task_list to park"
+    )
+    assert "weird" in parked["error"]
     assert api.get("/v1/health").json()["status"] == "degraded"
     again = cli(settings, "retry", "task_list")
     assert again.returncode == 0, again.stderr
-    deadline = time.monotonic() + 30
-    while status(settings)["task_list"]["state"] != "parked" and time.monotonic() < deadline:
-        time.sleep(0.3)
+    eventually(lambda: status(settings)["task_list"]["state"] == "parked", what="task_list to park again")
     with psycopg.connect(settings.database_url or "") as conn:
         event_id = conn.execute("SELECT event_id FROM dead_letters WHERE resolved IS NULL").fetchone()[0]  # type: ignore[index]
     wrong = cli(settings, "skip", "task_list", "--event", str(uuid.uuid4()))
     assert wrong.returncode == 2 and "not parked on event" in wrong.stderr
     skipped = cli(settings, "skip", "task_list", "--event", str(event_id))
     assert skipped.returncode == 0, skipped.stderr
-    task = api.task(owner, project, title="after the skip")
-    got = api.get(f"/v1/tasks/{task}", owner, x_min_position=str(status(settings)["task_list"]["checkpoint"]))
-    deadline = time.monotonic() + 30
-    while api.get(f"/v1/tasks/{task}", owner).status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert api.get(f"/v1/tasks/{task}", owner).status_code == 200
+    created = api.post(f"/v1/projects/{project}/tasks", {"title": "after the skip"}, owner)
+    assert created.status_code == 201, created.text
+    task, position = created.json()["id"], created.json()["position"]
+    got = eventually(
+        lambda: (r := api.get(f"/v1/tasks/{task}", owner, x_min_position=str(position))).status_code == 200 and r,
+        what="the task created after the skip in task_list",
+    )
+    assert got.json()["id"] == task and got.json()["title"] == "after the skip", got.text
     assert status(settings)["task_list"]["state"] == "running"
     with psycopg.connect(settings.database_url or "") as conn:
         logged = conn.execute("SELECT operation, detail->>'event_id' FROM operations_log ORDER BY id").fetchall()
     assert ("skip", str(event_id)) in logged and ("retry", None) in logged
-    del got
 
 
 @pytest.mark.timeout(300)
