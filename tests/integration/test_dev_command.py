@@ -49,9 +49,9 @@ class Dev:
         threading.Thread(target=self._drain, daemon=True).start()
         try:
             eventually(self._up_or_exited, what="chronicle dev to print its URLs", timeout=90)
-        except AssertionError:
+        except AssertionError as e:
             self.stop()
-            raise
+            raise AssertionError(f"{e}; it printed:\n" + "".join(self.lines)) from None
         if not self._up():
             self.stop()
             raise AssertionError("chronicle dev exited before it came up:\n" + "".join(self.lines))
