@@ -13,7 +13,7 @@ What each lane is guaranteed, and how:
   not the lane's checkpoint, the missing events are read from PostgreSQL (the source of truth)
   first. A lane that could not take a batch (busy catching up, a server away, just started)
   therefore loses nothing: the next batch reveals the hole, and while the subscription is quiet
-  each lane compares its checkpoint with the log's head. That is why acknowledging a batch is
+  each lane compares its checkpoint with what the relay has published. That is why acknowledging a batch is
   safe whatever each lane did with it;
 - **never moved past**: an event a lane cannot apply is parked in `dead_letters`; that lane stops
   there until an operator retries or skips it, and the others go on;
@@ -32,21 +32,23 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import redis.asyncio as aioredis
 from eventsourcing import persistence as es_persistence
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from infra.delivery.checkpoints import announcement, channel
 from infra.delivery.leadership import lock_key, pause
 from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
-from infra.eventstore.recorder import GATE, head_position
+from infra.eventstore.recorder import GATE
 from infra.settings import Settings
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
 from infra.views.stores import store_for
@@ -71,8 +73,37 @@ READ_BETWEEN = (
     f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < %s"
     f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s"
 )
+PUBLISHED = "SELECT position FROM relay_state"
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
+
+
+class EventLog(Protocol):
+    """The log as a lane reads it to fill holes: the source of truth, beside the subscription."""
+
+    async def between(self, after: int, until: int, limit: int) -> list[EventEnvelope]:
+        """Events after `after` and before `until`, in order, at most `limit`."""
+        ...
+
+    async def published(self) -> int:
+        """The position up to which the relay has published every event."""
+        ...
+
+
+class PostgresLog:
+    """The event store's log, read through a lane's own connection (the one holding its lock)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], reader: EnvelopeReader) -> None:
+        self.conn, self.reader = conn, reader
+
+    async def between(self, after: int, until: int, limit: int) -> list[EventEnvelope]:
+        rows = await (await self.conn.execute(READ_BETWEEN, (after, until, limit))).fetchall()
+        return self.reader.from_rows(rows, after)
+
+    async def published(self) -> int:
+        row = await (await self.conn.execute(PUBLISHED)).fetchone()
+        return int(row[0]) if row else 0
+
 
 StoreFactory = Callable[[psycopg.AsyncConnection[Any], aioredis.Redis | None, EventConsumer, int], ViewStore]
 
@@ -104,11 +135,16 @@ class Lane:
         self.lock = asyncio.Lock()
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self.store: ViewStore | None = None
+        self.log: EventLog | None = None
         self.version = consumer.version
         self.checkpoint = 0
         self.parked = False
         self.applied = 0
         self.retry_at = 0.0
+
+    def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
+        """From now on this lane applies events to `store`, from `checkpoint` on."""
+        self.store, self.log, self.version, self.checkpoint, self.parked = store, log, version, checkpoint, parked
 
     @property
     def leading(self) -> bool:
@@ -150,6 +186,8 @@ class Projector:
         """Runs until `stop`: the subscription, and each lane's upkeep."""
         self.redis = aioredis.from_url(self.settings.redis_url or "", socket_timeout=5)
         try:
+            for lane in self.lanes:  # before subscribing, so the subscription starts where they are
+                await self._tend_once(lane)
             await asyncio.gather(self._subscribe(stop), *(self._tend(lane, stop) for lane in self.lanes))
         finally:
             for lane in self.lanes:
@@ -170,14 +208,16 @@ class Projector:
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self.namespace)
-                # An ephemeral consumer starting at the stream's end: what came before is in the log,
-                # where each lane reads it; the server removes the consumer once this process is gone.
+                # An ephemeral consumer (the server removes it once this process is gone), starting
+                # at the first event some live lane lacks.
+                start = await self._start_sequence(js)
                 sub = await js.pull_subscribe(
                     subjects(self.namespace),
                     stream=stream_name(self.namespace),
                     config=ConsumerConfig(
                         ack_policy=AckPolicy.ALL,
-                        deliver_policy=DeliverPolicy.NEW,
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=start,
                         ack_wait=60,
                         max_ack_pending=20_000,
                         inactive_threshold=30.0,
@@ -198,6 +238,32 @@ class Projector:
                 with contextlib.suppress(Exception):
                     await nc.close()
 
+    async def _start_sequence(self, js: JetStreamContext) -> int:
+        """The stream sequence of the first event after the lowest live checkpoint, found by binary
+        search over the positions the relay puts in each message's headers (the relay publishes in
+        the log's order); past the stream's end when no live lane lacks anything. Starting early
+        only costs skipped duplicates, and starting late cannot lose an event: the first event's
+        `previous` then shows the hole, which the lane reads from the log."""
+        info = await js.stream_info(stream_name(self.namespace))
+        first, last = max(1, info.state.first_seq), info.state.last_seq
+        checkpoints = [lane.checkpoint for lane in self.lanes if lane.live]
+        if not checkpoints:
+            return last + 1
+        lowest = min(checkpoints)
+        low, high = first, last + 1
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                position = (await js.get_msg(stream_name(self.namespace), middle)).headers or {}
+            except NotFoundError:  # removed: look earlier, which is always safe
+                high = middle
+                continue
+            if int(position.get("Chronicle-Position", "0") or 0) <= lowest:
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
     async def _fetch(self, sub: Any) -> list[Msg]:
         """One message as soon as there is one, then whatever else is already waiting. (A single
         fetch of a whole batch lingers until the batch is full or its timeout passes.)"""
@@ -209,12 +275,13 @@ class Projector:
 
     async def _dispatch(self, msgs: list[Msg]) -> None:
         self.last_message = time.monotonic()
-        decoded = {}
-        for msg in msgs:
-            event = await self._decode(msg)
-            if event is not None:
-                decoded[event.position] = event
-        batch = [decoded[p] for p in sorted(decoded)]
+        decoded = [event for msg in msgs if (event := await self._decode(msg)) is not None]
+        await self.deliver(decoded)
+
+    async def deliver(self, events: Sequence[EventEnvelope]) -> None:
+        """Hands a batch, put in the log's order, to every live lane that is not busy, and
+        announces the checkpoints it moved."""
+        batch = sorted({e.position: e for e in events}.values(), key=lambda e: e.position)
         if not batch:
             return
         ready = [lane for lane in self.lanes if lane.live and not lane.lock.locked()]
@@ -260,7 +327,6 @@ class Projector:
     # -- one lane ----------------------------------------------------------------------------------
 
     async def _apply_batch(self, lane: Lane, batch: list[EventEnvelope]) -> None:
-        assert lane.conn is not None
         pending: list[EventEnvelope] = []
         last = lane.checkpoint
         for event in batch:
@@ -277,26 +343,23 @@ class Projector:
             last = event.position
         await self._apply(lane, pending)
 
-    async def _catch_up(self, lane: Lane) -> bool:
-        """Applies from the log whatever the lane lacks up to the head; True if it moved."""
-        assert lane.conn is not None
+    async def catch_up(self, lane: Lane) -> bool:
+        """Applies from the log whatever the lane lacks of what the relay has published (what
+        NATS lost, or what passed while the lane had no lock); True if it moved. Events the relay
+        has not published yet come through the subscription: the read side runs on the live path."""
+        assert lane.log is not None
         before = lane.checkpoint
-        head = await head_position(lane.conn)
-        if head > lane.checkpoint:
-            await self._backfill(lane, until=head + 1, reason="catching up")
+        published = await lane.log.published()
+        if published > lane.checkpoint:
+            await self._backfill(lane, until=published + 1, reason="catching up")
         return lane.checkpoint != before
 
     async def _backfill(self, lane: Lane, until: int, reason: str = "events missing") -> None:
         """Applies, from the log, every event after the lane's checkpoint and before `until`."""
-        assert lane.conn is not None
+        assert lane.log is not None
         log.info("%s: %s between %d and %d; reading them from the log", lane.role, reason, lane.checkpoint, until)
-        while True:
-            rows = await (
-                await lane.conn.execute(READ_BETWEEN, (lane.checkpoint, until, self.backfill_chunk))
-            ).fetchall()
-            if not rows:
-                return
-            await self._apply(lane, self.reader.from_rows(rows, lane.checkpoint))
+        while events := await lane.log.between(lane.checkpoint, until, self.backfill_chunk):
+            await self._apply(lane, events)
 
     async def _apply(self, lane: Lane, events: Sequence[EventEnvelope]) -> None:
         if not events:
@@ -351,29 +414,32 @@ class Projector:
         the lock, paused or switched by a rebuild, view reset under it, unparked by an operator),
         and while the subscription is quiet catches up with the log's head."""
         while not stop.is_set():
-            moved = False
-            async with lane.lock:
-                try:
-                    if lane.conn is None:
-                        if time.monotonic() >= lane.retry_at:
-                            moved = await self._take(lane)
-                    elif await self._must_let_go(lane):
-                        await self._release(lane)
-                    elif not lane.parked and time.monotonic() - self.last_message >= QUIET_S:
-                        moved = await self._catch_up(lane)
-                except Parked:
-                    pass
-                except Exception as e:  # a server is away: try again in a moment
-                    log.warning("%s: %s: %s; trying again in 1s", lane.role, type(e).__name__, e)
-                    await self._release(lane)
-                    lane.retry_at = time.monotonic() + 1.0
-            if moved:
-                await self._announce([lane])
             await pause(stop, TEND_S)
+            await self._tend_once(lane)
 
-    async def _take(self, lane: Lane) -> bool:
-        """Takes the lane's lock if no other process holds it, and brings its view up to the log's
-        head; True if the checkpoint moved."""
+    async def _tend_once(self, lane: Lane) -> None:
+        moved = False
+        async with lane.lock:
+            try:
+                if lane.conn is None:
+                    if time.monotonic() >= lane.retry_at:
+                        await self._take(lane)
+                elif await self._must_let_go(lane):
+                    await self._release(lane)
+                elif not lane.parked and time.monotonic() - self.last_message >= QUIET_S:
+                    moved = await self.catch_up(lane)
+            except Parked:
+                pass
+            except Exception as e:  # a server is away: try again in a moment
+                log.warning("%s: %s: %s; trying again in 1s", lane.role, type(e).__name__, e)
+                await self._release(lane)
+                lane.retry_at = time.monotonic() + 1.0
+        if moved:
+            await self._announce([lane])
+
+    async def _take(self, lane: Lane) -> None:
+        """Takes the lane's lock if no other process holds it. What the view lacks then comes from
+        the subscription, or from the log when its events show a hole or when it is quiet."""
         key = lock_key(self.namespace, "projection", lane.consumer.name)
         conn = await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, application_name=f"chronicle {lane.role} pid={os.getpid()}"
@@ -382,7 +448,7 @@ class Projector:
         if not (row and row[0]):
             await conn.close()
             lane.retry_at = time.monotonic() + 1.0
-            return False
+            return
         lane.conn = conn
         # A view and its checkpoint commit together, so losing the last commits in a server crash
         # only rewinds both: the lane applies those events again. No fsync wait per batch.
@@ -390,20 +456,20 @@ class Projector:
         live, state, paused = await register(conn, lane.consumer)
         if paused:  # a rebuild is comparing or switching versions: let go of the lock for a moment
             await self._release(lane)
-            return False
-        lane.version = live
+            return
         store = self._store(conn, lane.consumer, live)
         await store.prepare()
         await store.publish_views()
-        lane.store, lane.checkpoint, lane.parked = store, await store.checkpoint(), state == "parked"
+        lane.lead(store, PostgresLog(conn, self.reader), live, await store.checkpoint(), parked=state == "parked")
         if lane.parked:
             log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", lane.role)
-            return False
+            return
         log.info("%s: active, v%d from position %d", lane.role, live, lane.checkpoint)
-        return await self._catch_up(lane)
 
     async def _must_let_go(self, lane: Lane) -> bool:
-        assert lane.conn is not None and lane.store is not None
+        assert lane.conn is not None
+        if lane.store is None:
+            return True
         row = await (
             await lane.conn.execute(
                 "SELECT live_version, paused, state FROM projections WHERE projection = %s", (lane.consumer.name,)
@@ -420,7 +486,7 @@ class Projector:
         return store_for(conn, client, self.namespace, consumer, version)
 
     async def _release(self, lane: Lane) -> None:
-        conn, lane.conn, lane.store, lane.parked = lane.conn, None, None, False
+        conn, lane.conn, lane.store, lane.log, lane.parked = lane.conn, None, None, None, False
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
