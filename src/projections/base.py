@@ -65,12 +65,29 @@ class RedisView(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-class Projection(ABC):
+class EventConsumer(ABC):
+    """What the delivery runtime (infra.delivery.projector) feeds events to, in the log's order: a
+    projection (builds a view) or a process manager (acts on events). `handles` names the event
+    types it reads; every other event only moves its position."""
+
     name: ClassVar[str]
     version: ClassVar[int] = 1
     kind: ClassVar[Literal["sql", "redis", "process"]]
     handles: ClassVar[frozenset[str]]
     description: ClassVar[str] = ""
+
+
+class Projection(EventConsumer):
+    """Builds a read model. It may be rebuilt, reset and replayed from the log at will: applying
+    history again only rebuilds the view."""
+
+
+class ProcessManager(EventConsumer):
+    """Acts on events by appending new ones (the order saga). Its position is its tracking row,
+    written in the transaction of what it appends. It is never rebuilt, reset or replayed: history
+    run through it again would act again."""
+
+    kind = "process"
 
 
 class SqlProjection(Projection):

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position
 from infra.settings import Settings
-from infra.views.rebuild import fingerprint, open_store, replay
-from infra.views.stores import RedisStore, SqlStore, store_for
+from infra.views.rebuild import open_store, replay
+from infra.views.stores import store_for
 from projections import all_projections
 from tests.integration.http import api_env
 from tests.waiting import eventually
@@ -141,29 +141,13 @@ def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> 
                     live = await open_store(conn, client, settings.namespace, projection, version)
                     scratch = await open_store(conn, client, settings.namespace, projection, scratch_version)
                     await replay(url, scratch, after=0, until=await live.checkpoint())
-                    found[projection.name] = (await fingerprint(conn, client, live)).differences(
-                        await fingerprint(conn, client, scratch)
-                    )
-                    await _drop(conn, client, scratch)
+                    found[projection.name] = (await live.fingerprint()).differences(await scratch.fingerprint())
+                    await scratch.drop()
         finally:
             await client.aclose()
         return found
 
     return asyncio.run(compare())
-
-
-async def _drop(conn: psycopg.AsyncConnection[object], client: aioredis.Redis, store: SqlStore | RedisStore) -> None:
-    if isinstance(store, SqlStore):
-        for table in store.tables.values():
-            await conn.execute(f"DROP TABLE {table}".encode())
-        await conn.execute(
-            "DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
-            (store.projection.name, store.version),
-        )
-    else:
-        keys = [key async for key in client.scan_iter(match=store.prefix + "*")]
-        if keys:
-            await client.delete(*keys)
 
 
 def env_without_servers() -> dict[str, str]:

@@ -122,10 +122,10 @@ def _chaos(
         time.sleep(rng.uniform(0.3, 0.8))
         action = rng.choice(actions)
         match action:
-            case "relay" | "projector":
-                processes.kill(action)  # type: ignore[attr-defined]
+            case process if process.startswith(("relay", "projector")):
+                processes.kill(process)  # type: ignore[attr-defined]
                 time.sleep(rng.uniform(0.05, 0.6))
-                processes.start(action)  # type: ignore[attr-defined]
+                processes.start(process)  # type: ignore[attr-defined]
             case "nats":
                 servers.stop_server("nats", kill=rng.random() < 0.5)
                 time.sleep(rng.uniform(0.2, 1.0))
@@ -140,15 +140,20 @@ def _chaos(
 
 
 def _run_with_chaos(
-    settings: Settings, servers: EmbeddedServers, actions: list[str], commands: int, seed: int
+    settings: Settings,
+    servers: EmbeddedServers,
+    actions: list[str],
+    commands: int,
+    seed: int,
+    processes_run: tuple[str, ...] = ("relay", "projector"),
 ) -> list[str]:
     workload = Workload(settings, commands)
-    with running(settings, "relay", "projector") as processes:
+    with running(settings, *processes_run) as processes:
         workload.start()
         done = _chaos(processes, servers, settings, workload, actions, random.Random(seed))
         workload.join()
         assert workload.error is None, workload.error
-        for name in ("relay", "projector"):
+        for name in processes_run:
             if name not in processes.procs:
                 processes.start(name)
         wait_caught_up(settings, timeout=120)
@@ -169,6 +174,18 @@ def test_sigkilled_relay_and_projectors_lose_nothing_and_double_nothing(
     with psycopg.connect(fault_settings.database_url or "") as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
     assert events > 1500
+    _assert_views_equal_the_log(fault_settings)
+
+
+@pytest.mark.timeout(400)
+def test_two_projector_processes_share_the_projections_and_survive_sigkills(
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
+    """Each projection runs where its lock is held; killing either process hands its projections to
+    the other, which takes them up from their checkpoints."""
+    two = ("relay", "projector#a", "projector#b")
+    done = _run_with_chaos(fault_settings, own_servers, ["projector#a", "projector#b"], 2500, seed=4, processes_run=two)
+    assert {"projector#a", "projector#b"} <= set(done), done
     _assert_views_equal_the_log(fault_settings)
 
 

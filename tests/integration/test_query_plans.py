@@ -14,7 +14,7 @@ import pytest
 
 from api.queries.work import TaskSort, task_list_query
 from domain.work import Priority, TaskStatus
-from infra.views.stores import SqlStore
+from infra.views.sqlstore import SqlStore
 from projections.projects import ProjectCatalog
 from projections.tasks import TaskList
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra.views.stores import BufferedRedisView, BufferedSqlView
+from infra.views.redisstore import BufferedRedisView
+from infra.views.sqlstore import BufferedSqlView
 
 TABLES = {"tasks": "v.tasks_v1", "members": "v.members_v1"}
 KEYS = {"tasks": ("id",), "members": ("user_id", "project_id")}

@@ -35,6 +35,9 @@ def register(sub: Any, add: Add) -> None:
     orders.add_argument("--rate", type=float, default=100.0)
     orders.add_argument("--seconds", type=float, default=10.0)
     orders.set_defaults(run=cmd_bench_orders)
+    pipeline = add(bench, "pipeline", help="write side alone vs read side alone (relay, JetStream, every projection)")
+    pipeline.add_argument("--events", type=int, default=20_000)
+    pipeline.set_defaults(run=cmd_bench_pipeline)
 
 
 def cmd_bench_appends(args: argparse.Namespace) -> None:
@@ -73,3 +76,9 @@ def cmd_bench_orders(args: argparse.Namespace) -> None:
     from infra.bench.orders import bench_orders
 
     print(json.dumps(bench_orders(with_servers(settings_from(args)), args.rate, args.seconds)))
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> None:
+    from infra.bench.pipeline import bench_pipeline
+
+    print(json.dumps(bench_pipeline(with_servers(settings_from(args)), args.events)))

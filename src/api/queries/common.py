@@ -14,7 +14,7 @@ from litestar.params import HeaderParameter, Parameter
 from api.commands.common import is_number
 from api.problems import ServiceUnavailable
 from api.runtime import Runtime
-from infra.views.stores import redis_prefix
+from infra.views.redisstore import redis_prefix
 from projections import all_projections
 
 T = TypeVar("T")

@@ -21,6 +21,7 @@ def channel(namespace: str) -> str:
 
 
 def announcement(projection: str, version: int, position: int) -> str:
+    """One line of an announcement; a message carries one line per checkpoint a batch moved."""
     return f"{projection} {version} {position}"
 
 
@@ -60,8 +61,9 @@ class CheckpointWatcher:
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
-                        name, version, position = message["data"].decode().split()
-                        self.learn(name, int(version), int(position))
+                        for line in message["data"].decode().splitlines():
+                            name, version, position = line.split()
+                            self.learn(name, int(version), int(position))
                         async with self.changed:
                             self.changed.notify_all()
             except asyncio.CancelledError:

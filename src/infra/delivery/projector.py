@@ -1,18 +1,26 @@
-"""The projector: each projection is a durable JetStream consumer that applies events in the log's
-order, in batches, each batch and its checkpoint atomically.
+"""The projector runtime: one JetStream subscription per process, fanned out to every consumer
+(projection, or a process manager) the process hosts.
 
-What it guarantees, and how:
-- **never twice**: an event at or below the checkpoint is acknowledged and skipped;
-- **never skipped**: every event names the position of the one before it; if that is not the
-  checkpoint, the missing events are read from PostgreSQL (the source of truth) and applied first,
-  whether NATS lost them, the stream was purged, or they were redelivered out of order;
-- **never moved past**: an event the projection cannot apply is parked in `dead_letters`, the
-  projection is marked parked and stops there (the others keep running) until an operator
-  retries or skips it;
-- **one writer**: each projection runs where its advisory lock is held; its writes are fenced by
-  the checkpoint they expect.
-It survives NATS and Redis restarts: any failure other than a parked event restarts the
-projection's loop (subscription included) after a pause.
+A process reads the event stream once (one ephemeral pull consumer, gone when the process is),
+decodes each message once, and hands each batch, in the log's order, to every consumer whose
+advisory lock it holds (a *lane*). Each lane keeps its own checkpoint, committed atomically with
+its view (one SQL transaction or one Lua script per batch); an event a lane does not handle only
+moves its checkpoint, once per batch. The batch is acknowledged once, after every lane had it.
+
+What each lane is guaranteed, and how:
+- **never twice**: an event at or below the lane's checkpoint is skipped;
+- **never skipped**: every event names the position of the one before it in the log; when that is
+  not the lane's checkpoint, the missing events are read from PostgreSQL (the source of truth)
+  first. A lane that could not take a batch (busy catching up, a server away, just started)
+  therefore loses nothing: the next batch reveals the hole, and while the subscription is quiet
+  each lane compares its checkpoint with what the relay has published. That is why acknowledging a batch is
+  safe whatever each lane did with it;
+- **never moved past**: an event a lane cannot apply is parked in `dead_letters`; that lane stops
+  there until an operator retries or skips it, and the others go on;
+- **one writer**: each lane runs where its lock is held (projections spread over processes; the
+  others stand by), and its writes are fenced by the checkpoint they expect.
+A server going away costs a lane its lock and its place, never an event: it takes the lock again
+and resumes from its stored checkpoint. NATS going away only restarts the subscription.
 """
 
 from __future__ import annotations
@@ -20,29 +28,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import traceback
-import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import psycopg
 import redis.asyncio as aioredis
 from eventsourcing import persistence as es_persistence
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from infra.delivery.checkpoints import announcement, channel
-from infra.delivery.leadership import leadership, lock_key, pause, still_leading
+from infra.delivery.leadership import lock_key, pause
 from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
-from infra.eventstore.recorder import GATE, head_position
+from infra.eventstore.recorder import GATE
 from infra.settings import Settings
-from infra.views.stores import Parked, StaleCheckpoint, ViewStore, store_for
-from projections.base import Projection, RedisProjection
+from infra.views.base import Parked, StaleCheckpoint, ViewStore
+from infra.views.stores import store_for
+from projections.base import EventConsumer, RedisProjection
 
 log = logging.getLogger(__name__)
 
@@ -56,162 +66,203 @@ INFRASTRUCTURE_ERRORS = (
     es_persistence.OperationalError,
     es_persistence.InterfaceError,
 )
-"""Failures of a server (or, for the saga, of the event store's pool), not of the projection: never
+"""Failures of a server (or, for the saga, of the event store's pool), not of the consumer: never
 a reason to park an event."""
 READ_AT = f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id = %s"
 READ_BETWEEN = (
     f"SELECT {LOG_COLUMNS} FROM events WHERE notification_id > %s AND notification_id < %s"
     f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s"
 )
+PUBLISHED = "SELECT position FROM relay_state"
+TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
+QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
 
 
-def consumer_name(namespace: str, projection: Projection, version: int) -> str:
-    return f"{namespace}_{projection.name}_v{version}"
+class EventLog(Protocol):
+    """The log as a lane reads it to fill holes: the source of truth, beside the subscription."""
+
+    async def between(self, after: int, until: int, limit: int) -> list[EventEnvelope]:
+        """Events after `after` and before `until`, in order, at most `limit`."""
+        ...
+
+    async def published(self) -> int:
+        """The position up to which the relay has published every event."""
+        ...
 
 
-async def register(conn: psycopg.AsyncConnection[Any], projection: Projection) -> tuple[int, str, bool]:
-    """The projection's live version, state and pause flag, registering it on first sight (at the
+class PostgresLog:
+    """The event store's log, read through a lane's own connection (the one holding its lock)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], reader: EnvelopeReader) -> None:
+        self.conn, self.reader = conn, reader
+
+    async def between(self, after: int, until: int, limit: int) -> list[EventEnvelope]:
+        rows = await (await self.conn.execute(READ_BETWEEN, (after, until, limit))).fetchall()
+        return self.reader.from_rows(rows, after)
+
+    async def published(self) -> int:
+        row = await (await self.conn.execute(PUBLISHED)).fetchone()
+        return int(row[0]) if row else 0
+
+
+StoreFactory = Callable[[psycopg.AsyncConnection[Any], aioredis.Redis | None, EventConsumer, int], ViewStore]
+
+
+async def register(conn: psycopg.AsyncConnection[Any], consumer: EventConsumer) -> tuple[int, str, bool]:
+    """The consumer's live version, state and pause flag, registering it on first sight (at the
     code's version). Afterwards the live version changes only by a rebuild's switch."""
     await conn.execute(
         "INSERT INTO projections (projection, kind, live_version) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (projection.name, projection.kind, projection.version),
+        (consumer.name, consumer.kind, consumer.version),
     )
     row = await (
         await conn.execute(
-            "SELECT live_version, state, paused FROM projections WHERE projection = %s", (projection.name,)
+            "SELECT live_version, state, paused FROM projections WHERE projection = %s", (consumer.name,)
         )
     ).fetchone()
     assert row is not None
     return int(row[0]), str(row[1]), bool(row[2])
 
 
-class ProjectionRunner:
+class Lane:
+    """One consumer hosted by a projector process. `conn` holds the consumer's advisory lock (and
+    carries its SQL writes) while this process leads it; `lock` keeps the subscription's batches
+    and the lane's own upkeep (catching up, checks) from running at once."""
+
+    def __init__(self, consumer: EventConsumer) -> None:
+        self.consumer = consumer
+        self.role = f"projection {consumer.name}"
+        self.lock = asyncio.Lock()
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.store: ViewStore | None = None
+        self.log: EventLog | None = None
+        self.version = consumer.version
+        self.checkpoint = 0
+        self.parked = False
+        self.applied = 0
+        self.retry_at = 0.0
+
+    def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
+        """From now on this lane applies events to `store`, from `checkpoint` on."""
+        self.store, self.log, self.version, self.checkpoint, self.parked = store, log, version, checkpoint, parked
+
+    @property
+    def leading(self) -> bool:
+        return self.store is not None
+
+    @property
+    def live(self) -> bool:
+        """Takes batches from the subscription."""
+        return self.store is not None and not self.parked
+
+
+class Projector:
     def __init__(
         self,
         settings: Settings,
-        projection: Projection,
+        consumers: Sequence[EventConsumer],
         *,
-        batch_size: int = 256,
+        store_factory: StoreFactory | None = None,
+        batch_size: int = 512,
         backfill_chunk: int = 1000,
-        announcer: aioredis.Redis | None = None,
-        store_factory: Any = None,
+        announce: bool = True,
     ) -> None:
-        self.announcer = announcer
-        self.store_factory = store_factory
         self.settings = settings
-        self.projection = projection
         self.url = settings.require_database_url()
         self.namespace = settings.namespace
+        self.lanes = [Lane(c) for c in consumers]
+        self.store_factory = store_factory
         self.batch_size = batch_size
         self.backfill_chunk = backfill_chunk
+        self.announce = announce
         self.reader = EnvelopeReader()
-        self.checkpoint = 0
-        self.version = projection.version
-        self.applied = 0
-        self.role = f"projection {projection.name}"
-        self.leading = False  # holds the projection's lock (what a process manager's side work checks)
+        self.redis: aioredis.Redis | None = None
+        self.last_message = time.monotonic()
+
+    def leads(self, name: str) -> bool:
+        return any(lane.leading for lane in self.lanes if lane.consumer.name == name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Runs until `stop`, restarting after any failure but a parked event."""
-        key = lock_key(self.namespace, "projection", self.projection.name)
+        """Runs until `stop`: the subscription, and each lane's upkeep."""
+        self.redis = aioredis.from_url(self.settings.redis_url or "", socket_timeout=5)
+        try:
+            for lane in self.lanes:  # before subscribing, so the subscription starts where they are
+                await self._tend_once(lane)
+            await asyncio.gather(self._subscribe(stop), *(self._tend(lane, stop) for lane in self.lanes))
+        finally:
+            for lane in self.lanes:
+                await self._release(lane)
+            await self.redis.aclose()
+
+    # -- the subscription ------------------------------------------------------------------------
+
+    async def _subscribe(self, stop: asyncio.Event) -> None:
+        """Reads the stream and hands each batch to every live lane; starts over after any failure
+        (NATS away, the consumer gone). Lanes fill whatever passed meanwhile from the log."""
         while not stop.is_set():
             try:
-                async with leadership(self.url, key, stop, self.role) as conn:
-                    if conn is not None:
-                        self.leading = True
-                        try:
-                            await self._lead(conn, stop)
-                        finally:
-                            self.leading = False
-                await self._wait_while_paused(stop)
-            except Exception as e:  # supervised: NATS, Redis or PostgreSQL went away; start over
-                log.warning("%s: %s: %s; restarting in 1s", self.role, type(e).__name__, e)
-                await pause(stop, 1.0)
-
-    async def _lead(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
-        # A view and its checkpoint commit together, so losing the last commits in a server crash
-        # only rewinds both: the projector applies those events again. No fsync wait per batch.
-        await conn.execute("SET synchronous_commit = off")
-        live, state, paused = await register(conn, self.projection)
-        version = self.version = live
-        if paused:
-            return  # a rebuild is comparing or switching versions: let go of the lock for a moment
-        if state == "parked":
-            log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", self.role)
-            await self._wait_unparked(conn, stop)
-            return
-        client = (
-            aioredis.from_url(self.settings.redis_url or "") if isinstance(self.projection, RedisProjection) else None
-        )
-        store = self._store(conn, client, version)
-        nc = await connect_nats(self.settings.nats_url or "", f"chronicle-{self.projection.name}", stop)
-        try:
-            await store.prepare()
-            await store.publish_views()
-            js = nc.jetstream()
-            await ensure_stream(js, self.namespace)
-            sub = await js.pull_subscribe(
-                subjects(self.namespace),
-                durable=consumer_name(self.namespace, self.projection, version),
-                stream=stream_name(self.namespace),
-                # A new consumer starts at the stream's end: the catch-up below reads the rest from the log.
-                config=ConsumerConfig(
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.NEW,
-                    ack_wait=60,
-                    max_ack_pending=20_000,
-                    max_deliver=-1,
-                ),
-            )
-            self.checkpoint = await store.checkpoint()
-            await self._catch_up(conn, store)
-            log.info("%s: consuming v%d from position %d", self.role, version, self.checkpoint)
-            next_look = 0.0
-            while not stop.is_set():
-                try:
-                    msgs = await self._fetch(sub)
-                except (NatsTimeout, TimeoutError):
-                    msgs = []
-                if msgs:
-                    await self._handle(conn, store, msgs)
-                if time.monotonic() >= next_look:
-                    next_look = time.monotonic() + 0.5
-                    if await self._should_let_go(conn, store):
-                        return
-        except Parked:
-            await self._wait_unparked(conn, stop)
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
-            if client is not None:
-                await client.aclose()
-
-    async def _wait_while_paused(self, stop: asyncio.Event) -> None:
-        """Waits, without the lock, while a rebuild holds this projection paused."""
-        announced = False
-        while not stop.is_set():
-            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                row = await (
-                    await conn.execute("SELECT paused FROM projections WHERE projection = %s", (self.projection.name,))
-                ).fetchone()
-            if not (row and row[0]):
+                nc = await connect_nats(self.settings.nats_url or "", f"chronicle-projector-{os.getpid()}", stop)
+            except Exception as e:  # told to stop while NATS was away
+                log.debug("projector: no NATS connection (%s)", e)
                 return
-            if not announced:
-                log.info("%s: paused while a rebuild compares and switches versions", self.role)
-                announced = True
-            await pause(stop, 0.2)
+            try:
+                js = nc.jetstream()
+                await ensure_stream(js, self.namespace)
+                # An ephemeral consumer (the server removes it once this process is gone), starting
+                # at the first event some live lane lacks.
+                start = await self._start_sequence(js)
+                sub = await js.pull_subscribe(
+                    subjects(self.namespace),
+                    stream=stream_name(self.namespace),
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.ALL,
+                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                        opt_start_seq=start,
+                        ack_wait=60,
+                        max_ack_pending=20_000,
+                        inactive_threshold=30.0,
+                    ),
+                )
+                while not stop.is_set():
+                    try:
+                        msgs = await self._fetch(sub)
+                    except (NatsTimeout, TimeoutError):
+                        continue
+                    if msgs:
+                        await self._dispatch(msgs)
+                        await msgs[-1].ack()  # AckPolicy.ALL: the whole batch at once
+            except Exception as e:  # supervised: start over with a new subscription
+                log.warning("projector: subscription failed (%s: %s); subscribing again in 1s", type(e).__name__, e)
+                await pause(stop, 1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
 
-    async def _should_let_go(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> bool:
-        """Lost the lock; the view was reset under us (e.g. Redis flushed); or an operator asked
-        this projection to pause or switched its live version."""
-        if not await still_leading(conn) or await store.checkpoint() != self.checkpoint:
-            return True
-        row = await (
-            await conn.execute(
-                "SELECT live_version, paused FROM projections WHERE projection = %s", (self.projection.name,)
-            )
-        ).fetchone()
-        return row is None or row[0] != self.version or bool(row[1])
+    async def _start_sequence(self, js: JetStreamContext) -> int:
+        """The stream sequence of the first event after the lowest live checkpoint, found by binary
+        search over the positions the relay puts in each message's headers (the relay publishes in
+        the log's order); past the stream's end when no live lane lacks anything. Starting early
+        only costs skipped duplicates, and starting late cannot lose an event: the first event's
+        `previous` then shows the hole, which the lane reads from the log."""
+        info = await js.stream_info(stream_name(self.namespace))
+        first, last = max(1, info.state.first_seq), info.state.last_seq
+        checkpoints = [lane.checkpoint for lane in self.lanes if lane.live]
+        if not checkpoints:
+            return last + 1
+        lowest = min(checkpoints)
+        low, high = first, last + 1
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                position = (await js.get_msg(stream_name(self.namespace), middle)).headers or {}
+            except NotFoundError:  # removed: look earlier, which is always safe
+                high = middle
+                continue
+            if int(position.get("Chronicle-Position", "0") or 0) <= lowest:
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
     async def _fetch(self, sub: Any) -> list[Msg]:
         """One message as soon as there is one, then whatever else is already waiting. (A single
@@ -222,107 +273,127 @@ class ProjectionRunner:
             msgs += await sub.fetch(self.batch_size - 1, timeout=0.0005)
         return msgs
 
-    def _store(self, conn: psycopg.AsyncConnection[Any], client: aioredis.Redis | None, version: int) -> ViewStore:
-        if self.store_factory is not None:
-            store: ViewStore = self.store_factory(conn)
-            return store
-        return store_for(conn, client, self.namespace, self.projection, version)
+    async def _dispatch(self, msgs: list[Msg]) -> None:
+        self.last_message = time.monotonic()
+        decoded = [event for msg in msgs if (event := await self._decode(msg)) is not None]
+        await self.deliver(decoded)
 
-    async def _handle(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, msgs: list[Msg]) -> None:
+    async def deliver(self, events: Sequence[EventEnvelope]) -> None:
+        """Hands a batch, put in the log's order, to every live lane that is not busy, and
+        announces the checkpoints it moved."""
+        batch = sorted({e.position: e for e in events}.values(), key=lambda e: e.position)
+        if not batch:
+            return
+        ready = [lane for lane in self.lanes if lane.live and not lane.lock.locked()]
+        moved = await asyncio.gather(*(self._offer(lane, batch) for lane in ready))
+        await self._announce([lane for lane, m in zip(ready, moved, strict=True) if m])
+
+    async def _offer(self, lane: Lane, batch: list[EventEnvelope]) -> bool:
+        """Applies the batch to one lane; True if its checkpoint moved. A failure here costs the
+        lane its lock (it resumes from its stored checkpoint), never the other lanes their batch."""
+        async with lane.lock:
+            if not lane.live:
+                return False
+            before = lane.checkpoint
+            try:
+                await self._apply_batch(lane, batch)
+            except Parked:
+                pass
+            except Exception as e:  # a server went away, or the lane was fenced off: start the lane over
+                log.warning("%s: %s: %s; taking the lane up again from its checkpoint", lane.role, type(e).__name__, e)
+                await self._release(lane)
+                lane.retry_at = time.monotonic() + 1.0
+            return lane.checkpoint != before
+
+    async def _decode(self, msg: Msg) -> EventEnvelope | None:
+        """The envelope in the message; if it cannot be read, the same event from the log. A message
+        that is not a Chronicle event at all is dropped: if it hid a real one, the next event's
+        `previous` shows the hole and the lanes read the event from the log."""
         try:
-            await self._handle_batch(conn, store, msgs)
-        except Parked:
-            for msg in msgs:  # redelivered when the projection resumes
-                with contextlib.suppress(Exception):
-                    await msg.nak()
-            raise
-        for msg in msgs:
-            await msg.ack()
+            return envelopes.decode(msg.data)
+        except Exception as e:  # the log is the source of truth: read the event there instead
+            headers = msg.headers or {}
+            position, previous = headers.get("Chronicle-Position", ""), headers.get("Chronicle-Previous", "")
+            row = None
+            if position.isdigit() and previous.isdigit():
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    row = await (await conn.execute(READ_AT, (int(position),))).fetchone()
+            if row is None:
+                log.error("projector: dropped a message on %s that is not a Chronicle event (%s)", msg.subject, e)
+                return None
+            log.warning("projector: unreadable message at position %s (%s); using the log's copy", position, e)
+            return self.reader.from_row(row, int(previous))
 
-    async def _handle_batch(self, conn: psycopg.AsyncConnection[Any], store: ViewStore, msgs: list[Msg]) -> None:
-        batch = sorted([await self._decode(conn, m) for m in msgs], key=lambda e: e.position)
+    # -- one lane ----------------------------------------------------------------------------------
+
+    async def _apply_batch(self, lane: Lane, batch: list[EventEnvelope]) -> None:
         pending: list[EventEnvelope] = []
-        last = self.checkpoint
+        last = lane.checkpoint
         for event in batch:
             if event.position <= last:
                 continue
             if event.previous != last:
-                await self._apply(store, pending)
+                await self._apply(lane, pending)
                 pending = []
-                await self._backfill(conn, store, until=event.position)
-                last = self.checkpoint
+                await self._backfill(lane, until=event.position)
+                last = lane.checkpoint
                 if event.position <= last:
                     continue
             pending.append(event)
             last = event.position
-        await self._apply(store, pending)
+        await self._apply(lane, pending)
 
-    async def _catch_up(self, conn: psycopg.AsyncConnection[Any], store: ViewStore) -> None:
-        """On start, applies from the log whatever the view lacks up to the head: the stream may no
-        longer hold it (purged, or the view was reset) and no new event may come to reveal the hole."""
-        head = await head_position(conn)
-        if head > self.checkpoint:
-            await self._backfill(conn, store, until=head + 1, reason="catching up")
+    async def catch_up(self, lane: Lane) -> bool:
+        """Applies from the log whatever the lane lacks of what the relay has published (what
+        NATS lost, or what passed while the lane had no lock); True if it moved. Events the relay
+        has not published yet come through the subscription: the read side runs on the live path."""
+        assert lane.log is not None
+        before = lane.checkpoint
+        published = await lane.log.published()
+        if published > lane.checkpoint:
+            await self._backfill(lane, until=published + 1, reason="catching up")
+        return lane.checkpoint != before
 
-    async def _backfill(
-        self, conn: psycopg.AsyncConnection[Any], store: ViewStore, until: int, reason: str = "events missing"
-    ) -> None:
-        """Applies, from the log, every event after the checkpoint and before `until`."""
-        log.info("%s: %s between %d and %d; reading them from the log", self.role, reason, self.checkpoint, until)
-        while True:
-            rows = await (await conn.execute(READ_BETWEEN, (self.checkpoint, until, self.backfill_chunk))).fetchall()
-            if not rows:
-                return
-            await self._apply(store, self.reader.from_rows(rows, self.checkpoint))
+    async def _backfill(self, lane: Lane, until: int, reason: str = "events missing") -> None:
+        """Applies, from the log, every event after the lane's checkpoint and before `until`."""
+        assert lane.log is not None
+        log.info("%s: %s between %d and %d; reading them from the log", lane.role, reason, lane.checkpoint, until)
+        while events := await lane.log.between(lane.checkpoint, until, self.backfill_chunk):
+            await self._apply(lane, events)
 
-    async def _apply(self, store: ViewStore, events: Sequence[EventEnvelope]) -> None:
+    async def _apply(self, lane: Lane, events: Sequence[EventEnvelope]) -> None:
         if not events:
             return
+        assert lane.store is not None
         try:
-            await store.apply(events, self.checkpoint, events[-1].position)
-        except StaleCheckpoint:
-            self.checkpoint = await store.checkpoint()
-            raise
+            await lane.store.apply(events, lane.checkpoint, events[-1].position)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as batch_error:
             if len(events) == 1:
-                await self._park(store, events[0], batch_error)
+                await self._park(lane, events[0], batch_error)
             for event in events:  # find the one that fails; keep what precedes it
                 try:
-                    await store.apply([event], self.checkpoint, event.position)
+                    await lane.store.apply([event], lane.checkpoint, event.position)
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as e:
-                    await self._park(store, event, e)
-                self.checkpoint = event.position
-                self.applied += 1
-                await self._announce()
+                    await self._park(lane, event, e)
+                lane.checkpoint = event.position
+                lane.applied += 1
             return
-        self.checkpoint = events[-1].position
-        self.applied += len(events)
-        await self._announce()
+        lane.checkpoint = events[-1].position
+        lane.applied += len(events)
 
-    async def _announce(self) -> None:
-        """Tells waiting queries (read-your-writes) that this checkpoint is committed; only a hint."""
-        if self.announcer is None:
-            return
-        try:
-            await self.announcer.publish(
-                channel(self.namespace), announcement(self.projection.name, self.version, self.checkpoint)
-            )
-        except Exception as e:  # queries also read the checkpoint from the store
-            log.debug("%s: could not announce checkpoint (%s)", self.role, e)
-
-    async def _park(self, store: ViewStore | None, event: EventEnvelope, error: Exception) -> None:
-        log.error("%s: parked at position %d (%s %s): %s", self.role, event.position, event.type, event.event_id, error)
+    async def _park(self, lane: Lane, event: EventEnvelope, error: Exception) -> None:
+        log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO dead_letters (projection, version, position, event_id, type, error, traceback)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
-                    self.projection.name,
-                    self.version,
+                    lane.consumer.name,
+                    lane.version,
                     event.position,
                     event.event_id,
                     event.type,
@@ -333,51 +404,104 @@ class ProjectionRunner:
             await conn.execute(
                 "UPDATE projections SET state = 'parked', parked_at = %s, error = %s,"
                 " updated_at = now() WHERE projection = %s",
-                (event.position, f"{type(error).__name__}: {error}", self.projection.name),
+                (event.position, f"{type(error).__name__}: {error}", lane.consumer.name),
             )
+        lane.parked = True
         raise Parked(event.position)
 
-    async def _wait_unparked(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+    async def _tend(self, lane: Lane, stop: asyncio.Event) -> None:
+        """The lane's upkeep, twice a second: takes its lock when free, lets go when it must (lost
+        the lock, paused or switched by a rebuild, view reset under it, unparked by an operator),
+        and while the subscription is quiet catches up with the log's head."""
         while not stop.is_set():
-            row = await (
-                await conn.execute("SELECT state FROM projections WHERE projection = %s", (self.projection.name,))
-            ).fetchone()
-            if row is None or row[0] != "parked":
-                return
-            await pause(stop, 1.0)
+            await pause(stop, TEND_S)
+            await self._tend_once(lane)
 
-    async def _decode(self, conn: psycopg.AsyncConnection[Any], msg: Msg) -> EventEnvelope:
-        """The envelope in the message; if it cannot be read, the same event from the log."""
+    async def _tend_once(self, lane: Lane) -> None:
+        moved = False
+        async with lane.lock:
+            try:
+                if lane.conn is None:
+                    if time.monotonic() >= lane.retry_at:
+                        await self._take(lane)
+                elif await self._must_let_go(lane):
+                    await self._release(lane)
+                elif not lane.parked and time.monotonic() - self.last_message >= QUIET_S:
+                    moved = await self.catch_up(lane)
+            except Parked:
+                pass
+            except Exception as e:  # a server is away: try again in a moment
+                log.warning("%s: %s: %s; trying again in 1s", lane.role, type(e).__name__, e)
+                await self._release(lane)
+                lane.retry_at = time.monotonic() + 1.0
+        if moved:
+            await self._announce([lane])
+
+    async def _take(self, lane: Lane) -> None:
+        """Takes the lane's lock if no other process holds it. What the view lacks then comes from
+        the subscription, or from the log when its events show a hole or when it is quiet."""
+        key = lock_key(self.namespace, "projection", lane.consumer.name)
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name=f"chronicle {lane.role} pid={os.getpid()}"
+        )
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+        if not (row and row[0]):
+            await conn.close()
+            lane.retry_at = time.monotonic() + 1.0
+            return
+        lane.conn = conn
+        # A view and its checkpoint commit together, so losing the last commits in a server crash
+        # only rewinds both: the lane applies those events again. No fsync wait per batch.
+        await conn.execute("SET synchronous_commit = off")
+        live, state, paused = await register(conn, lane.consumer)
+        if paused:  # a rebuild is comparing or switching versions: let go of the lock for a moment
+            await self._release(lane)
+            return
+        store = self._store(conn, lane.consumer, live)
+        await store.prepare()
+        await store.publish_views()
+        lane.lead(store, PostgresLog(conn, self.reader), live, await store.checkpoint(), parked=state == "parked")
+        if lane.parked:
+            log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", lane.role)
+            return
+        log.info("%s: active, v%d from position %d", lane.role, live, lane.checkpoint)
+
+    async def _must_let_go(self, lane: Lane) -> bool:
+        assert lane.conn is not None
+        if lane.store is None:
+            return True
+        row = await (
+            await lane.conn.execute(
+                "SELECT live_version, paused, state FROM projections WHERE projection = %s", (lane.consumer.name,)
+            )
+        ).fetchone()
+        if row is None or row[0] != lane.version or row[1] or (lane.parked and row[2] != "parked"):
+            return True  # switched, paused, or retried/skipped: take the lane up afresh
+        return await lane.store.checkpoint() != lane.checkpoint  # reset, or the view was flushed
+
+    def _store(self, conn: psycopg.AsyncConnection[Any], consumer: EventConsumer, version: int) -> ViewStore:
+        client = self.redis if isinstance(consumer, RedisProjection) else None
+        if self.store_factory is not None:
+            return self.store_factory(conn, client, consumer, version)
+        return store_for(conn, client, self.namespace, consumer, version)
+
+    async def _release(self, lane: Lane) -> None:
+        conn, lane.conn, lane.store, lane.log, lane.parked = lane.conn, None, None, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _announce(self, lanes: list[Lane]) -> None:
+        """Tells waiting queries (read-your-writes) which checkpoints are committed, in one message;
+        only a hint (queries also read the checkpoints from the stores)."""
+        if not lanes or not self.announce or self.redis is None:
+            return
+        message = "\n".join(announcement(lane.consumer.name, lane.version, lane.checkpoint) for lane in lanes)
         try:
-            return envelopes.decode(msg.data)
-        except Exception as e:  # the log is the source of truth: read the event there instead
-            position = (msg.headers or {}).get("Chronicle-Position", "")
-            previous = (msg.headers or {}).get("Chronicle-Previous", "")
-            row = None
-            if position.isdigit() and previous.isdigit():
-                row = await (await conn.execute(READ_AT, (int(position),))).fetchone()
-            if row is None:
-                foreign = EventEnvelope(
-                    event_id=uuid.UUID(int=0),
-                    position=int(position or 0),
-                    previous=0,
-                    stream_id=uuid.UUID(int=0),
-                    version=0,
-                    type=msg.subject,
-                    context="",
-                    data={},
-                    recorded_at=datetime.now(UTC),
-                )
-                await self._park(None, foreign, ValueError(f"not a Chronicle event: {e}"))
-                raise  # _park raises Parked; this only satisfies the type checker
-            log.warning("%s: unreadable message at position %s (%s); using the log's copy", self.role, position, e)
-            return self.reader.from_row(row, int(previous))
+            await self.redis.publish(channel(self.namespace), message)
+        except Exception as e:  # queries also read the checkpoint from the store
+            log.debug("projector: could not announce checkpoints (%s)", e)
 
 
-async def run_projections(settings: Settings, projections: list[Projection], stop: asyncio.Event) -> None:
-    announcer = aioredis.from_url(settings.redis_url or "", socket_timeout=2)
-    runners = [ProjectionRunner(settings, p, announcer=announcer) for p in projections]
-    try:
-        await asyncio.gather(*(r.run(stop) for r in runners))
-    finally:
-        await announcer.aclose()
+async def run_projections(settings: Settings, projections: Sequence[EventConsumer], stop: asyncio.Event) -> None:
+    await Projector(settings, projections).run(stop)

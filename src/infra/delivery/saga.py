@@ -1,5 +1,5 @@
-"""`chronicle saga`: the order saga as a process manager. It consumes order events from JetStream
-like a projection (in order, holes filled from the log, one active process, a poison event parked),
+"""`chronicle saga`: the order saga, a process manager. The projector runtime feeds it order events
+from JetStream (in order, holes filled from the log, one active process, a poison event parked),
 and each event's decisions (commands/order_saga.py) are appended together with the saga's position
 in one transaction (a tracking row): a crash at any point appends all or nothing, and a redelivered
 event finds its position recorded. Every event it appends carries the correlation id of the
@@ -25,22 +25,21 @@ from commands.order_saga import HANDLES, OrderSaga
 from domain.errors import DomainError
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.leadership import pause
-from infra.delivery.projector import ProjectionRunner
+from infra.delivery.projector import Projector
 from infra.eventstore.envelope import EventEnvelope
 from infra.eventstore.recorder import ChronicleTrackingRecorder, DependencyChanged
 from infra.settings import Settings
 from infra.views.stores import TrackingStore
-from projections.base import Projection
+from projections.base import ProcessManager
 
 log = logging.getLogger(__name__)
 ACTOR = "saga:order"
 ATTEMPTS = 5
 
 
-class OrderSagaProcess(Projection):
+class OrderSagaProcess(ProcessManager):
     name = "order_saga"
     version = 1
-    kind = "process"  # a process manager, listed beside the projections
     handles: ClassVar[frozenset[str]] = HANDLES
     description = "reserves, rejects, releases and commits stock for orders; expires unpaid orders"
 
@@ -165,8 +164,10 @@ async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
     chronicle = await asyncio.to_thread(bootstrap, settings)
     saga = OrderSaga(chronicle.inventory, timedelta(seconds=settings.order_payment_timeout_s))
     worker = SagaWorker(chronicle, saga)
-    runner = ProjectionRunner(settings, OrderSagaProcess(), store_factory=lambda conn: SagaStore(conn, worker))
+    projector = Projector(settings, [OrderSagaProcess()], store_factory=lambda conn, *_: SagaStore(conn, worker))
     try:
-        await asyncio.gather(runner.run(stop), sweep_overdue(chronicle, stop, lambda: runner.leading))
+        await asyncio.gather(
+            projector.run(stop), sweep_overdue(chronicle, stop, lambda: projector.leads(OrderSagaProcess.name))
+        )
     finally:
         await asyncio.to_thread(chronicle.close)

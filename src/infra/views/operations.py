@@ -12,7 +12,6 @@ seconds later, once no process can still be reading it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -21,18 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import nats
 import psycopg
 import redis.asyncio as aioredis
 
 from infra.delivery.leadership import lock_key
-from infra.delivery.projector import consumer_name, register
-from infra.delivery.relay import stream_name
+from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position, lags
 from infra.settings import Settings
-from infra.views.rebuild import Progress, fingerprint, open_store, replay
-from infra.views.stores import RedisStore, SqlStore, ViewStore, store_for
-from projections.base import Projection
+from infra.views.rebuild import Progress, open_store, replay
+from infra.views.stores import store_for
+from projections.base import EventConsumer, ProcessManager
 
 GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)
 CATCH_UP_LEFT = 1000  # events still to apply before the live projector is paused for the comparison
@@ -114,7 +111,9 @@ async def _log(
 
 
 @asynccontextmanager
-async def _paused(url: str, settings: Settings, projection: Projection) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def _paused(
+    url: str, settings: Settings, projection: EventConsumer
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """Pauses the live projector and holds its lock: nothing else writes the live view meanwhile."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("UPDATE projections SET paused = true WHERE projection = %s", (projection.name,))
@@ -133,7 +132,7 @@ async def _paused(url: str, settings: Settings, projection: Projection) -> Async
 # -- status ---------------------------------------------------------------------------------------
 
 
-async def statuses(settings: Settings, projections: list[Projection]) -> list[ProjectionStatus]:
+async def statuses(settings: Settings, projections: list[EventConsumer]) -> list[ProjectionStatus]:
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
     found = []
@@ -175,7 +174,7 @@ async def statuses(settings: Settings, projections: list[Projection]) -> list[Pr
 
 async def rebuild(
     settings: Settings,
-    projection: Projection,
+    projection: EventConsumer,
     *,
     switch: bool = True,
     force: bool = False,
@@ -200,7 +199,7 @@ async def _rebuild(
     settings: Settings,
     conn: psycopg.AsyncConnection[Any],
     client: aioredis.Redis,
-    projection: Projection,
+    projection: EventConsumer,
     switch: bool,
     force: bool,
     progress: Progress | None,
@@ -226,9 +225,7 @@ async def _rebuild(
         head = await head_position(conn)
         await replay(url, current, after=await current.checkpoint(), until=head)
         position = await replay(url, target, after=position, until=head, progress=progress)
-        report.differences = (await fingerprint(conn, client, current)).differences(
-            await fingerprint(conn, client, target)
-        )
+        report.differences = (await current.fingerprint()).differences(await target.fingerprint())
         report.switched = switch and (force or not report.differences)
         if report.switched:
             async with conn.transaction():
@@ -254,9 +251,9 @@ async def _rebuild(
     report.events = await _count(conn, position)
     if report.switched:
         await asyncio.sleep(GRACE_S)
-        await drop_version(settings, conn, client, projection, current)
+        await current.drop()
     else:
-        await drop_version(settings, conn, client, projection, target)
+        await target.drop()
         await _log(conn, operator, "rebuild.compare", projection.name, version=new, differences=report.differences)
     return report
 
@@ -270,43 +267,10 @@ async def _count(conn: psycopg.AsyncConnection[Any], upto: int) -> int:
     return int(row[0]) if row else 0
 
 
-async def drop_version(
-    settings: Settings,
-    conn: psycopg.AsyncConnection[Any],
-    client: aioredis.Redis,
-    projection: Projection,
-    store: ViewStore,
-) -> None:
-    """Drops a version's tables or keys, its checkpoint and its NATS consumer."""
-    if isinstance(store, SqlStore):
-        for table in store.tables.values():
-            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE".encode())
-    elif isinstance(store, RedisStore):
-        batch: list[Any] = []
-        async for key in client.scan_iter(match=store.prefix + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.delete(*batch)
-                batch = []
-        if batch:
-            await client.delete(*batch)
-    await conn.execute(
-        "DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s", (projection.name, store.version)
-    )
-    with contextlib.suppress(Exception):  # no consumer yet, or NATS away: nothing to clean
-        nc = await nats.connect(settings.nats_url or "", connect_timeout=2, max_reconnect_attempts=0)
-        try:
-            await nc.jetstream().delete_consumer(
-                stream_name(settings.namespace), consumer_name(settings.namespace, projection, store.version)
-            )
-        finally:
-            await nc.close()
-
-
 # -- reset, retry, skip ---------------------------------------------------------------------------
 
 
-async def reset(settings: Settings, projection: Projection, operator: str = "cli") -> None:
+async def reset(settings: Settings, projection: EventConsumer, operator: str = "cli") -> None:
     """Empties the live view and its checkpoint: the projector rebuilds it from the start of the log."""
     _refuse_process(projection, "reset")
     url = settings.require_database_url()
@@ -316,7 +280,7 @@ async def reset(settings: Settings, projection: Projection, operator: str = "cli
             # One transaction: queries see the old view or the new empty one, never none.
             live, _, _ = await register(conn, projection)
             store = await open_store(conn, client, settings.namespace, projection, live)
-            await drop_version(settings, conn, client, projection, store)
+            await store.drop()
             store = await open_store(conn, client, settings.namespace, projection, live)
             await store.publish_views()
             await _unpark(conn, projection)
@@ -325,7 +289,7 @@ async def reset(settings: Settings, projection: Projection, operator: str = "cli
         await client.aclose()
 
 
-async def _unpark(conn: psycopg.AsyncConnection[Any], projection: Projection, resolution: str | None = None) -> None:
+async def _unpark(conn: psycopg.AsyncConnection[Any], projection: EventConsumer, resolution: str | None = None) -> None:
     """Marks the projection running again and, with a `resolution`, its open dead letters resolved."""
     await conn.execute(
         "UPDATE projections SET state = 'running', error = NULL, parked_at = NULL,"
@@ -339,15 +303,15 @@ async def _unpark(conn: psycopg.AsyncConnection[Any], projection: Projection, re
         )
 
 
-def _refuse_process(projection: Projection, done: str) -> None:
-    if projection.kind == "process":
+def _refuse_process(projection: EventConsumer, done: str) -> None:
+    if isinstance(projection, ProcessManager):
         raise OperationRefused(
             f"{projection.name} sends commands; replaying history through it would send them"
             f" again, so it cannot be {done}"
         )
 
 
-async def retry(settings: Settings, projection: Projection, operator: str = "cli") -> int:
+async def retry(settings: Settings, projection: EventConsumer, operator: str = "cli") -> int:
     """Resumes a parked projection at the event it parked on; returns that position."""
     async with (
         await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn,
@@ -366,7 +330,7 @@ async def retry(settings: Settings, projection: Projection, operator: str = "cli
         return int(row[0])
 
 
-async def skip(settings: Settings, projection: Projection, event_id: str, operator: str = "cli") -> int:
+async def skip(settings: Settings, projection: EventConsumer, event_id: str, operator: str = "cli") -> int:
     """Moves a parked projection past the event it parked on, explicitly: the view will never hold
     it. Recorded in the operations log; returns the event's position."""
     url = settings.require_database_url()

@@ -1,0 +1,201 @@
+"""SQL views: a batch's row operations coalesced into grouped statements, applied in one
+PostgreSQL transaction with the checkpoint (on the connection holding the projection's lock)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg.errors
+
+from infra.eventstore.envelope import EventEnvelope
+from infra.views.base import Fingerprint, StaleCheckpoint
+from projections.base import SqlProjection
+
+
+def table_names(projection: SqlProjection, version: int) -> dict[str, str]:
+    return {name: f"{projection.schema}.{name}_v{version}" for name in projection.tables}
+
+
+@dataclass
+class _RowOp:
+    kind: str  # "insert" | "update" | "delete" | "replace" (delete, then insert)
+    columns: dict[str, Any] = field(default_factory=dict)
+    increments: dict[str, int] = field(default_factory=dict)
+
+
+class BufferedSqlView:
+    """A batch's writes as a unit of work: row operations coalesced per (table, key) and applied
+    as grouped `executemany`s; raw statements after them, in order (see `SqlView`)."""
+
+    def __init__(self, tables: Mapping[str, str], keys: Mapping[str, tuple[str, ...]]) -> None:
+        self.tables, self.keys = tables, keys
+        self.rows: dict[tuple[str, tuple[Any, ...]], _RowOp] = {}
+        self.raw: list[tuple[str, Sequence[Any]]] = []
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        key = (table, tuple(row[c] for c in self.keys[table]))
+        op = self.rows.get(key)
+        if op is None:
+            self.rows[key] = _RowOp("insert", dict(row))
+        elif op.kind == "delete":
+            self.rows[key] = _RowOp("replace", dict(row))
+
+    def update(self, table: str, key: Sequence[Any], columns: Mapping[str, Any]) -> None:
+        op = self.rows.setdefault((table, tuple(key)), _RowOp("update"))
+        if op.kind == "delete":
+            return
+        op.columns.update(columns)
+        for column in columns:
+            op.increments.pop(column, None)
+
+    def increment(self, table: str, key: Sequence[Any], column: str, delta: int) -> None:
+        op = self.rows.setdefault((table, tuple(key)), _RowOp("update"))
+        if op.kind == "delete":
+            return
+        if op.kind in ("insert", "replace") or column in op.columns:
+            op.columns[column] = op.columns.get(column, 0) + delta
+        else:
+            op.increments[column] = op.increments.get(column, 0) + delta
+
+    def delete(self, table: str, key: Sequence[Any]) -> None:
+        self.rows[(table, tuple(key))] = _RowOp("delete")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.raw.append((sql.format_map(self.tables), params))
+
+    def statements(self) -> list[tuple[str, list[Sequence[Any]]]]:
+        """Deletes, inserts, updates (each grouped by shape), then raw statements in order."""
+        deletes: dict[str, list[Sequence[Any]]] = {}
+        inserts: dict[tuple[str, tuple[str, ...]], list[Sequence[Any]]] = {}
+        updates: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[Sequence[Any]]] = {}
+        for (table, key), op in self.rows.items():
+            if op.kind in ("delete", "replace"):
+                deletes.setdefault(table, []).append(key)
+            if op.kind in ("insert", "replace"):
+                columns = tuple(op.columns)
+                inserts.setdefault((table, columns), []).append(tuple(op.columns.values()))
+            elif op.kind == "update" and (op.columns or op.increments):
+                shape = (table, tuple(op.columns), tuple(op.increments))
+                updates.setdefault(shape, []).append((*op.columns.values(), *op.increments.values(), *key))
+        found: list[tuple[str, list[Sequence[Any]]]] = []
+        for table, keys in deletes.items():
+            found.append((f"DELETE FROM {self.tables[table]} WHERE {self._where(table)}", keys))
+        for (table, columns), rows in inserts.items():
+            names, marks = ", ".join(columns), ", ".join(["%s"] * len(columns))
+            conflict = ", ".join(self.keys[table])
+            found.append(
+                (
+                    f"INSERT INTO {self.tables[table]} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO NOTHING",
+                    rows,
+                )
+            )
+        for (table, sets, adds), rows in updates.items():
+            assignments = [f"{c} = %s" for c in sets] + [f"{c} = {c} + %s" for c in adds]
+            found.append((f"UPDATE {self.tables[table]} SET {', '.join(assignments)} WHERE {self._where(table)}", rows))
+        return found + [(sql, [params]) for sql, params in self.raw]
+
+    def _where(self, table: str) -> str:
+        return " AND ".join(f"{c} = %s" for c in self.keys[table])
+
+
+_ADVANCE = (
+    "WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
+    " WHERE projection = %s AND version = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved"
+)
+
+
+class SqlStore:
+    """A SQL projection version's tables and checkpoint, written through the projector's connection
+    (the one holding the projection's lock)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], projection: SqlProjection, version: int) -> None:
+        self.conn, self.projection, self.version = conn, projection, version
+        self.tables = table_names(projection, version)
+
+    async def prepare(self) -> None:
+        """Creates the version's tables if they are missing. Another process may prepare the same
+        version at the same moment (a projector starting while an operator asks for the status):
+        a lock for the length of the transaction makes the second wait and then find the tables."""
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"prepare {self.projection.name} v{self.version}",)
+            )
+            for name, ddl in self.projection.tables.items():
+                exists = await (await self.conn.execute("SELECT to_regclass(%s)", (self.tables[name],))).fetchone()
+                if exists and exists[0]:
+                    continue
+                for statement in ddl.split(";"):
+                    if statement.strip():
+                        await self.conn.execute(statement.format_map(self.tables).encode())
+            await self.conn.execute(
+                "INSERT INTO projection_checkpoints (projection, version) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (self.projection.name, self.version),
+            )
+
+    async def publish_views(self) -> None:
+        """Points the unversioned names (what queries read) at this version's tables."""
+        async with self.conn.transaction():
+            for name, table in self.tables.items():
+                view = f"{self.projection.schema}.{name}"
+                await self.conn.execute(f"DROP VIEW IF EXISTS {view}".encode())
+                await self.conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {table}".encode())
+
+    async def checkpoint(self) -> int:
+        row = await (
+            await self.conn.execute(
+                "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s",
+                (self.projection.name, self.version),
+            )
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
+        view = BufferedSqlView(self.tables, self.projection.keys)
+        for envelope in envelopes:
+            if envelope.type in self.projection.handles:
+                self.projection.apply(envelope, view)
+        # One round trip: BEGIN, the view's statements, the checkpoint, COMMIT, all pipelined. The
+        # checkpoint statement divides by zero (aborting the transaction) unless the stored
+        # checkpoint is the one this batch was planned from. A batch that changes nothing in the
+        # view (most batches, for a view that handles few event types) moves the checkpoint in one
+        # statement, atomic on its own on this autocommit connection.
+        statements = view.statements()
+        try:
+            if not statements:
+                await self.conn.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
+                return
+            async with self.conn.pipeline(), self.conn.transaction(), self.conn.cursor() as cur:
+                for sql, rows in statements:
+                    if len(rows) == 1:
+                        await cur.execute(sql, rows[0])
+                    else:
+                        await cur.executemany(sql, rows)
+                await cur.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
+        except psycopg.errors.DivisionByZero:
+            raise StaleCheckpoint(f"{self.projection.name} v{self.version} is no longer at {expected}") from None
+
+    # -- Redis -------------------------------------------------------------------------------------
+
+    async def fingerprint(self) -> Fingerprint:
+        result = Fingerprint()
+        for name, table in self.tables.items():
+            row = await (
+                await self.conn.execute(
+                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')"
+                    f" FROM {table} t".encode()
+                )
+            ).fetchone()
+            assert row is not None
+            result.counts[name], result.checksums[name] = int(row[0]), str(row[1])
+        return result
+
+    async def drop(self) -> None:
+        for table in self.tables.values():
+            await self.conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE".encode())
+        await self.conn.execute(
+            "DELETE FROM projection_checkpoints WHERE projection = %s AND version = %s",
+            (self.projection.name, self.version),
+        )
