@@ -20,7 +20,8 @@ from eventsourcing.persistence import Mapper
 from commands.base import make_transcoder
 from infra.eventstore.envelope import EnvelopeReader, EventEnvelope, context_of
 from infra.eventstore.recorder import event_type
-from infra.views.stores import BufferedRedisView, BufferedSqlView
+from infra.views.redisstore import BufferedRedisView
+from infra.views.sqlstore import BufferedSqlView
 from projections.base import RedisProjection, SqlProjection
 
 
