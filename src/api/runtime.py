@@ -54,7 +54,11 @@ async def keep_nats(runtime: Runtime, url: str) -> None:
     while runtime.nats is None:
         try:
             runtime.nats = await nats.connect(
-                url, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2, name="chronicle-api"
+                servers=url.split(","),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=2,
+                name="chronicle-api",
             )
         except Exception as e:  # not reachable yet: health says so, and we try again
             log.info("NATS not reachable yet (%s); retrying", e)
