@@ -29,6 +29,7 @@ from eventsourcing.utils import Environment
 
 from domain.errors import Conflict, DomainError, Forbidden, NotFound
 from domain.identity import Role
+from domain.ordering import OrderLine
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -122,10 +123,34 @@ class DateAsISO(Transcoding):
         return date.fromisoformat(data)
 
 
+class OrderLineAsDict(Transcoding):
+    """Stored as `{"_type_": "order_line", "_data_": {sku, quantity, unit_price_minor, currency}}`:
+    its data is already plain JSON, which the envelope reader passes on as it is."""
+
+    type = OrderLine
+    name = "order_line"
+
+    def encode(self, obj: OrderLine) -> dict[str, Any]:
+        return {
+            "sku": obj.sku,
+            "quantity": obj.quantity,
+            "unit_price_minor": obj.unit_price_minor,
+            "currency": obj.currency,
+        }
+
+    def decode(self, data: dict[str, Any]) -> OrderLine:
+        return OrderLine(**data)
+
+
+def domain_transcodings() -> list[Transcoding]:
+    """The value types of Chronicle's events beyond the library's defaults."""
+    return [DateAsISO(), OrderLineAsDict()]
+
+
 def make_transcoder() -> JSONTranscoder:
     """The applications' transcoder, for readers of stored events outside an application."""
     transcoder = JSONTranscoder()
-    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO()):
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), *domain_transcodings()):
         transcoder.register(transcoding)
     return transcoder
 
@@ -207,7 +232,8 @@ class ChronicleApplication(Application[uuid.UUID]):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        transcoder.register(DateAsISO())
+        for transcoding in domain_transcodings():
+            transcoder.register(transcoding)
 
     def load(
         self, cls: type[A], aggregate_id: uuid.UUID, what: str, *, for_update: bool = True, fresh: bool = False

@@ -20,7 +20,7 @@ from commands.base import (
 )
 from domain.catalog import Product, clean_sku, product_id
 from domain.errors import Forbidden, Invalid, NotFound
-from domain.ordering import Order
+from domain.ordering import Order, OrderLine
 
 
 class OrderingApplication(ChronicleApplication):
@@ -43,7 +43,7 @@ class OrderingApplication(ChronicleApplication):
         actor = ctx.authenticated()
         products = [self._product(line["sku"]) for line in lines]
         priced = [
-            {"sku": p.sku, "quantity": int(line["quantity"]), "unit_price_minor": p.price_minor, "currency": p.currency}
+            OrderLine(p.sku, int(line["quantity"]), p.price_minor, p.currency)
             for p, line in zip(products, lines, strict=True)
         ]
         order = Order.place(actor.user_id, priced)

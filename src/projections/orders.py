@@ -3,19 +3,23 @@ through with its time. The saga's payment-expiry sweep reads reserved orders' de
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg.types.json import Jsonb
 
+from domain.ordering import Order, OrderStatus
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
+from projections.events import event_class, handled
 
-STATUS_OF = {
-    "Order.Placed": "placed",
-    "Order.Reserved": "reserved",
-    "Order.Rejected": "rejected",
-    "Order.Paid": "paid",
-    "Order.Shipped": "shipped",
-    "Order.Delivered": "delivered",
-    "Order.Cancelled": "cancelled",
+STATUS_AFTER: dict[type[Any], OrderStatus] = {
+    Order.Placed: OrderStatus.PLACED,
+    Order.Reserved: OrderStatus.RESERVED,
+    Order.Rejected: OrderStatus.REJECTED,
+    Order.Paid: OrderStatus.PAID,
+    Order.Shipped: OrderStatus.SHIPPED,
+    Order.Delivered: OrderStatus.DELIVERED,
+    Order.Cancelled: OrderStatus.CANCELLED,
 }
 
 
@@ -24,7 +28,7 @@ class OrderHistory(SqlProjection):
     version = 1
     schema = "ordering_views"
     description = "orders: lines, total, status, reason, payment deadline; status history"
-    handles = frozenset(STATUS_OF)
+    handles = handled(*STATUS_AFTER)
     tables = {
         "orders": "CREATE TABLE {orders} (id uuid PRIMARY KEY, customer_id uuid NOT NULL, status text NOT NULL,"
         " lines jsonb NOT NULL, total_minor bigint NOT NULL, currency text NOT NULL, reason text,"
@@ -40,10 +44,12 @@ class OrderHistory(SqlProjection):
     keys = {"orders": ("id",), "history": ("order_id", "version")}
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
-        data = event.data
-        status = STATUS_OF[event.type]
+        data, kind = event.data, event_class(event)
+        if kind not in STATUS_AFTER:
+            return  # not one of `handles`: the projector never sends it
+        status = STATUS_AFTER[kind].value
         reason = data.get("reason")
-        if event.type == "Order.Placed":
+        if kind is Order.Placed:
             view.insert(
                 "orders",
                 {
@@ -67,9 +73,9 @@ class OrderHistory(SqlProjection):
             columns: dict[str, object] = {"status": status, "updated_at": when(event), "version": event.version}
             if reason is not None:
                 columns["reason"] = reason
-            if event.type == "Order.Reserved":
+            if kind is Order.Reserved:
                 columns |= {"payment_due_at": data["payment_due_at"], "deadline_event_id": event.event_id}
-            if event.type == "Order.Paid":
+            if kind is Order.Paid:
                 columns["payment_ref"] = data["payment_ref"]
             view.update("orders", (event.stream_id,), columns)
         view.insert(

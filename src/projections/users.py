@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from domain.identity import User
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, when
+from projections.events import event_class, handled
 
 
 class UserDirectory(SqlProjection):
@@ -11,7 +13,7 @@ class UserDirectory(SqlProjection):
     version = 1
     schema = "identity_views"
     description = "users: id, name, email, roles"
-    handles = frozenset({"User.Registered", "User.RoleGranted", "User.RoleRevoked", "User.PasswordHashChanged"})
+    handles = handled(User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged)
     tables = {
         "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text NOT NULL, email text NOT NULL,"
         " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
@@ -21,8 +23,8 @@ class UserDirectory(SqlProjection):
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data, user = event.data, event.stream_id
-        match event.type:
-            case "User.Registered":
+        match event_class(event):
+            case User.Registered:
                 view.insert(
                     "users",
                     {
@@ -34,15 +36,17 @@ class UserDirectory(SqlProjection):
                         "version": event.version,
                     },
                 )
-            case "User.RoleGranted":
+            case User.RoleGranted:
                 view.execute(
                     "UPDATE {users} SET roles = CASE WHEN %s = ANY(roles) THEN roles"
                     " ELSE array_append(roles, %s) END WHERE id = %s",
                     (data["role"], data["role"], user),
                 )
                 view.update("users", (user,), {"version": event.version})
-            case "User.RoleRevoked":
+            case User.RoleRevoked:
                 view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))
                 view.update("users", (user,), {"version": event.version})
-            case "User.PasswordHashChanged":
+            case User.PasswordHashChanged:
                 view.update("users", (user,), {"version": event.version})
+            case _:
+                pass  # not one of `handles`: the projector never sends it
