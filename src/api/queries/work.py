@@ -25,7 +25,6 @@ from api.queries.common import (
     decode_cursor,
     encode_cursor,
     etag,
-    live_versions,
     wait_for_position,
 )
 from api.runtime import RUNTIME, Runtime
@@ -258,7 +257,7 @@ class ProjectQueries(Controller):
     ) -> Board:
         """One Redis round trip: the board view keeps the project's members beside its counts."""
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
-        prefix = await live_versions.prefix(runtime, TaskBoard.name)
+        prefix = await runtime.live_versions.prefix(TaskBoard.name)
         actor = request.user
         async with runtime.redis.pipeline(transaction=False) as pipe:
             if actor.is_staff:
@@ -319,7 +318,7 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
     ) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
-        key = f"{await live_versions.prefix(runtime, MyTasks.name)}open:{request.user.user_id}"
+        key = f"{await runtime.live_versions.prefix(MyTasks.name)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
             pipe.zrange(key, 0, limit - 1)
