@@ -27,24 +27,11 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment
 
+from domain.access import Actor as Actor  # the caller's identity; commands' callers import it from here
 from domain.errors import Conflict, DomainError, Forbidden, NotFound
-from domain.identity import Role
 from domain.ordering import OrderLine
 
 A = TypeVar("A", bound=Aggregate)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """The authenticated caller, as the access token describes them."""
-
-    user_id: uuid.UUID
-    roles: frozenset[Role] = frozenset({Role.MEMBER})
-
-    @property
-    def is_staff(self) -> bool:
-        """Managers and admins may command any project."""
-        return bool(self.roles & {Role.MANAGER, Role.ADMIN})
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from api.commands.common import problems
 from api.queries.common import Cursor, Limit, MinPosition, Page, decode_cursor, encode_cursor, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
+from domain import access
 from domain.errors import NotFound
 from domain.ordering import OrderStatus
 from projections.orders import OrderHistory
@@ -86,7 +87,7 @@ class OrderQueries(Controller):
         actor = request.user
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit + 1}
-        if not actor.is_staff:
+        if not access.sees_every_order(actor):
             where.append("customer_id = %(customer)s")
             params["customer"] = actor.user_id
         elif customer_id is not None:
@@ -124,7 +125,7 @@ class OrderQueries(Controller):
             row = await (
                 await conn.execute(f"SELECT {_COLUMNS} FROM ordering_views.orders WHERE id = %s", (order_id,))
             ).fetchone()
-            if row is None or (row[1] != actor.user_id and not actor.is_staff):
+            if row is None or not access.may_see_order(actor, customer_id=row[1]):
                 raise NotFound(f"order {order_id} not found")
             history = await (
                 await conn.execute(

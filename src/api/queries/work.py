@@ -29,6 +29,7 @@ from api.queries.common import (
 )
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
+from domain import access
 from domain.errors import NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard
@@ -129,7 +130,8 @@ _VISIBLE = (
 
 
 def _who(actor: Actor) -> dict[str, Any]:
-    return {"staff": actor.is_staff, "user": actor.user_id}
+    """The parameters of `_VISIBLE`, the SQL form of `access.may_see_project`."""
+    return {"staff": access.sees_every_project(actor), "user": actor.user_id}
 
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
@@ -260,7 +262,7 @@ class ProjectQueries(Controller):
         prefix = await runtime.live_versions.prefix(TaskBoard.name)
         actor = request.user
         async with runtime.redis.pipeline(transaction=False) as pipe:
-            if actor.is_staff:
+            if access.sees_every_project(actor):
                 pipe.exists(f"{prefix}members:{project_id}")
             else:
                 pipe.sismember(f"{prefix}members:{project_id}", str(actor.user_id))
