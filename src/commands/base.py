@@ -3,7 +3,6 @@ eventsourcing Application that records both with every event it saves."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import uuid
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar, cast
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     DatetimeAsISO,
@@ -27,6 +26,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment
 
+from commands.library import LeanSaving
 from domain.access import Actor as Actor  # the caller's identity; commands' callers import it from here
 from domain.errors import Conflict, DomainError, Forbidden, NotFound
 from domain.ordering import OrderLine
@@ -198,10 +198,11 @@ def copy_aggregate(aggregate: Aggregate) -> Aggregate:
     return clone
 
 
-class ChronicleApplication(Application[uuid.UUID]):
+class ChronicleApplication(LeanSaving):
     """An eventsourcing Application whose infrastructure the composition root chooses: it hands
     over a function that builds a factory from the application's own environment (so each
-    application keeps its own settings, e.g. snapshotting) over the process's shared store."""
+    application keeps its own settings, e.g. snapshotting) over the process's shared store.
+    Its `save` is `LeanSaving`'s (commands.library: the private interface of the library)."""
 
     cache_size = 10_000
 
@@ -274,25 +275,6 @@ class ChronicleApplication(Application[uuid.UUID]):
                 self.cache.put(aggregate)
         position = recordings[-1].notification.id if recordings else None
         return CommandResult(result_of.id, result_of.version, position)
-
-    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
-        """The library's save, for aggregates only: its generic version checks every object against
-        runtime protocols, which cost a fifth of a command's own CPU in `chronicle bench commands`."""
-        processing_event: ProcessingEvent[uuid.UUID] = ProcessingEvent(tracking=kwargs.pop("tracking", None))
-        for aggregate in objs:
-            processing_event.events.extend(aggregate.collect_events())
-            processing_event.aggregates[aggregate.id] = aggregate
-        processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
-        self._notify(recordings)
-        return recordings
-
-    def _take_snapshots(self, processing_event: Any) -> None:
-        """A snapshot of a version is the same whoever takes it: if another process stored it
-        first, the command that triggered it has still succeeded."""
-        with contextlib.suppress(IntegrityError):
-            super()._take_snapshots(processing_event)
 
 
 F = TypeVar("F", bound=Callable[..., CommandResult])
