@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
 from domain.identity import User
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, when
@@ -50,3 +56,19 @@ class UserDirectory(SqlProjection):
                 view.update("users", (user,), {"version": event.version})
             case _:
                 pass  # not one of `handles`: the projector never sends it
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# They return rows of this view's tables; the API shapes them into its response types (whose module
+# is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
+
+USER_COLUMNS = "id, name, roles, registered_at, version, email"
+
+
+async def user_row(views: AsyncConnectionPool[AsyncConnection[Any]], user_id: uuid.UUID) -> tuple[Any, ...] | None:
+    """The user's USER_COLUMNS, or None."""
+    async with views.connection() as conn:
+        row: tuple[Any, ...] | None = await (
+            await conn.execute(f"SELECT {USER_COLUMNS} FROM identity_views.users WHERE id = %s", (user_id,))
+        ).fetchone()
+    return row

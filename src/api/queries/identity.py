@@ -15,7 +15,7 @@ from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
 from domain.errors import NotFound
-from projections.users import UserDirectory
+from projections.users import UserDirectory, user_row
 
 READS = [UserDirectory.name]
 
@@ -30,13 +30,7 @@ class UserView(msgspec.Struct, omit_defaults=True):
 
 
 async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:
-    async with runtime.views.connection() as conn:
-        row = await (
-            await conn.execute(
-                "SELECT id, name, roles, registered_at, version, email FROM identity_views.users WHERE id = %s",
-                (user_id,),
-            )
-        ).fetchone()
+    row = await user_row(runtime.views, user_id)
     return None if row is None else UserView(*row)
 
 
