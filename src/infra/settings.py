@@ -10,6 +10,9 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = ".chronicle"
 DEFAULT_PORT = 8000
+LIVE_VERSION_CACHE_S = 1.0
+"""How long an API process trusts the live version of a projection it read (api.live_versions).
+A rebuild keeps the old version for longer than this after a switch (infra.views.operations)."""
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
