@@ -21,34 +21,53 @@ from domain.identity import Role
 from infra.settings import Settings
 
 PUBLIC = {"exclude_from_auth": True}
-_VERIFIED_TOKENS = 10_000
+
+
+class VerifiedTokens:
+    """Tokens that passed verification, by their full text (signature included) with the secret and
+    algorithm they were checked against; the oldest are forgotten beyond `maxsize`."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self._tokens: OrderedDict[tuple[str, str, str], Token] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> Token | None:
+        return self._tokens.get(key)
+
+    def put(self, key: tuple[str, str, str], token: Token) -> None:
+        with self._lock:
+            self._tokens[key] = token
+            while len(self._tokens) > self.maxsize:
+                self._tokens.popitem(last=False)
 
 
 class RememberedToken(Token):
-    """Remembers tokens it has verified, until they expire.
+    """Remembers tokens it has verified, until they expire, in the `VerifiedTokens` of its auth
+    (each `jwt_auth` makes its own subclass with its own: see `remembering`).
 
     PyJWT spends about a tenth of a millisecond on every HS256 decode (it checks, each time, that
     the secret is not a PEM/SSH/DER key) and a client sends the same bearer token with every
-    request. A token is remembered by its full text, signature included, with the secret and
-    algorithm it was checked against, so only a byte-identical token that already passed
-    verification skips it; expiry is still checked on every use.
+    request. Only a byte-identical token that already passed verification skips it; expiry is
+    still checked on every use.
     """
 
-    _verified: ClassVar[OrderedDict[tuple[str, str, str], RememberedToken]] = OrderedDict()
-    _lock: ClassVar[threading.Lock] = threading.Lock()
+    verified: ClassVar[VerifiedTokens]
 
     @classmethod
     def decode(cls, encoded_token: str, secret: str, algorithm: str, *args: Any, **kwargs: Any) -> Self:
         key = (encoded_token, secret, algorithm)
-        known = cls._verified.get(key)
+        known = cls.verified.get(key)
         if known is not None and known.exp > datetime.now(UTC) and not args and not kwargs.get("audience"):
             return cast(Self, known)
         token = super().decode(encoded_token, secret, algorithm, *args, **kwargs)
-        with cls._lock:
-            cls._verified[key] = token
-            while len(cls._verified) > _VERIFIED_TOKENS:
-                cls._verified.popitem(last=False)
+        cls.verified.put(key, token)
         return token
+
+
+def remembering(verified: VerifiedTokens) -> type[RememberedToken]:
+    """A token class whose remembered tokens are `verified`'s: owned by one app, not the module."""
+    return type("RememberedToken", (RememberedToken,), {"verified": verified})
 
 
 async def _actor_of(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
@@ -67,7 +86,7 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
         default_token_expiration=timedelta(seconds=settings.access_token_ttl_s),
         exclude=["^/schema"],
         exclude_opt_key="exclude_from_auth",
-        token_cls=RememberedToken,
+        token_cls=remembering(VerifiedTokens()),
         description="Access token from POST /v1/auth/login (or /refresh), sent as `Authorization: Bearer …`.",
     )
 

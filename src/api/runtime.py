@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats
@@ -23,7 +23,9 @@ from litestar.di import Provide
 from nats.aio.client import Client as NATS
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
+from redis.commands.core import AsyncScript
 
+from api.live_versions import LiveVersions
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
 from infra.settings import Settings
@@ -41,6 +43,19 @@ class Runtime:
     views: AsyncConnectionPool[AsyncConnection[Any]]
     checkpoints: CheckpointWatcher
     nats: NATS | None = None
+    live_versions: LiveVersions = field(init=False)
+    scripts: dict[str, AsyncScript] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.live_versions = LiveVersions(self.views, self.settings.namespace)
+
+    def script(self, source: str) -> AsyncScript:
+        """The Lua script `source`, registered once on this process's Redis client (its SHA is
+        computed once; Redis loads it on first use)."""
+        script = self.scripts.get(source)
+        if script is None:
+            script = self.scripts[source] = self.redis.register_script(source)
+        return script
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Runs the synchronous write side in one of a few worker threads (a plain executor: the hop
@@ -54,7 +69,11 @@ async def keep_nats(runtime: Runtime, url: str) -> None:
     while runtime.nats is None:
         try:
             runtime.nats = await nats.connect(
-                url, max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2, name="chronicle-api"
+                servers=url.split(","),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=2,
+                name="chronicle-api",
             )
         except Exception as e:  # not reachable yet: health says so, and we try again
             log.info("NATS not reachable yet (%s); retrying", e)

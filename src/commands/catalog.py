@@ -16,13 +16,14 @@ from commands.base import (
     check_version,
     command,
 )
+from domain import access
 from domain.catalog import Product, clean_sku, product_id
 from domain.errors import Conflict, Forbidden, NotFound
 from domain.inventory import Stock, stock_id
 
 
 def _staff(ctx: Context) -> Actor:
-    if ctx.actor is None or not ctx.actor.is_staff:
+    if ctx.actor is None or not access.may_change_catalog(ctx.actor):
         raise Forbidden("only managers and admins may change the catalog or the stock")
     return ctx.actor
 

@@ -24,7 +24,8 @@ from domain.errors import NotFound
 from domain.inventory import InsufficientStock, Stock, stock_id
 from domain.ordering import Order, OrderStatus
 
-HANDLES = frozenset({"Order.Placed", "Order.Rejected", "Order.Cancelled", "Order.Shipped"})
+HANDLES = frozenset(cls.__qualname__ for cls in (Order.Placed, Order.Rejected, Order.Cancelled, Order.Shipped))
+"""The stored names of the order events the saga acts on (`Order.Placed`, ...)."""
 
 
 @dataclass
@@ -50,23 +51,22 @@ class OrderSaga:
         """Decides on the order as it is now and on the stock as cached (unless `fresh`): the
         append then checks that every stock read is still at the version decided on."""
         order = self.app.load(Order, order_id, "order", fresh=True)
-        match event_type:
-            case "Order.Placed":
-                return self._reserve(order, fresh)
-            case "Order.Rejected" | "Order.Cancelled":
-                return self._each_stock(order, fresh, lambda stock: stock.release(order.id))
-            case "Order.Shipped":
-                return self._each_stock(order, fresh, lambda stock: stock.commit(order.id))
-        return Decision()
+        if event_type == Order.Placed.__qualname__:
+            return self._reserve(order, fresh)
+        if event_type in (Order.Rejected.__qualname__, Order.Cancelled.__qualname__):
+            return self._each_stock(order, fresh, lambda stock: stock.release(order.id))
+        if event_type == Order.Shipped.__qualname__:
+            return self._each_stock(order, fresh, lambda stock: stock.commit(order.id))
+        return Decision()  # not one of HANDLES: the saga runtime never sends it
 
     def _reserve(self, order: Order, fresh: bool) -> Decision:
         if order.status is not OrderStatus.PLACED:
             return Decision()  # decided already (redelivery), or cancelled before the saga got to it
-        stocks = [self._stock(line["sku"], fresh) for line in order.lines]
+        stocks = [self._stock(line.sku, fresh) for line in order.lines]
         read = [(stock.id, version) for stock, version in stocks]
         try:
             for (stock, _), line in zip(stocks, order.lines, strict=True):
-                stock.reserve(order.id, int(line["quantity"]))
+                stock.reserve(order.id, line.quantity)
         except InsufficientStock as short:
             order.reject(short.reason)
             return Decision([order], read)
@@ -76,7 +76,7 @@ class OrderSaga:
     def _each_stock(self, order: Order, fresh: bool, change: Callable[[Stock], Any]) -> Decision:
         decision = Decision()
         for line in order.lines:
-            stock, version = self._stock(line["sku"], fresh)
+            stock, version = self._stock(line.sku, fresh)
             if version == 0:  # no stock at all, so none held for this order: open nothing
                 decision.read.append((stock.id, 0))
                 continue

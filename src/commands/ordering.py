@@ -18,9 +18,10 @@ from commands.base import (
     check_version,
     command,
 )
+from domain import access
 from domain.catalog import Product, clean_sku, product_id
 from domain.errors import Forbidden, Invalid, NotFound
-from domain.ordering import Order
+from domain.ordering import Order, OrderLine
 
 
 class OrderingApplication(ChronicleApplication):
@@ -43,7 +44,7 @@ class OrderingApplication(ChronicleApplication):
         actor = ctx.authenticated()
         products = [self._product(line["sku"]) for line in lines]
         priced = [
-            {"sku": p.sku, "quantity": int(line["quantity"]), "unit_price_minor": p.price_minor, "currency": p.currency}
+            OrderLine(p.sku, int(line["quantity"]), p.price_minor, p.currency)
             for p, line in zip(products, lines, strict=True)
         ]
         order = Order.place(actor.user_id, priced)
@@ -98,7 +99,7 @@ class OrderingApplication(ChronicleApplication):
     def _own_order(self, ctx: Context, order_id: uuid.UUID, expected_version: int | None) -> Order:
         actor = ctx.authenticated()
         order = self.load(Order, order_id, "order")
-        if order.customer_id != actor.user_id and not actor.is_staff:
+        if not access.may_see_order(actor, customer_id=order.customer_id):
             raise NotFound(f"order {order_id} not found")
         check_version(order, expected_version)
         return order
@@ -106,8 +107,8 @@ class OrderingApplication(ChronicleApplication):
     def _staff_order(self, ctx: Context, order_id: uuid.UUID, expected_version: int | None) -> Order:
         actor = ctx.authenticated()
         order = self.load(Order, order_id, "order")
-        if not actor.is_staff:
-            if order.customer_id == actor.user_id:
+        if not access.may_fulfil_orders(actor):
+            if access.may_see_order(actor, customer_id=order.customer_id):
                 raise Forbidden("only managers and admins may ship or deliver orders")
             raise NotFound(f"order {order_id} not found")
         check_version(order, expected_version)

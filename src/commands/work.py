@@ -17,6 +17,7 @@ from commands.base import (
     check_version,
     command,
 )
+from domain import access
 from domain.errors import Forbidden, Invalid
 from domain.work import Priority, Project, Task
 
@@ -144,7 +145,7 @@ class WorkApplication(ChronicleApplication):
         """Renaming, archiving and membership: the owner, managers and admins."""
         actor = ctx.authenticated()
         project = self.load(Project, project_id, "project")
-        if not (actor.is_staff or project.owner_id == actor.user_id):
+        if not access.may_manage_project(actor, owner_id=project.owner_id):
             raise Forbidden("only the project's owner, a manager or an admin may do this")
         check_version(project, expected_version)
         return project
@@ -153,7 +154,7 @@ class WorkApplication(ChronicleApplication):
         """Tasks: members of the project, managers and admins."""
         actor = ctx.authenticated()
         project = self.load(Project, project_id, "project", for_update=False)
-        if not (actor.is_staff or project.is_member(actor.user_id)):
+        if not access.may_see_project(actor, is_member=project.is_member(actor.user_id)):
             raise Forbidden("only members of the project may command its tasks")
         return project
 

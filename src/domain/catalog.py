@@ -71,18 +71,37 @@ class Product(Aggregate):
 
     def edit(self, name: str | None, description: str | None) -> None:
         self.check_active()
-        wanted = {
-            "name": None if name is None else clean_name(name),
-            "description": None if description is None else clean_description(description),
-        }
-        changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(self, k)}
-        if changes:
-            self._edited(sku=self.sku, changes=changes)
+        name = None if name is None else clean_name(name)
+        description = None if description is None else clean_description(description)
+        name = None if name == self.name else name
+        description = None if description == self.description else description
+        if name is not None or description is not None:
+            self._edited(sku=self.sku, name=name, description=description)
 
-    @event("Edited")
-    def _edited(self, sku: str, changes: dict[str, str]) -> None:
-        for key, value in changes.items():
-            setattr(self, key, value)
+    class Edited(Aggregate.Event):
+        """The fields that changed; `None` did not change.
+
+        Version 1 carried them in one `changes` dict; `upcast_v1_v2` reads it into this shape (it
+        only moves keys, so it serves projections reading the plain JSON too)."""
+
+        sku: str
+        name: str | None = None
+        description: str | None = None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            changes = state.pop("changes")
+            state["name"] = changes.get("name")
+            state["description"] = changes.get("description")
+
+    @event(Edited)
+    def _edited(self, sku: str, name: str | None = None, description: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+        if description is not None:
+            self.description = description
 
     def reprice(self, price_minor: int, currency: str | None) -> None:
         self.check_active()
@@ -90,7 +109,12 @@ class Product(Aggregate):
         if (price, money) != (self.price_minor, self.currency):
             self._repriced(sku=self.sku, price_minor=price, currency=money)
 
-    @event("Repriced")
+    class Repriced(Aggregate.Event):
+        sku: str
+        price_minor: int
+        currency: str
+
+    @event(Repriced)
     def _repriced(self, sku: str, price_minor: int, currency: str) -> None:
         self.price_minor = price_minor
         self.currency = currency
@@ -99,6 +123,9 @@ class Product(Aggregate):
         self.check_active()
         self._discontinued(sku=self.sku)
 
-    @event("Discontinued")
+    class Discontinued(Aggregate.Event):
+        sku: str
+
+    @event(Discontinued)
     def _discontinued(self, sku: str) -> None:
         self.active = False

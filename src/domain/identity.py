@@ -80,7 +80,10 @@ class User(Aggregate):
             raise Conflict(f"user already has the role {role.value}")
         self._role_granted(role=role)
 
-    @event("RoleGranted")
+    class RoleGranted(Aggregate.Event):
+        role: Role
+
+    @event(RoleGranted)
     def _role_granted(self, role: Role) -> None:
         self.roles.add(Role(role))
 
@@ -91,7 +94,10 @@ class User(Aggregate):
             raise Conflict(f"user does not have the role {role.value}")
         self._role_revoked(role=role)
 
-    @event("RoleRevoked")
+    class RoleRevoked(Aggregate.Event):
+        role: Role
+
+    @event(RoleRevoked)
     def _role_revoked(self, role: Role) -> None:
         self.roles.discard(Role(role))
 
@@ -160,7 +166,11 @@ class Session(Aggregate):
         self.check_usable(presented_digest, now)
         self._rotated(token_digest=next_digest, expires_at=expires_at)
 
-    @event("Rotated")
+    class Rotated(Aggregate.Event):
+        token_digest: str
+        expires_at: datetime
+
+    @event(Rotated)
     def _rotated(self, token_digest: str, expires_at: datetime) -> None:
         self.token_digest = token_digest
         self.expires_at = expires_at
@@ -170,6 +180,9 @@ class Session(Aggregate):
             raise Conflict("the session has already ended")
         self._ended(reason=reason)
 
-    @event("Ended")
+    class Ended(Aggregate.Event):
+        reason: str
+
+    @event(Ended)
     def _ended(self, reason: str) -> None:
         self.ended = True

@@ -57,7 +57,11 @@ class Stock(Aggregate):
             raise Invalid("quantity must be at least 1", field="quantity")
         self._received(sku=self.sku, quantity=quantity)
 
-    @event("Received")
+    class Received(Aggregate.Event):
+        sku: str
+        quantity: int
+
+    @event(Received)
     def _received(self, sku: str, quantity: int) -> None:
         self.available += quantity
         self.received += quantity
@@ -72,7 +76,12 @@ class Stock(Aggregate):
             raise Conflict(f"only {self.available} of {self.sku} available; cannot remove {-delta}")
         self._adjusted(sku=self.sku, delta=delta, reason=reason.strip())
 
-    @event("Adjusted")
+    class Adjusted(Aggregate.Event):
+        sku: str
+        delta: int
+        reason: str
+
+    @event(Adjusted)
     def _adjusted(self, sku: str, delta: int, reason: str) -> None:
         self.available += delta
         self.adjusted += delta
@@ -91,7 +100,12 @@ class Stock(Aggregate):
             raise InsufficientStock(self.sku, quantity, self.available)
         self._reserved(sku=self.sku, order_id=order_id, quantity=quantity)
 
-    @event("Reserved")
+    class Reserved(Aggregate.Event):
+        sku: str
+        order_id: uuid.UUID
+        quantity: int
+
+    @event(Reserved)
     def _reserved(self, sku: str, order_id: uuid.UUID, quantity: int) -> None:
         self.available -= quantity
         self.reserved += quantity
@@ -102,7 +116,12 @@ class Stock(Aggregate):
         if self.is_reserved_for(order_id):
             self._released(sku=self.sku, order_id=order_id, quantity=self.reservations[str(order_id)])
 
-    @event("Released")
+    class Released(Aggregate.Event):
+        sku: str
+        order_id: uuid.UUID
+        quantity: int
+
+    @event(Released)
     def _released(self, sku: str, order_id: uuid.UUID, quantity: int) -> None:
         self.available += quantity
         self.reserved -= quantity
@@ -113,7 +132,12 @@ class Stock(Aggregate):
         if self.is_reserved_for(order_id):
             self._committed(sku=self.sku, order_id=order_id, quantity=self.reservations[str(order_id)])
 
-    @event("Committed")
+    class Committed(Aggregate.Event):
+        sku: str
+        order_id: uuid.UUID
+        quantity: int
+
+    @event(Committed)
     def _committed(self, sku: str, order_id: uuid.UUID, quantity: int) -> None:
         self.reserved -= quantity
         self.committed += quantity

@@ -6,6 +6,8 @@ cancelled; the customer may cancel until it ships."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -29,17 +31,41 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+@dataclass(frozen=True)
+class OrderLine:
+    """A line of an order: the product, how many, and its unit price when the order was placed."""
+
+    sku: str
+    quantity: int
+    unit_price_minor: int
+    currency: str
+
+    @property
+    def total_minor(self) -> int:
+        return self.unit_price_minor * self.quantity
+
+
 class Order(Aggregate):
     class Placed(Aggregate.Created):
+        """Version 1 stored each line as a plain JSON object with the same four keys; version 2
+        stores `OrderLine` values (the applications' transcoder knows them), and `upcast_v1_v2`
+        turns the old objects into them."""
+
         customer_id: uuid.UUID
-        lines: list[dict[str, Any]]
+        lines: Sequence[OrderLine]
         total_minor: int
         currency: str
 
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["lines"] = [OrderLine(**line) if isinstance(line, dict) else line for line in state["lines"]]
+
     @event(Placed)
-    def __init__(self, customer_id: uuid.UUID, lines: list[dict[str, Any]], total_minor: int, currency: str) -> None:
+    def __init__(self, customer_id: uuid.UUID, lines: Sequence[OrderLine], total_minor: int, currency: str) -> None:
         self.customer_id = customer_id
-        self.lines = lines
+        self.lines = tuple(lines)
         self.total_minor = total_minor
         self.currency = currency
         self.status = OrderStatus.PLACED
@@ -48,22 +74,22 @@ class Order(Aggregate):
         self.payment_due_at: datetime | None = None
 
     @classmethod
-    def place(cls, customer_id: uuid.UUID, lines: list[dict[str, Any]]) -> Order:
-        """`lines`: sku, quantity, unit_price_minor and currency of each, prices as they are now."""
+    def place(cls, customer_id: uuid.UUID, lines: Sequence[OrderLine]) -> Order:
+        """`lines` priced as the products are now."""
         if not lines:
             raise Invalid("an order needs at least one line", field="lines")
         if len(lines) > MAX_LINES:
             raise Invalid(f"an order has at most {MAX_LINES} lines", field="lines")
-        skus = [line["sku"] for line in lines]
+        skus = [line.sku for line in lines]
         if len(set(skus)) != len(skus):
             raise Invalid("each SKU may appear on one line only", field="lines")
-        if any(not 1 <= line["quantity"] <= MAX_QUANTITY for line in lines):
+        if any(not 1 <= line.quantity <= MAX_QUANTITY for line in lines):
             raise Invalid(f"quantities must be from 1 to {MAX_QUANTITY}", field="lines")
-        currencies = {line["currency"] for line in lines}
+        currencies = {line.currency for line in lines}
         if len(currencies) != 1:
             raise Invalid("all lines of an order must be priced in one currency", field="lines")
-        total = sum(line["unit_price_minor"] * line["quantity"] for line in lines)
-        return cls(customer_id, lines, total, currencies.pop())
+        total = sum(line.total_minor for line in lines)
+        return cls(customer_id, list(lines), total, currencies.pop())
 
     def _expect(self, *statuses: OrderStatus, doing: str) -> None:
         if self.status not in statuses:
@@ -75,7 +101,10 @@ class Order(Aggregate):
         self._expect(OrderStatus.PLACED, doing="reserve")
         self._reserved(payment_due_at=payment_due_at)
 
-    @event("Reserved")
+    class Reserved(Aggregate.Event):
+        payment_due_at: datetime
+
+    @event(Reserved)
     def _reserved(self, payment_due_at: datetime) -> None:
         self.status = OrderStatus.RESERVED
         self.payment_due_at = payment_due_at
@@ -86,7 +115,10 @@ class Order(Aggregate):
         self._expect(OrderStatus.PLACED, doing="reject")
         self._rejected(reason=reason)
 
-    @event("Rejected")
+    class Rejected(Aggregate.Event):
+        reason: str
+
+    @event(Rejected)
     def _rejected(self, reason: str) -> None:
         self.status = OrderStatus.REJECTED
         self.reason = reason
@@ -98,7 +130,10 @@ class Order(Aggregate):
         self._expect(OrderStatus.RESERVED, doing="pay")
         self._paid(payment_ref=payment_ref.strip())
 
-    @event("Paid")
+    class Paid(Aggregate.Event):
+        payment_ref: str
+
+    @event(Paid)
     def _paid(self, payment_ref: str) -> None:
         self.status = OrderStatus.PAID
         self.payment_ref = payment_ref
@@ -107,7 +142,10 @@ class Order(Aggregate):
         self._expect(OrderStatus.PAID, doing="ship")
         self._shipped()
 
-    @event("Shipped")
+    class Shipped(Aggregate.Event):
+        pass
+
+    @event(Shipped)
     def _shipped(self) -> None:
         self.status = OrderStatus.SHIPPED
 
@@ -115,7 +153,10 @@ class Order(Aggregate):
         self._expect(OrderStatus.SHIPPED, doing="deliver")
         self._delivered()
 
-    @event("Delivered")
+    class Delivered(Aggregate.Event):
+        pass
+
+    @event(Delivered)
     def _delivered(self) -> None:
         self.status = OrderStatus.DELIVERED
 
@@ -123,7 +164,11 @@ class Order(Aggregate):
         self._expect(OrderStatus.PLACED, OrderStatus.RESERVED, OrderStatus.PAID, doing="cancel")
         self._cancelled(reason=reason, by=by)
 
-    @event("Cancelled")
+    class Cancelled(Aggregate.Event):
+        reason: str
+        by: str
+
+    @event(Cancelled)
     def _cancelled(self, reason: str, by: str) -> None:
         self.status = OrderStatus.CANCELLED
         self.reason = reason

@@ -74,7 +74,10 @@ class Project(Aggregate):
         if name != self.name:
             self._renamed(name=name)
 
-    @event("Renamed")
+    class Renamed(Aggregate.Event):
+        name: str
+
+    @event(Renamed)
     def _renamed(self, name: str) -> None:
         self.name = name
 
@@ -82,7 +85,10 @@ class Project(Aggregate):
         self.check_active()
         self._archived()
 
-    @event("Archived")
+    class Archived(Aggregate.Event):
+        pass
+
+    @event(Archived)
     def _archived(self) -> None:
         self.archived = True
 
@@ -92,7 +98,10 @@ class Project(Aggregate):
             raise Conflict("the user is already a member of the project")
         self._member_added(user_id=user_id)
 
-    @event("MemberAdded")
+    class MemberAdded(Aggregate.Event):
+        user_id: uuid.UUID
+
+    @event(MemberAdded)
     def _member_added(self, user_id: uuid.UUID) -> None:
         self.members.add(user_id)
 
@@ -104,7 +113,10 @@ class Project(Aggregate):
             raise Conflict("the user is not a member of the project")
         self._member_removed(user_id=user_id)
 
-    @event("MemberRemoved")
+    class MemberRemoved(Aggregate.Event):
+        user_id: uuid.UUID
+
+    @event(MemberRemoved)
     def _member_removed(self, user_id: uuid.UUID) -> None:
         self.members.discard(user_id)
 
@@ -168,17 +180,54 @@ class Task(Aggregate):
             raise Invalid(f"cannot edit {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
         cleaned = {key: _clean_edit(key, value) for key, value in changes.items()}
         differing = {key: value for key, value in cleaned.items() if getattr(self, key) != value}
+        if "due_date" in differing and differing["due_date"] is None:
+            del differing["due_date"]
+            differing["due_date_cleared"] = True
         if differing:
-            self._edited(changes=differing)
+            self._edited(**differing)
 
-    @event("Edited")
-    def _edited(self, changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if key == "priority":
-                value = Priority(value)
-            elif key == "due_date" and isinstance(value, str):
-                value = date.fromisoformat(value)
-            setattr(self, key, value)
+    class Edited(Aggregate.Event):
+        """The fields that changed; a field left `None` did not change. `due_date_cleared` says the
+        due date was removed (a `None` due date alone means "unchanged").
+
+        Version 1 (stored before these fields existed) carried one `changes` dict with any of the
+        same keys, `due_date: None` meaning cleared; `upcast_v1_v2` reads it into this shape. The
+        upcaster only moves keys, so it serves projections reading the plain JSON too."""
+
+        title: str | None = None
+        description: str | None = None
+        priority: Priority | None = None
+        due_date: date | None = None
+        due_date_cleared: bool = False
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            changes = state.pop("changes")
+            for key in ("title", "description", "priority", "due_date"):
+                state[key] = changes.get(key)
+            state["due_date_cleared"] = "due_date" in changes and changes["due_date"] is None
+
+    @event(Edited)
+    def _edited(
+        self,
+        title: str | None = None,
+        description: str | None = None,
+        priority: Priority | None = None,
+        due_date: date | None = None,
+        due_date_cleared: bool = False,
+    ) -> None:
+        if title is not None:
+            self.title = title
+        if description is not None:
+            self.description = description
+        if priority is not None:
+            self.priority = Priority(priority)
+        if due_date is not None:
+            self.due_date = date.fromisoformat(due_date) if isinstance(due_date, str) else due_date
+        elif due_date_cleared:
+            self.due_date = None
 
     def assign(self, project: Project, assignee_id: uuid.UUID) -> None:
         project.check_active()
@@ -188,7 +237,10 @@ class Task(Aggregate):
             raise Conflict("the task is already assigned to that user")
         self._assigned(assignee_id=assignee_id)
 
-    @event("Assigned")
+    class Assigned(Aggregate.Event):
+        assignee_id: uuid.UUID
+
+    @event(Assigned)
     def _assigned(self, assignee_id: uuid.UUID) -> None:
         self.assignee_id = assignee_id
 
@@ -198,7 +250,10 @@ class Task(Aggregate):
             raise Conflict("the task is not assigned")
         self._unassigned()
 
-    @event("Unassigned")
+    class Unassigned(Aggregate.Event):
+        pass
+
+    @event(Unassigned)
     def _unassigned(self) -> None:
         self.assignee_id = None
 
@@ -210,7 +265,10 @@ class Task(Aggregate):
             raise Conflict("the task is done; reopen it first")
         self._started()
 
-    @event("Started")
+    class Started(Aggregate.Event):
+        pass
+
+    @event(Started)
     def _started(self) -> None:
         self.status = TaskStatus.IN_PROGRESS
 
@@ -220,7 +278,10 @@ class Task(Aggregate):
             raise Conflict("the task is already done")
         self._completed()
 
-    @event("Completed")
+    class Completed(Aggregate.Event):
+        pass
+
+    @event(Completed)
     def _completed(self) -> None:
         self.status = TaskStatus.DONE
 
@@ -230,7 +291,10 @@ class Task(Aggregate):
             raise Conflict("only a done task can be reopened")
         self._reopened()
 
-    @event("Reopened")
+    class Reopened(Aggregate.Event):
+        pass
+
+    @event(Reopened)
     def _reopened(self) -> None:
         self.status = TaskStatus.TODO
 

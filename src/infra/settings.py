@@ -10,6 +10,9 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = ".chronicle"
 DEFAULT_PORT = 8000
+LIVE_VERSION_CACHE_S = 1.0
+"""How long an API process trusts the live version of a projection it read (api.live_versions).
+A rebuild keeps the old version for longer than this after a switch (infra.views.operations)."""
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -42,6 +45,7 @@ class Settings:
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    stream_replicas: int = 1
 
     @property
     def servers_configured(self) -> bool:
@@ -84,6 +88,7 @@ class Settings:
             query_pool_size=_int(env, "CHRONICLE_QUERY_POOL_SIZE", 10, low=1, high=1000),
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
+            stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),

@@ -17,13 +17,16 @@ from typing import Any
 
 import msgspec
 
+from domain.catalog import Product
+from domain.inventory import Stock
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import RedisProjection, RedisView, SqlProjection, SqlView, when
+from projections.events import event_class, handled, upcast
 
 SEPARATOR = "\x01"  # between a sort key and the SKU in a sorted-set member
 PRICE_DIGITS = 13  # prices are at most 10**12 minor units
-STOCK_EVENTS = frozenset({"Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released", "Stock.Committed"})
-PRODUCT_EVENTS = frozenset({"Product.Created", "Product.Edited", "Product.Repriced", "Product.Discontinued"})
+STOCK_EVENTS = handled(Stock.Received, Stock.Adjusted, Stock.Reserved, Stock.Released, Stock.Committed)
+PRODUCT_EVENTS = handled(Product.Created, Product.Edited, Product.Repriced, Product.Discontinued)
 
 
 def name_key(name: str) -> str:
@@ -37,18 +40,25 @@ def price_key(price_minor: int) -> str:
 def stock_change(event: EventEnvelope) -> tuple[int, int]:
     """(change in available, change in reserved) of a stock event."""
     data = event.data
-    match event.type:
-        case "Stock.Received":
+    match event_class(event):
+        case Stock.Received:
             return int(data["quantity"]), 0
-        case "Stock.Adjusted":
+        case Stock.Adjusted:
             return int(data["delta"]), 0
-        case "Stock.Reserved":
+        case Stock.Reserved:
             return -int(data["quantity"]), int(data["quantity"])
-        case "Stock.Released":
+        case Stock.Released:
             return int(data["quantity"]), -int(data["quantity"])
-        case "Stock.Committed":
+        case Stock.Committed:
             return 0, -int(data["quantity"])
-    return 0, 0
+        case _:
+            return 0, 0
+
+
+def edited_fields(event: EventEnvelope) -> dict[str, str]:
+    """What a `Product.Edited` (either stored shape) changes: name and/or description."""
+    edited = upcast(Product.Edited, event.data)
+    return {key: str(edited[key]) for key in ("name", "description") if edited.get(key) is not None}
 
 
 class ProductCatalog(SqlProjection):
@@ -73,8 +83,8 @@ class ProductCatalog(SqlProjection):
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data = event.data
         sku = str(data["sku"])
-        match event.type:
-            case "Product.Created":
+        match event_class(event):
+            case Product.Created:
                 view.insert(
                     "products",
                     {
@@ -92,16 +102,16 @@ class ProductCatalog(SqlProjection):
                         "version": event.version,
                     },
                 )
-            case "Product.Edited":
-                changes: dict[str, Any] = dict(data["changes"])
+            case Product.Edited:
+                changes: dict[str, Any] = edited_fields(event)
                 if "name" in changes:
                     changes["name_key"] = name_key(changes["name"])
                 self._set(view, event, sku, changes)
-            case "Product.Repriced":
+            case Product.Repriced:
                 self._set(view, event, sku, {"price_minor": int(data["price_minor"]), "currency": data["currency"]})
-            case "Product.Discontinued":
+            case Product.Discontinued:
                 self._set(view, event, sku, {"active": False})
-            case _:
+            case _:  # stock events (and, harmlessly, any other: no change)
                 available, reserved = stock_change(event)
                 if available:
                     view.increment("products", (sku,), "available", available)
@@ -152,12 +162,13 @@ class CatalogCache(RedisProjection):
     handles = PRODUCT_EVENTS | STOCK_EVENTS
 
     def reads(self, event: EventEnvelope) -> list[str]:
-        return [] if event.type == "Product.Created" else [f"product:{event.data['sku']}"]
+        return [] if event_class(event) is Product.Created else [f"product:{event.data['sku']}"]
 
     def apply(self, event: EventEnvelope, view: RedisView) -> None:
         data = event.data
         key = f"product:{data['sku']}"
-        if event.type == "Product.Created":
+        kind = event_class(event)
+        if kind is Product.Created:
             product = {
                 "sku": str(data["sku"]),
                 "name": str(data["name"]),
@@ -178,14 +189,14 @@ class CatalogCache(RedisProjection):
         if not before:
             return  # stock of a product this view never saw created (never happens in order)
         after = dict(before)
-        match event.type:
-            case "Product.Edited":
-                after.update({k: str(v) for k, v in data["changes"].items()})
-            case "Product.Repriced":
+        match kind:
+            case Product.Edited:
+                after.update(edited_fields(event))
+            case Product.Repriced:
                 after.update({"price_minor": str(int(data["price_minor"])), "currency": str(data["currency"])})
-            case "Product.Discontinued":
+            case Product.Discontinued:
                 after["active"] = "0"
-            case _:
+            case _:  # stock events (and, harmlessly, any other: no change)
                 available, reserved = stock_change(event)
                 after["available"] = str(int(before.get("available", "0")) + available)
                 after["reserved"] = str(int(before.get("reserved", "0")) + reserved)

@@ -3,8 +3,10 @@ adjusted) and of every order's reservation, for stock checks and the order bench
 
 from __future__ import annotations
 
+from domain.inventory import Stock
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
+from projections.events import event_class, handled
 
 
 class StockLevels(SqlProjection):
@@ -12,9 +14,7 @@ class StockLevels(SqlProjection):
     version = 1
     schema = "inventory_views"
     description = "stock per SKU (available, reserved, committed, received, adjusted); reservations per order"
-    handles = frozenset(
-        {"Stock.Opened", "Stock.Received", "Stock.Adjusted", "Stock.Reserved", "Stock.Released", "Stock.Committed"}
-    )
+    handles = handled(Stock.Opened, Stock.Received, Stock.Adjusted, Stock.Reserved, Stock.Released, Stock.Committed)
     tables = {
         "stock": 'CREATE TABLE {stock} (sku text COLLATE "C" PRIMARY KEY, available bigint NOT NULL,'
         " reserved bigint NOT NULL, committed bigint NOT NULL, received bigint NOT NULL,"
@@ -29,7 +29,8 @@ class StockLevels(SqlProjection):
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data = event.data
         sku = str(data["sku"])
-        if event.type == "Stock.Opened":
+        kind = event_class(event)
+        if kind is Stock.Opened:
             view.insert(
                 "stock",
                 {
@@ -45,12 +46,12 @@ class StockLevels(SqlProjection):
             )
             return
         quantity = int(data.get("quantity", 0))
-        match event.type:
-            case "Stock.Received":
+        match kind:
+            case Stock.Received:
                 self._add(view, sku, available=quantity, received=quantity)
-            case "Stock.Adjusted":
+            case Stock.Adjusted:
                 self._add(view, sku, available=int(data["delta"]), adjusted=int(data["delta"]))
-            case "Stock.Reserved":
+            case Stock.Reserved:
                 self._add(view, sku, available=-quantity, reserved=quantity)
                 view.insert(
                     "reservations",
@@ -62,8 +63,8 @@ class StockLevels(SqlProjection):
                         "updated_at": when(event),
                     },
                 )
-            case "Stock.Released" | "Stock.Committed":
-                if event.type == "Stock.Released":
+            case Stock.Released | Stock.Committed:
+                if kind is Stock.Released:
                     self._add(view, sku, available=quantity, reserved=-quantity)
                 else:
                     self._add(view, sku, reserved=-quantity, committed=quantity)
@@ -72,6 +73,8 @@ class StockLevels(SqlProjection):
                     (uuid_or_none(data["order_id"]), sku),
                     {"state": event.type.removeprefix("Stock.").lower(), "updated_at": when(event)},
                 )
+            case _:
+                return  # not one of `handles`: the projector never sends it
         view.update("stock", (sku,), {"updated_at": when(event), "version": event.version})
 
     @staticmethod

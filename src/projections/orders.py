@@ -3,19 +3,27 @@ through with its time. The saga's payment-expiry sweep reads reserved orders' de
 
 from __future__ import annotations
 
-from psycopg.types.json import Jsonb
+import uuid
+from datetime import datetime
+from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from domain.ordering import Order, OrderStatus
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
+from projections.events import event_class, handled
 
-STATUS_OF = {
-    "Order.Placed": "placed",
-    "Order.Reserved": "reserved",
-    "Order.Rejected": "rejected",
-    "Order.Paid": "paid",
-    "Order.Shipped": "shipped",
-    "Order.Delivered": "delivered",
-    "Order.Cancelled": "cancelled",
+STATUS_AFTER: dict[type[Any], OrderStatus] = {
+    Order.Placed: OrderStatus.PLACED,
+    Order.Reserved: OrderStatus.RESERVED,
+    Order.Rejected: OrderStatus.REJECTED,
+    Order.Paid: OrderStatus.PAID,
+    Order.Shipped: OrderStatus.SHIPPED,
+    Order.Delivered: OrderStatus.DELIVERED,
+    Order.Cancelled: OrderStatus.CANCELLED,
 }
 
 
@@ -24,7 +32,7 @@ class OrderHistory(SqlProjection):
     version = 1
     schema = "ordering_views"
     description = "orders: lines, total, status, reason, payment deadline; status history"
-    handles = frozenset(STATUS_OF)
+    handles = handled(*STATUS_AFTER)
     tables = {
         "orders": "CREATE TABLE {orders} (id uuid PRIMARY KEY, customer_id uuid NOT NULL, status text NOT NULL,"
         " lines jsonb NOT NULL, total_minor bigint NOT NULL, currency text NOT NULL, reason text,"
@@ -40,10 +48,12 @@ class OrderHistory(SqlProjection):
     keys = {"orders": ("id",), "history": ("order_id", "version")}
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
-        data = event.data
-        status = STATUS_OF[event.type]
+        data, kind = event.data, event_class(event)
+        if kind not in STATUS_AFTER:
+            return  # not one of `handles`: the projector never sends it
+        status = STATUS_AFTER[kind].value
         reason = data.get("reason")
-        if event.type == "Order.Placed":
+        if kind is Order.Placed:
             view.insert(
                 "orders",
                 {
@@ -67,9 +77,9 @@ class OrderHistory(SqlProjection):
             columns: dict[str, object] = {"status": status, "updated_at": when(event), "version": event.version}
             if reason is not None:
                 columns["reason"] = reason
-            if event.type == "Order.Reserved":
+            if kind is Order.Reserved:
                 columns |= {"payment_due_at": data["payment_due_at"], "deadline_event_id": event.event_id}
-            if event.type == "Order.Paid":
+            if kind is Order.Paid:
                 columns["payment_ref"] = data["payment_ref"]
             view.update("orders", (event.stream_id,), columns)
         view.insert(
@@ -82,3 +92,64 @@ class OrderHistory(SqlProjection):
                 "reason": reason,
             },
         )
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# They return rows of this view's tables; the API shapes them into its response types (whose module
+# is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
+
+ORDER_COLUMNS = (
+    "id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
+    " updated_at, version"
+)
+HISTORY_COLUMNS = "status, at, reason"
+Rows = list[tuple[Any, ...]]
+
+
+async def order_rows(
+    views: AsyncConnectionPool[AsyncConnection[Any]],
+    *,
+    customer_id: uuid.UUID | None,
+    status: OrderStatus | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Rows:
+    """ORDER_COLUMNS of up to `limit` orders newest first (of one customer, or all), after the
+    cursor's (placed_at, id)."""
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if customer_id is not None:
+        where.append("customer_id = %(customer)s")
+        params["customer"] = customer_id
+    if status is not None:
+        where.append("status = %(status)s")
+        params["status"] = status.value
+    if after is not None:
+        where.append("(placed_at, id) < (%(placed)s, %(last)s)")
+        params |= {"placed": after[0], "last": after[1]}
+    sql = (
+        f"SELECT {ORDER_COLUMNS} FROM ordering_views.orders"
+        f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s"
+    )
+    async with views.connection() as conn:
+        rows: Rows = await (await conn.execute(sql, params)).fetchall()
+    return rows
+
+
+async def order_and_history(
+    views: AsyncConnectionPool[AsyncConnection[Any]], order_id: uuid.UUID
+) -> tuple[tuple[Any, ...], Rows] | None:
+    """The order's ORDER_COLUMNS and its HISTORY_COLUMNS in order, or None."""
+    async with views.connection() as conn:
+        row = await (
+            await conn.execute(f"SELECT {ORDER_COLUMNS} FROM ordering_views.orders WHERE id = %s", (order_id,))
+        ).fetchone()
+        if row is None:
+            return None
+        history = await (
+            await conn.execute(
+                f"SELECT {HISTORY_COLUMNS} FROM ordering_views.history WHERE order_id = %s ORDER BY version",
+                (order_id,),
+            )
+        ).fetchall()
+    return row, history

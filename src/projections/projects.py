@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 
+from domain.work import Project, Task
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
+from projections.events import event_class, handled
 
 KNOWN_TASKS = 100_000
 
@@ -16,17 +18,15 @@ class ProjectCatalog(SqlProjection):
     version = 1
     schema = "work_views"
     description = "projects (owner, members, archived, task counts) and memberships"
-    handles = frozenset(
-        {
-            "Project.Created",
-            "Project.Renamed",
-            "Project.Archived",
-            "Project.MemberAdded",
-            "Project.MemberRemoved",
-            "Task.Created",
-            "Task.Completed",
-            "Task.Reopened",
-        }
+    handles = handled(
+        Project.Created,
+        Project.Renamed,
+        Project.Archived,
+        Project.MemberAdded,
+        Project.MemberRemoved,
+        Task.Created,
+        Task.Completed,
+        Task.Reopened,
     )
     tables = {
         "projects": "CREATE TABLE {projects} (id uuid PRIMARY KEY, name text NOT NULL, description text NOT NULL,"
@@ -47,8 +47,9 @@ class ProjectCatalog(SqlProjection):
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data, project = event.data, event.stream_id
-        match event.type:
-            case "Project.Created":
+        kind = event_class(event)
+        match kind:
+            case Project.Created:
                 owner = uuid_or_none(data["owner_id"])
                 view.insert(
                     "projects",
@@ -66,24 +67,24 @@ class ProjectCatalog(SqlProjection):
                     },
                 )
                 view.insert("members", {"user_id": owner, "project_id": project})
-            case "Project.Renamed":
+            case Project.Renamed:
                 self._touch(view, event, name=data["name"])
-            case "Project.Archived":
+            case Project.Archived:
                 self._touch(view, event, archived=True)
-            case "Project.MemberAdded":
+            case Project.MemberAdded:
                 view.insert("members", {"user_id": uuid_or_none(data["user_id"]), "project_id": project})
                 self._touch(view, event)
-            case "Project.MemberRemoved":
+            case Project.MemberRemoved:
                 view.delete("members", (uuid_or_none(data["user_id"]), project))
                 self._touch(view, event)
-            case "Task.Created":
+            case Task.Created:
                 of = uuid_or_none(data["project_id"])
                 assert of is not None
                 view.insert("task_projects", {"task_id": event.stream_id, "project_id": of})
                 view.increment("projects", (of,), "task_count", 1)
                 self._remember(event.stream_id, of)
-            case "Task.Completed" | "Task.Reopened":
-                delta = 1 if event.type == "Task.Completed" else -1
+            case Task.Completed | Task.Reopened:
+                delta = 1 if kind is Task.Completed else -1
                 known = self._project_of.get(event.stream_id)
                 if known is not None:
                     view.increment("projects", (known,), "done_count", delta)
@@ -93,6 +94,8 @@ class ProjectCatalog(SqlProjection):
                         " (SELECT project_id FROM {task_projects} WHERE task_id = %s)",
                         (delta, event.stream_id),
                     )
+            case _:
+                pass  # not one of `handles`: the projector never sends it
 
     @staticmethod
     def _touch(view: SqlView, event: EventEnvelope, **columns: object) -> None:

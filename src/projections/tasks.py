@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from domain.work import Task
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, date_or_none, uuid_or_none, when
+from projections.events import event_class, handled, upcast
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 NO_DUE_DATE = "9999-12-31"  # tasks without a due date sort after every date
@@ -18,16 +20,8 @@ class TaskList(SqlProjection):
     version = 1
     schema = "work_views"
     description = "tasks: all fields, status, assignee, dates"
-    handles = frozenset(
-        {
-            "Task.Created",
-            "Task.Edited",
-            "Task.Assigned",
-            "Task.Unassigned",
-            "Task.Started",
-            "Task.Completed",
-            "Task.Reopened",
-        }
+    handles = handled(
+        Task.Created, Task.Edited, Task.Assigned, Task.Unassigned, Task.Started, Task.Completed, Task.Reopened
     )
     tables = {
         "tasks": "CREATE TABLE {tasks} (id uuid PRIMARY KEY, project_id uuid NOT NULL, title text NOT NULL,"
@@ -46,8 +40,8 @@ class TaskList(SqlProjection):
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data = event.data
-        match event.type:
-            case "Task.Created":
+        match event_class(event):
+            case Task.Created:
                 due = date_or_none(data.get("due_date"))
                 view.insert(
                     "tasks",
@@ -69,33 +63,32 @@ class TaskList(SqlProjection):
                         "version": event.version,
                     },
                 )
-            case "Task.Edited":
-                self._set(view, event, **_edits(data["changes"]))
-            case "Task.Assigned":
+            case Task.Edited:
+                self._set(view, event, **_edits(upcast(Task.Edited, data)))
+            case Task.Assigned:
                 self._set(view, event, assignee_id=uuid_or_none(data["assignee_id"]))
-            case "Task.Unassigned":
+            case Task.Unassigned:
                 self._set(view, event, assignee_id=None)
-            case "Task.Started":
+            case Task.Started:
                 self._set(view, event, status="in_progress")
-            case "Task.Completed":
+            case Task.Completed:
                 self._set(view, event, status="done", completed_at=when(event))
-            case "Task.Reopened":
+            case Task.Reopened:
                 self._set(view, event, status="todo", completed_at=None)
+            case _:
+                pass  # not one of `handles`: the projector never sends it
 
     @staticmethod
     def _set(view: SqlView, event: EventEnvelope, **columns: Any) -> None:
         view.update("tasks", (event.stream_id,), {**columns, "updated_at": when(event), "version": event.version})
 
 
-def _edits(changes: dict[str, Any]) -> dict[str, Any]:
-    columns: dict[str, Any] = {}
-    for key, value in changes.items():
-        match key:
-            case "priority":
-                columns["priority"], columns["priority_rank"] = value, PRIORITY_RANK[value]
-            case "due_date":
-                due = date_or_none(value)
-                columns["due_date"], columns["due_sort"] = due, due or date.fromisoformat(NO_DUE_DATE)
-            case "title" | "description":
-                columns[key] = value
+def _edits(edited: dict[str, Any]) -> dict[str, Any]:
+    """The columns a `Task.Edited` (current shape) changes."""
+    columns: dict[str, Any] = {key: edited[key] for key in ("title", "description") if edited.get(key) is not None}
+    if edited.get("priority") is not None:
+        columns["priority"], columns["priority_rank"] = edited["priority"], PRIORITY_RANK[edited["priority"]]
+    if edited.get("due_date") is not None or edited.get("due_date_cleared"):
+        due = date_or_none(edited.get("due_date"))
+        columns["due_date"], columns["due_sort"] = due, due or date.fromisoformat(NO_DUE_DATE)
     return columns

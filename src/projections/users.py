@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from domain.identity import User
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, when
+from projections.events import event_class, handled
 
 
 class UserDirectory(SqlProjection):
@@ -11,7 +19,7 @@ class UserDirectory(SqlProjection):
     version = 1
     schema = "identity_views"
     description = "users: id, name, email, roles"
-    handles = frozenset({"User.Registered", "User.RoleGranted", "User.RoleRevoked", "User.PasswordHashChanged"})
+    handles = handled(User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged)
     tables = {
         "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text NOT NULL, email text NOT NULL,"
         " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
@@ -21,8 +29,8 @@ class UserDirectory(SqlProjection):
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data, user = event.data, event.stream_id
-        match event.type:
-            case "User.Registered":
+        match event_class(event):
+            case User.Registered:
                 view.insert(
                     "users",
                     {
@@ -34,15 +42,33 @@ class UserDirectory(SqlProjection):
                         "version": event.version,
                     },
                 )
-            case "User.RoleGranted":
+            case User.RoleGranted:
                 view.execute(
                     "UPDATE {users} SET roles = CASE WHEN %s = ANY(roles) THEN roles"
                     " ELSE array_append(roles, %s) END WHERE id = %s",
                     (data["role"], data["role"], user),
                 )
                 view.update("users", (user,), {"version": event.version})
-            case "User.RoleRevoked":
+            case User.RoleRevoked:
                 view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))
                 view.update("users", (user,), {"version": event.version})
-            case "User.PasswordHashChanged":
+            case User.PasswordHashChanged:
                 view.update("users", (user,), {"version": event.version})
+            case _:
+                pass  # not one of `handles`: the projector never sends it
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# They return rows of this view's tables; the API shapes them into its response types (whose module
+# is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
+
+USER_COLUMNS = "id, name, roles, registered_at, version, email"
+
+
+async def user_row(views: AsyncConnectionPool[AsyncConnection[Any]], user_id: uuid.UUID) -> tuple[Any, ...] | None:
+    """The user's USER_COLUMNS, or None."""
+    async with views.connection() as conn:
+        row: tuple[Any, ...] | None = await (
+            await conn.execute(f"SELECT {USER_COLUMNS} FROM identity_views.users WHERE id = %s", (user_id,))
+        ).fetchone()
+    return row

@@ -165,9 +165,9 @@ class ShoutingTaskList(TaskList):
     def apply(self, event: Any, view: SqlView) -> None:
         if event.type in ("Task.Created", "Task.Edited"):
             data = dict(event.data)
-            if "title" in data:
+            if data.get("title") is not None:  # Task.Created, and Task.Edited as stored now
                 data["title"] = data["title"].upper()
-            if "changes" in data and "title" in data["changes"]:
+            if "changes" in data and "title" in data["changes"]:  # Task.Edited as stored before version 2
                 data["changes"] = {**data["changes"], "title": data["changes"]["title"].upper()}
             event = type(event)(**{**{f: getattr(event, f) for f in event.__struct_fields__}, "data": data})
         super().apply(event, view)

@@ -71,7 +71,7 @@ def _check_stock(chronicle: Chronicle, skus: list[str], received: dict[str, int]
         assert stock.available >= 0 and stock.reserved >= 0
         assert stock.available + stock.reserved + stock.committed == stock.received + stock.adjusted == received[sku]
         expected = {
-            str(o.id): q for o in live.values() for s, q in ((ln["sku"], ln["quantity"]) for ln in o.lines) if s == sku
+            str(o.id): q for o in live.values() for s, q in ((ln.sku, ln.quantity) for ln in o.lines) if s == sku
         }
         assert stock.reservations == expected, sku
         assert stock.reserved == sum(expected.values())

@@ -24,7 +24,6 @@ from api.queries.common import (
     decode_cursor,
     encode_cursor,
     etag,
-    live_versions,
     wait_for_position,
 )
 from api.runtime import RUNTIME, Runtime
@@ -76,7 +75,6 @@ for _, member in ipairs(members) do
 end
 return '[' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
 """
-_scripts: dict[int, Any] = {}
 
 
 def sort_value(product: ProductView, sort: str) -> Any:
@@ -117,7 +115,7 @@ class CatalogFilter(msgspec.Struct):
 
 async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
     """One lexicographic range of the right sorted set and the products in it: one script call."""
-    prefix = await live_versions.prefix(runtime, CatalogCache.name)
+    prefix = await runtime.live_versions.prefix(CatalogCache.name)
     zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
     low, high = "-", "+"
     if f.key == "price":
@@ -133,10 +131,7 @@ async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductVi
             high = "(" + member if high == "+" else "(" + min(high[1:], member)
         else:
             low = "(" + member if low == "-" or member >= low[1:] else low
-    script = _scripts.get(id(runtime.redis))
-    if script is None:
-        script = _scripts[id(runtime.redis)] = runtime.redis.register_script(PAGE)
-    raw = await script(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
+    raw = await runtime.script(PAGE)(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
     ranged, found = msgspec.json.decode(raw, type=tuple[int, list[ProductView]])
     products = [p for p in found if f.keeps(p)]
     return products[: f.limit], ranged > f.limit
@@ -241,7 +236,7 @@ class CatalogQueries(Controller):
         try:
             await wait_for_position(runtime, request, min_position, [CatalogCache.name])
             raw = await runtime.redis.hget(
-                f"{await live_versions.prefix(runtime, CatalogCache.name)}product:{sku}", "json"
+                f"{await runtime.live_versions.prefix(CatalogCache.name)}product:{sku}", "json"
             )
             product = msgspec.json.decode(raw, type=ProductView) if raw else None
         except redis.exceptions.RedisError:

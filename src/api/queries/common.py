@@ -14,8 +14,6 @@ from litestar.params import HeaderParameter, Parameter
 from api.commands.common import is_number
 from api.problems import ServiceUnavailable
 from api.runtime import Runtime
-from infra.views.redisstore import redis_prefix
-from projections import all_projections
 
 T = TypeVar("T")
 
@@ -28,7 +26,6 @@ MIN_POSITION = HeaderParameter(
 MinPosition = Annotated[str | None, MIN_POSITION]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
 Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
-_PROJECTIONS = {p.name: p for p in all_projections()}
 
 
 class Page(msgspec.Struct, Generic[T]):
@@ -52,44 +49,6 @@ def decode_cursor(cursor: str, shape: Any) -> Any:
             detail="cursor: not a cursor this list gave out",
             extra=[{"key": "cursor", "message": "unknown cursor"}],
         ) from None
-
-
-class LiveVersions:
-    """Which version of each projection queries read, remembered for a second: it changes only when
-    a rebuild switches versions, and the old version is kept a few seconds after a switch."""
-
-    ttl = 1.0
-
-    def __init__(self) -> None:
-        self._known: dict[str, tuple[float, int]] = {}
-
-    async def get(self, runtime: Runtime, projection: str) -> int:
-        now = time.monotonic()
-        known = self._known.get(projection)
-        if known is not None and now - known[0] < self.ttl:
-            return known[1]
-        async with runtime.views.connection() as conn:
-            row = await (
-                await conn.execute("SELECT live_version FROM projections WHERE projection = %s", (projection,))
-            ).fetchone()
-        version = int(row[0]) if row else _PROJECTIONS[projection].version
-        self.learn(projection, version)
-        return version
-
-    def learn(self, projection: str, version: int) -> None:
-        """A live version read elsewhere (a switch can happen within the second we remember). Live
-        versions only grow (a rebuild switches to a higher one), so a read that started before a
-        switch and ends after another request learned of it cannot bring the old version back."""
-        known = self._known.get(projection)
-        self._known[projection] = (time.monotonic(), max(version, known[1]) if known else version)
-
-    async def prefix(self, runtime: Runtime, projection: str) -> str:
-        """The key prefix of a Redis projection's live version."""
-        version = await self.get(runtime, projection)
-        return redis_prefix(runtime.settings.namespace, _PROJECTIONS[projection], version)
-
-
-live_versions = LiveVersions()
 
 
 def contains(text: str) -> str:
@@ -124,10 +83,7 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
     }
     redis_views = [(name, int(version)) for name, kind, version, _ in rows if kind == "redis"]
     if redis_views:
-        keys = [
-            redis_prefix(runtime.settings.namespace, _PROJECTIONS[name], version) + "checkpoint"
-            for name, version in redis_views
-        ]
+        keys = [runtime.live_versions.prefix_of(name, version) + "checkpoint" for name, version in redis_views]
         values = await runtime.redis.mget(keys)
         found |= {name: (version, int(value or 0)) for (name, version), value in zip(redis_views, values, strict=True)}
     return found
@@ -144,7 +100,7 @@ async def wait_for_position(
         raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
     position = int(token)
     watcher = runtime.checkpoints
-    versions = {name: await live_versions.get(runtime, name) for name in projections}
+    versions = {name: await runtime.live_versions.get(name) for name in projections}
 
     def behind() -> list[str]:
         return [n for n in projections if watcher.positions.get((n, versions[n]), -1) < position]
@@ -156,7 +112,7 @@ async def wait_for_position(
         if now >= next_read:
             for name, (live, seen) in (await live_checkpoints(runtime, behind())).items():
                 if live != versions[name]:  # switched by a rebuild since we last looked: read the new one
-                    live_versions.learn(name, live)
+                    runtime.live_versions.learn(name, live)
                     versions[name] = live
                 watcher.learn(name, live, seen)
             next_read = now + 0.2

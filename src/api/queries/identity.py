@@ -13,9 +13,9 @@ from api.commands.common import problems
 from api.queries.common import MinPosition, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
+from domain import access
 from domain.errors import NotFound
-from domain.identity import Role
-from projections.users import UserDirectory
+from projections.users import UserDirectory, user_row
 
 READS = [UserDirectory.name]
 
@@ -30,18 +30,8 @@ class UserView(msgspec.Struct, omit_defaults=True):
 
 
 async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:
-    async with runtime.views.connection() as conn:
-        row = await (
-            await conn.execute(
-                "SELECT id, name, roles, registered_at, version, email FROM identity_views.users WHERE id = %s",
-                (user_id,),
-            )
-        ).fetchone()
+    row = await user_row(runtime.views, user_id)
     return None if row is None else UserView(*row)
-
-
-def sees_email(actor: Actor, user_id: uuid.UUID) -> bool:
-    return actor.user_id == user_id or bool(actor.roles & {Role.MANAGER, Role.ADMIN, Role.AUDITOR})
 
 
 class UserQueries(Controller):
@@ -73,6 +63,6 @@ class UserQueries(Controller):
         user = await load_user(runtime, user_id)
         if user is None:
             raise NotFound(f"user {user_id} not found")
-        if not sees_email(request.user, user_id):
+        if not access.sees_email_of(request.user, user_id):
             user = msgspec.structs.replace(user, email=None)
         return Response(user, headers=etag(user.version))

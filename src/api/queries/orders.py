@@ -15,15 +15,12 @@ from api.commands.common import problems
 from api.queries.common import Cursor, Limit, MinPosition, Page, decode_cursor, encode_cursor, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
+from domain import access
 from domain.errors import NotFound
 from domain.ordering import OrderStatus
-from projections.orders import OrderHistory
+from projections.orders import OrderHistory, order_and_history, order_rows
 
 READS = [OrderHistory.name]
-_COLUMNS = (
-    "id, customer_id, status, lines, total_minor, currency, reason, payment_ref, payment_due_at, placed_at,"
-    " updated_at, version"
-)
 
 
 class OrderLine(msgspec.Struct):
@@ -84,29 +81,10 @@ class OrderQueries(Controller):
     ) -> Page[OrderSummary]:
         await wait_for_position(runtime, request, min_position, READS)
         actor = request.user
-        where: list[str] = []
-        params: dict[str, Any] = {"limit": limit + 1}
-        if not actor.is_staff:
-            where.append("customer_id = %(customer)s")
-            params["customer"] = actor.user_id
-        elif customer_id is not None:
-            where.append("customer_id = %(customer)s")
-            params["customer"] = customer_id
-        if status is not None:
-            where.append("status = %(status)s")
-            params["status"] = status.value
-        if cursor:
-            placed, last = decode_cursor(cursor, tuple[datetime, uuid.UUID])
-            where.append("(placed_at, id) < (%(placed)s, %(last)s)")
-            params |= {"placed": placed, "last": last}
-        sql = (
-            f"SELECT {_COLUMNS} FROM ordering_views.orders"
-            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY placed_at DESC, id DESC LIMIT %(limit)s"
-        )
-        async with runtime.views.connection() as conn:
-            rows = await (await conn.execute(sql, params)).fetchall()
-        items = [_summary(row) for row in rows[:limit]]
-        more = len(rows) > limit
+        customer = customer_id if access.sees_every_order(actor) else actor.user_id
+        after = decode_cursor(cursor, tuple[datetime, uuid.UUID]) if cursor else None
+        rows = await order_rows(runtime.views, customer_id=customer, status=status, after=after, limit=limit + 1)
+        items, more = [_summary(row) for row in rows[:limit]], len(rows) > limit
         return Page(items, encode_cursor([items[-1].placed_at.isoformat(), str(items[-1].id)]) if more else None)
 
     @get(
@@ -119,19 +97,9 @@ class OrderQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, order_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[OrderView]:
         await wait_for_position(runtime, request, min_position, READS)
-        actor = request.user
-        async with runtime.views.connection() as conn:
-            row = await (
-                await conn.execute(f"SELECT {_COLUMNS} FROM ordering_views.orders WHERE id = %s", (order_id,))
-            ).fetchone()
-            if row is None or (row[1] != actor.user_id and not actor.is_staff):
-                raise NotFound(f"order {order_id} not found")
-            history = await (
-                await conn.execute(
-                    "SELECT status, at, reason FROM ordering_views.history WHERE order_id = %s ORDER BY version",
-                    (order_id,),
-                )
-            ).fetchall()
-        summary = _summary(row)
-        order = OrderView(**msgspec.structs.asdict(summary), history=[StatusChange(*h) for h in history])
+        found = await order_and_history(runtime.views, order_id)
+        if found is None or not access.may_see_order(request.user, customer_id=found[0][1]):
+            raise NotFound(f"order {order_id} not found")
+        row, history = found
+        order = OrderView(**msgspec.structs.asdict(_summary(row)), history=[StatusChange(*h) for h in history])
         return Response(order, headers=etag(order.version))

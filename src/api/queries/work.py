@@ -25,11 +25,11 @@ from api.queries.common import (
     decode_cursor,
     encode_cursor,
     etag,
-    live_versions,
     wait_for_position,
 )
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
+from domain import access
 from domain.errors import NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard
@@ -130,7 +130,8 @@ _VISIBLE = (
 
 
 def _who(actor: Actor) -> dict[str, Any]:
-    return {"staff": actor.is_staff, "user": actor.user_id}
+    """The parameters of `_VISIBLE`, the SQL form of `access.may_see_project`."""
+    return {"staff": access.sees_every_project(actor), "user": actor.user_id}
 
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
@@ -258,10 +259,10 @@ class ProjectQueries(Controller):
     ) -> Board:
         """One Redis round trip: the board view keeps the project's members beside its counts."""
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
-        prefix = await live_versions.prefix(runtime, TaskBoard.name)
+        prefix = await runtime.live_versions.prefix(TaskBoard.name)
         actor = request.user
         async with runtime.redis.pipeline(transaction=False) as pipe:
-            if actor.is_staff:
+            if access.sees_every_project(actor):
                 pipe.exists(f"{prefix}members:{project_id}")
             else:
                 pipe.sismember(f"{prefix}members:{project_id}", str(actor.user_id))
@@ -319,7 +320,7 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
     ) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
-        key = f"{await live_versions.prefix(runtime, MyTasks.name)}open:{request.user.user_id}"
+        key = f"{await runtime.live_versions.prefix(MyTasks.name)}open:{request.user.user_id}"
         async with runtime.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
             pipe.zrange(key, 0, limit - 1)

@@ -74,6 +74,8 @@ READ_BETWEEN = (
     f" AND notification_id < {GATE} ORDER BY notification_id LIMIT %s"
 )
 PUBLISHED = "SELECT position FROM relay_state"
+MEMBERS = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s AND datname = current_database()"
+BALANCE_S = 2.0  # how often a process compares its share of the lanes with the other members'
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
 
@@ -166,7 +168,9 @@ class Projector:
         batch_size: int = 512,
         backfill_chunk: int = 1000,
         announce: bool = True,
+        group: str = "projector",
     ) -> None:
+        self.group = group
         self.settings = settings
         self.url = settings.require_database_url()
         self.namespace = settings.namespace
@@ -188,11 +192,42 @@ class Projector:
         try:
             for lane in self.lanes:  # before subscribing, so the subscription starts where they are
                 await self._tend_once(lane)
-            await asyncio.gather(self._subscribe(stop), *(self._tend(lane, stop) for lane in self.lanes))
+            await asyncio.gather(
+                self._subscribe(stop), self._balance(stop), *(self._tend(lane, stop) for lane in self.lanes)
+            )
         finally:
             for lane in self.lanes:
                 await self._release(lane)
             await self.redis.aclose()
+
+    async def _balance(self, stop: asyncio.Event) -> None:
+        """Spreads the lanes over the group's processes: each process is a member while it holds a
+        connection named for the group; one that leads more than its share (the lanes over the
+        members, rounded up) hands a lane over, and takes no free lane for a few seconds, so that
+        a member with fewer lanes takes it. Assumes the members host the same consumers."""
+        member = f"chronicle {self.group} member pid={os.getpid()}"
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name=member
+                ) as conn:
+                    while not stop.is_set():
+                        await pause(stop, BALANCE_S)
+                        row = await (await conn.execute(MEMBERS, (f"chronicle {self.group} member %",))).fetchone()
+                        members = max(1, int(row[0]) if row else 1)
+                        leading = [lane for lane in self.lanes if lane.leading]
+                        if len(leading) > -(-len(self.lanes) // members):
+                            await self._hand_over(leading[-1])
+            except psycopg.Error as e:  # PostgreSQL away: the lanes notice too; balance again later
+                log.debug("%s: balancing paused (%s)", self.group, e)
+                await pause(stop, 1.0)
+
+    async def _hand_over(self, lane: Lane) -> None:
+        async with lane.lock:
+            if lane.leading:
+                log.info("%s: handing over to a process with fewer projections", lane.role)
+                await self._release(lane)
+                lane.retry_at = time.monotonic() + 3 * BALANCE_S
 
     # -- the subscription ------------------------------------------------------------------------
 
@@ -207,7 +242,7 @@ class Projector:
                 return
             try:
                 js = nc.jetstream()
-                await ensure_stream(js, self.namespace)
+                await ensure_stream(js, self.namespace, self.settings.stream_replicas)
                 # An ephemeral consumer (the server removes it once this process is gone), starting
                 # at the first event some live lane lacks.
                 start = await self._start_sequence(js)

@@ -78,7 +78,7 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -
     while True:
         try:
             return await nats.connect(
-                url,
+                servers=url.split(","),
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
@@ -93,14 +93,18 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, namespace: str) -> None:
+async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1) -> None:
     name = stream_name(namespace)
     try:
         await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(
             StreamConfig(
-                name=name, subjects=[subjects(namespace)], storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S
+                name=name,
+                subjects=[subjects(namespace)],
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_S,
+                num_replicas=replicas,
             )
         )
 
@@ -186,7 +190,7 @@ class Relay:
         listener = asyncio.create_task(self._listen(wake, stop))
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
-            await self._with_retry(lambda: ensure_stream(js, self.namespace), stop)
+            await self._with_retry(lambda: ensure_stream(js, self.namespace, self.settings.stream_replicas), stop)
             state = await self._load_state(conn)
             sealer = Sealer()
             await sealer.load(conn)

@@ -164,7 +164,9 @@ async def run_saga(settings: Settings, stop: asyncio.Event) -> None:
     chronicle = await asyncio.to_thread(bootstrap, settings)
     saga = OrderSaga(chronicle.inventory, timedelta(seconds=settings.order_payment_timeout_s))
     worker = SagaWorker(chronicle, saga)
-    projector = Projector(settings, [OrderSagaProcess()], store_factory=lambda conn, *_: SagaStore(conn, worker))
+    projector = Projector(
+        settings, [OrderSagaProcess()], store_factory=lambda conn, *_: SagaStore(conn, worker), group="saga"
+    )
     try:
         await asyncio.gather(
             projector.run(stop), sweep_overdue(chronicle, stop, lambda: projector.leads(OrderSagaProcess.name))

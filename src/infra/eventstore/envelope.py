@@ -86,7 +86,7 @@ def context_of(topic: str) -> str:
 
 
 _plain_decoder = msgspec.json.Decoder()
-_PLAIN_TYPES = {"datetime_iso", "date_iso", "decimal_str"}
+_PLAIN_TYPES = {"datetime_iso", "date_iso", "decimal_str", "order_line"}
 
 
 class EnvelopeReader:

@@ -43,7 +43,6 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
-    ListenNotifySubscription,
     Notification,
     OperationalError,
     PersistenceError,
@@ -56,6 +55,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
+from commands.library import ListeningSubscription
 from infra.eventstore.tamper import event_hash
 
 log = logging.getLogger(__name__)
@@ -627,7 +627,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         return ChronicleSubscription(self, gt=gt, topics=topics)
 
 
-class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorder]):
+class ChronicleSubscription(ListeningSubscription[ChronicleApplicationRecorder]):
     """Follows the total order: wakes on NOTIFY and polls, because a notification is only a hint."""
 
     POLL_INTERVAL = 0.5
@@ -647,16 +647,14 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
 
     def _listen(self) -> None:
         try:
-            with psycopg.connect(self._recorder.database.url, autocommit=True) as conn:
+            with psycopg.connect(self.recorder.database.url, autocommit=True) as conn:
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                while not self._has_been_stopped and not self._thread_error:
+                while self.listening:
                     for _ in conn.notifies(timeout=self.POLL_INTERVAL, stop_after=1):
                         break
-                    self._has_been_notified.set()
+                    self.wake()
         except BaseException as e:
-            if self._thread_error is None:
-                self._thread_error = e
-            self.stop()
+            self.fail(e)
 
 
 class Lag(NamedTuple):

@@ -26,12 +26,12 @@ import redis.asyncio as aioredis
 from infra.delivery.leadership import lock_key
 from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position, lags
-from infra.settings import Settings
+from infra.settings import LIVE_VERSION_CACHE_S, Settings
 from infra.views.rebuild import Progress, open_store, replay
 from infra.views.stores import store_for
 from projections.base import EventConsumer, ProcessManager
 
-GRACE_S = 2.0  # how long the old version outlives a switch (queries cache the live version for 1 s)
+GRACE_S = 2 * LIVE_VERSION_CACHE_S  # how long the old version outlives a switch: queries may read it until then
 CATCH_UP_LEFT = 1000  # events still to apply before the live projector is paused for the comparison
 
 
