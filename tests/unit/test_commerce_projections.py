@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from domain.catalog import Product
 from domain.inventory import Stock
-from domain.ordering import Order
+from domain.ordering import Order, OrderLine
 from projections.catalog import SEPARATOR, CatalogCache, ProductCatalog
 from projections.inventory import StockLevels
 from projections.orders import OrderHistory
@@ -183,11 +183,11 @@ def test_stock_levels_balance_every_unit_and_track_each_reservation() -> None:
 
 def test_order_history_keeps_each_order_and_every_status_it_went_through() -> None:
     log, projection = Log(), OrderHistory()
+    order = Order.place(CUSTOMER, [OrderLine("PEN", 3, 250, "EUR"), OrderLine("INK", 2, 1000, "EUR")])
     lines = [
         {"sku": "PEN", "quantity": 3, "unit_price_minor": 250, "currency": "EUR"},
         {"sku": "INK", "quantity": 2, "unit_price_minor": 1000, "currency": "EUR"},
     ]
-    order = Order.place(CUSTOMER, lines)
     (placed,) = log.record(order)
     first = apply_sql(projection, [placed])
     row = first.row("orders")

@@ -5,21 +5,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from domain.errors import Conflict, Invalid
-from domain.ordering import MAX_LINES, MAX_QUANTITY, Order, OrderStatus
+from domain.ordering import MAX_LINES, MAX_QUANTITY, Order, OrderLine, OrderStatus
 from tests.unit.specs import given, raises
 
 CUSTOMER = uuid.uuid4()
 DUE = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def line(sku: str, quantity: int, price: int = 250, currency: str = "EUR") -> dict[str, Any]:
+def line(sku: str, quantity: int, price: int = 250, currency: str = "EUR") -> OrderLine:
     """A line as the write side passes it: the price as it is when the order is placed."""
-    return {"sku": sku, "quantity": quantity, "unit_price_minor": price, "currency": currency}
+    return OrderLine(sku, quantity, price, currency)
 
 
 STEPS: dict[OrderStatus, Callable[[Order], None]] = {
@@ -52,7 +51,7 @@ def order(status: OrderStatus = OrderStatus.PLACED) -> Order:
 def test_placing_an_order_captures_its_lines_and_total() -> None:
     o = Order.place(CUSTOMER, [line("PEN", 3, 250), line("INK", 2, 1000)])
     assert (o.customer_id, o.total_minor, o.currency, o.status) == (CUSTOMER, 2750, "EUR", OrderStatus.PLACED)
-    assert [(ln["sku"], ln["quantity"]) for ln in o.lines] == [("PEN", 3), ("INK", 2)]
+    assert [(ln.sku, ln.quantity) for ln in o.lines] == [("PEN", 3), ("INK", 2)]
     assert (o.reason, o.payment_ref, o.payment_due_at) == (None, None, None)
     assert Order.place(CUSTOMER, [line("PEN", MAX_QUANTITY, 0)]).total_minor == 0
     assert len(Order.place(CUSTOMER, [line(f"S{i}", 1) for i in range(MAX_LINES)]).lines) == MAX_LINES
@@ -69,7 +68,7 @@ def test_placing_an_order_captures_its_lines_and_total() -> None:
         ([line("PEN", 1, currency="EUR"), line("INK", 1, currency="USD")], "one currency"),
     ],
 )
-def test_an_order_that_breaks_a_rule_of_its_lines_is_refused(lines: list[dict[str, Any]], says: str) -> None:
+def test_an_order_that_breaks_a_rule_of_its_lines_is_refused(lines: list[OrderLine], says: str) -> None:
     with raises(Invalid) as refused:
         Order.place(CUSTOMER, lines)
     assert refused.value.field == "lines" and says in refused.value.reason
