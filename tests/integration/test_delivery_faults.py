@@ -212,12 +212,10 @@ def test_two_projector_processes_spread_the_projections(fault_settings: Settings
 
         def spread() -> bool:
             owners = _projection_owners(fault_settings.database_url or "")
-            return {owners.count(pid) for pid in pids} == {4, 5}
+            assert {owners.count(pid) for pid in pids} == {4, 5}, f"not spread: {owners}"
+            return True
 
-        deadline = time.monotonic() + 60
-        while not spread():
-            assert time.monotonic() < deadline, f"not spread: {_projection_owners(fault_settings.database_url or '')}"
-            time.sleep(0.2)
+        eventually(spread, what="the two projectors to share the projections", timeout=60)
 
 
 def _projection_owners(url: str) -> list[int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.integration.pipeline import (
     wait_caught_up,
 )
 from tests.integration.test_delivery_faults import Workload
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -59,13 +59,6 @@ async def _stream(settings: Settings) -> tuple[str, list[str]]:
         await nc.close()
 
 
-def _until(condition: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(400)
 def test_a_killed_stream_leader_loses_nothing_and_stops_no_process(
     cluster: NatsCluster, servers: ServerUrls, fresh_database_url: str
@@ -81,16 +74,18 @@ def test_a_killed_stream_leader_loses_nothing_and_stops_no_process(
     with running(settings, "relay", "projector", CHRONICLE_STREAM_REPLICAS="3") as processes:
         wait_active(settings, *all_roles())
         workload.start()
-        _until(lambda: workload.done >= 300 or not workload.is_alive(), "the first commands")
+        eventually(lambda: workload.done >= 300 or not workload.is_alive(), what="the first commands", timeout=60)
         leader, _ = asyncio.run(_stream(settings))
         victim = int(leader.rsplit("-", 1)[1])
         cluster.kill_node(victim)
-        _until(lambda: workload.done >= 1200 or not workload.is_alive(), "commands while a node is down")
+        eventually(
+            lambda: workload.done >= 1200 or not workload.is_alive(), what="commands while a node is down", timeout=60
+        )
         during = head(settings.database_url or "")
         # Delivered through the two nodes left, while the third is still down: the clients failed over.
-        _until(
+        eventually(
             lambda: min(checkpoints(settings.database_url or "", settings).values()) >= during,
-            "the views to catch up while a node is down",
+            what="the views to catch up while a node is down",
             timeout=120,
         )
         cluster.start_node(victim)
