@@ -10,10 +10,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import nats
 import psycopg
 import redis.asyncio as aioredis
 
 from infra.delivery.projector import register
+from infra.delivery.relay import stream_name
 from infra.eventstore.recorder import head_position
 from infra.settings import Settings
 from infra.views.rebuild import open_store, replay
@@ -152,3 +154,31 @@ def differences_from_scratch(settings: Settings, scratch_version: int = 900) -> 
 
 def env_without_servers() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CHRONICLE_")}
+
+
+async def _stream(settings: Settings) -> tuple[str | None, list[str]]:
+    nc = await nats.connect(servers=(settings.nats_url or "").split(","))
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream_name(settings.namespace))
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream_name(settings.namespace), seq)
+            ids.append((msg.headers or {})["Nats-Msg-Id"])
+        return (info.cluster.leader if info.cluster else None), ids
+    finally:
+        await nc.close()
+
+
+def stream_contents(settings: Settings) -> tuple[str | None, list[str]]:
+    """The event stream's leader node (in a cluster), and the event ids it holds, in order."""
+    return asyncio.run(_stream(settings))
+
+
+def assert_stream_is_the_log(settings: Settings) -> None:
+    """The stream holds every event of the log, in the log's order, once each."""
+    _, published = stream_contents(settings)
+    with psycopg.connect(settings.database_url or "") as conn:
+        logged = [str(r[0]) for r in conn.execute("SELECT event_id FROM events ORDER BY notification_id")]
+    assert len(published) == len(set(published)), "an event was published twice"
+    assert published == logged, "the stream is not the log, in order, once each"

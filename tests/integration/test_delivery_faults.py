@@ -26,7 +26,14 @@ from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 from tests.integration.http import Api, running_api
-from tests.integration.pipeline import all_roles, differences_from_scratch, running, wait_active, wait_caught_up
+from tests.integration.pipeline import (
+    all_roles,
+    assert_stream_is_the_log,
+    differences_from_scratch,
+    running,
+    wait_active,
+    wait_caught_up,
+)
 from tests.waiting import eventually
 
 
@@ -297,11 +304,6 @@ def _relay_holder(url: str) -> str | None:
 def test_two_relays_one_publishes_and_the_standby_takes_over(
     fault_settings: Settings, own_servers: EmbeddedServers
 ) -> None:
-    import asyncio
-
-    import nats
-
-    from infra.delivery.relay import stream_name
 
     settings = fault_settings
     before, after = Workload(settings, 300), Workload(settings, 300)
@@ -329,22 +331,7 @@ def test_two_relays_one_publishes_and_the_standby_takes_over(
         )
         wait_caught_up(settings, timeout=90)
 
-    async def stream_ids() -> list[str]:
-        nc = await nats.connect(settings.nats_url or "")
-        js = nc.jetstream()
-        info = await js.stream_info(stream_name(settings.namespace))
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream_name(settings.namespace), seq)
-            ids.append((msg.headers or {})["Nats-Msg-Id"])
-        await nc.close()
-        return ids
-
-    published = asyncio.run(stream_ids())
-    with psycopg.connect(settings.database_url or "") as conn:
-        logged = [str(r[0]) for r in conn.execute("SELECT event_id FROM events ORDER BY notification_id")]
-    assert len(published) == len(set(published)), "an event was published twice"
-    assert published == logged, "the stream is not the log, in order, once each"
+    assert_stream_is_the_log(settings)
     _assert_views_equal_the_log(settings)
 
 

@@ -5,26 +5,24 @@ log, and the relay and projector carry on without a restart of their own."""
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
-import psycopg
 import pytest
 
-from infra.delivery.relay import stream_name
 from infra.devstack.cluster import NatsCluster
 from infra.devstack.embedded import ServerUrls
 from infra.settings import Settings
 from tests.integration.pipeline import (
     all_roles,
+    assert_stream_is_the_log,
     checkpoints,
     differences_from_scratch,
     head,
     running,
+    stream_contents,
     wait_active,
     wait_caught_up,
 )
@@ -43,22 +41,6 @@ def cluster() -> Iterator[NatsCluster]:
             nodes.stop()
 
 
-async def _stream(settings: Settings) -> tuple[str, list[str]]:
-    """The stream's leader node, and the event ids it holds, in order."""
-    nc = await nats.connect(servers=(settings.nats_url or "").split(","))
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream_name(settings.namespace))
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(stream_name(settings.namespace), seq)
-            ids.append((msg.headers or {})["Nats-Msg-Id"])
-        assert info.cluster is not None and info.cluster.leader is not None
-        return info.cluster.leader, ids
-    finally:
-        await nc.close()
-
-
 @pytest.mark.timeout(400)
 def test_a_killed_stream_leader_loses_nothing_and_stops_no_process(
     cluster: NatsCluster, servers: ServerUrls, fresh_database_url: str
@@ -75,7 +57,8 @@ def test_a_killed_stream_leader_loses_nothing_and_stops_no_process(
         wait_active(settings, *all_roles())
         workload.start()
         eventually(lambda: workload.done >= 300 or not workload.is_alive(), what="the first commands", timeout=60)
-        leader, _ = asyncio.run(_stream(settings))
+        leader, _ = stream_contents(settings)
+        assert leader is not None
         victim = int(leader.rsplit("-", 1)[1])
         cluster.kill_node(victim)
         eventually(
@@ -94,9 +77,6 @@ def test_a_killed_stream_leader_loses_nothing_and_stops_no_process(
         wait_caught_up(settings, timeout=120)
         crashed = {name: p.returncode for name, p in processes.procs.items() if p.poll() is not None}
         assert not crashed, f"processes exited: {crashed}"
-    _, published = asyncio.run(_stream(settings))
-    with psycopg.connect(settings.database_url or "") as conn:
-        logged = [str(r[0]) for r in conn.execute("SELECT event_id FROM events ORDER BY notification_id")]
-    assert published == logged, "the stream is not the log, in order, once each"
+    assert_stream_is_the_log(settings)
     differences = differences_from_scratch(settings)
     assert differences == {name: [] for name in differences}, differences
