@@ -31,9 +31,10 @@ from infra.settings import Settings
 MAX_BODY = 1024 * 1024
 
 
-def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
+async def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
     """No read model can hold or match a NUL character (PostgreSQL text cannot): a query string
-    that carries one is refused before it reaches a route."""
+    that carries one is refused before it reaches a route. (Async: Litestar runs a synchronous
+    hook in a worker thread, a thread hop on every request.)"""
     if b"%00" in request.scope.get("query_string", b""):
         raise HTTPException(status_code=422, detail="query parameters must not contain NUL characters")
 
