@@ -20,10 +20,18 @@ from __future__ import annotations
 import contextlib
 import inspect
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.persistence import IntegrityError, ListenNotifySubscription, Recording, TApplicationRecorder_co
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import (
+    IntegrityError,
+    ListenNotifySubscription,
+    Recording,
+    TApplicationRecorder_co,
+    Tracking,
+)
 
 PRIVATE_METHODS: dict[type[Any], dict[str, tuple[str, ...]]] = {
     Application: {
@@ -73,6 +81,26 @@ class LeanSaving(Application[uuid.UUID]):
         self._take_snapshots(processing_event)
         self._notify(recordings)
         return recordings
+
+    def save_decisions(
+        self,
+        decisions: Sequence[tuple[Sequence[DomainEventProtocol[uuid.UUID]], Any, Sequence[tuple[uuid.UUID, int]]]],
+        aggregates: Sequence[Any],
+        tracking: Tracking,
+    ) -> list[int]:
+        """Several decisions of a process manager (each: its new events, who and why, the streams it
+        read unchanged) and the position that caused them, in one append (the recorder's
+        `record_decisions`); then snapshots as `save` takes them."""
+        record = getattr(self.recorder, "record_decisions", None)
+        if record is None:
+            raise TypeError(f"{type(self.recorder).__name__} cannot record several decisions at once")
+        stored = [([self.mapper.to_stored_event(e) for e in events], meta, read) for events, meta, read in decisions]
+        positions: list[int] = record(stored, tracking)
+        processing_event: ProcessingEvent[uuid.UUID] = ProcessingEvent(tracking=tracking)
+        processing_event.events.extend(e for events, _, _ in decisions for e in events)
+        processing_event.aggregates.update((a.id, a) for a in aggregates)
+        self._take_snapshots(processing_event)
+        return positions
 
     def _take_snapshots(self, processing_event: ProcessingEvent[uuid.UUID]) -> None:
         """A snapshot of a version is the same whoever takes it: if another process stored it

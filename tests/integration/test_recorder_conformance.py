@@ -230,3 +230,29 @@ def test_a_position_alone_is_tracked_under_the_same_conditions(conformance_db: E
     with pytest.raises(IntegrityError) as again:
         recorder.insert_events([], tracking=Tracking(name, 10), conditions=[(read, 2)])
     assert not isinstance(again.value, DependencyChanged)
+
+
+def test_events_and_their_position_are_recorded_together_or_not_at_all(conformance_db: EventStoreDatabase) -> None:
+    """A process's append is one statement: its events and its position land together; a stream it
+    read having moved stores neither; a position already recorded (a redelivery) stores neither."""
+    from uuid import uuid4
+
+    from eventsourcing.persistence import IntegrityError, Tracking
+
+    from infra.eventstore.recorder import DependencyChanged
+
+    recorder = ChronicleProcessRecorder(conformance_db)
+    name, read, written = f"p-{uuid4().hex[:8]}", uuid4(), uuid4()
+    recorder.insert_events([_event(read, 1), _event(read, 2)])
+    with pytest.raises(DependencyChanged):
+        recorder.insert_events([_event(written, 1)], tracking=Tracking(name, 10), conditions=[(read, 1)])
+    assert recorder.max_tracking_id(name) is None and recorder.select_events(written) == []
+    ids = recorder.insert_events(
+        [_event(written, 1), _event(written, 2)], tracking=Tracking(name, 10), conditions=[(read, 2)]
+    )
+    assert ids is not None and len(ids) == 2 and recorder.max_tracking_id(name) == 10
+    with pytest.raises(IntegrityError) as again:
+        recorder.insert_events([_event(written, 3)], tracking=Tracking(name, 10))
+    assert not isinstance(again.value, DependencyChanged)
+    assert [e.originator_version for e in recorder.select_events(written)] == [1, 2]
+    assert recorder.max_tracking_id(name) == 10

@@ -110,3 +110,37 @@ def test_an_order_for_a_sku_never_stocked_is_rejected_and_opens_no_stock(
     with api.database.connection() as conn:
         opened = conn.execute("SELECT count(*) FROM events WHERE stream_id = %s", (stock_id(sku),)).fetchone()
     assert opened == (0,)
+
+
+def test_a_batch_decides_each_event_on_what_the_ones_before_it_left_and_lands_at_once(
+    apps: tuple[Chronicle, Chronicle, Chronicle],
+) -> None:
+    """Four orders of 2 against 5 units, decided in one batch: the first two reserve, the other two
+    are rejected (each decision saw the reservations before it), everything lands in one
+    transaction with the position of the last order, and each event names its own cause."""
+    api, saga_app, _ = apps
+    name = f"batch-{uuid.uuid4().hex[:6]}"
+    worker = _worker(saga_app, name)
+    sku = f"BATCH-{uuid.uuid4().hex[:6].upper()}"
+    api.catalog.create_product(MANAGER, sku, "Batch", None, 100, "EUR")
+    api.inventory.receive(MANAGER, sku, 5)
+    orders = [_place(api, sku, 2) for _ in range(4)]
+    placed = [_order_events(api, order)[0] for order in orders]
+    assert worker.steps(placed)
+    statuses = [api.ordering.order(order, fresh=True).status for order in orders]
+    assert statuses == [OrderStatus.RESERVED] * 2 + [OrderStatus.REJECTED] * 2
+    stock = api.inventory.load(Stock, stock_id(sku), "stock", fresh=True)
+    assert (stock.available, stock.reserved) == (1, 4)
+    assert worker.recorded() == placed[-1].position
+    with api.database.connection() as conn:
+        caused = conn.execute(
+            "SELECT stream_id, causation_id, notification_id >> 20 FROM events WHERE actor_id = 'saga:order'"
+            " AND (stream_id = ANY(%s) OR stream_id = %s)",
+            (orders, stock_id(sku)),
+        ).fetchall()
+    assert len({txn for _, _, txn in caused}) == 1, "not one transaction"
+    by_order = {e.stream_id: e.event_id for e in placed}
+    assert {cause for stream, cause, _ in caused if stream in by_order} == set(by_order.values())
+    assert all(by_order[stream] == cause for stream, cause, _ in caused if stream in by_order)
+    assert not worker.steps(placed), "a redelivered batch must append nothing"
+    assert api.inventory.load(Stock, stock_id(sku), "stock", fresh=True).reserved == 4

@@ -108,10 +108,13 @@ INSERT_ONE_GUARDED = (
 )
 
 
-def insert_many(*, guarded: bool) -> str:
+def insert_many(*, guarded: bool, offset: bool = False) -> str:
+    """With `offset`, the first parameter is where this statement's indexes start within the
+    transaction (positions are the transaction id and an index: statements after the first of
+    one transaction must not reuse indexes)."""
     return (
         f"INSERT INTO events ({_COLUMNS}) "
-        f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
+        f"SELECT {_BASE_ID} + {'%s + ' if offset else ''}e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
         " %s, %s, %s, %s, %s, e.hash "
         + _UNNEST
         + (_GUARD if guarded else "")
@@ -125,6 +128,26 @@ def with_key(insert: str) -> str:
         f"WITH appended AS ({insert}), "
         "claimed AS (INSERT INTO idempotency_keys (scope, key, request_hash, status, aggregate_id, version,"
         " position) SELECT %s, %s, %s, %s, %s, %s, max(notification_id) FROM appended HAVING count(*) > 0) "
+        "SELECT notification_id FROM appended ORDER BY notification_id"
+    )
+
+
+def with_tracking(*, guarded: bool) -> str:
+    """A process's append (events, and the position of the event that caused them) as one statement:
+    one round trip, and atomic on its own. The position is recorded, and the events inserted, only
+    if it is after the one recorded (else: a redelivery) and none of the streams read has moved on
+    (both writes test the same guard, on the same snapshot). Nothing returned: neither happened."""
+    guard = f"AND NOT EXISTS ({MOVED}) " if guarded else ""
+    return (
+        "WITH tracked AS (INSERT INTO tracking AS t (application_name, notification_id)"
+        f" SELECT %s, %s WHERE true {guard}"
+        " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+        " WHERE t.notification_id < excluded.notification_id RETURNING 1), "
+        f"appended AS (INSERT INTO events ({_COLUMNS}) "
+        f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
+        " %s, %s, %s, %s, %s, e.hash "
+        + _UNNEST
+        + "WHERE EXISTS (SELECT 1 FROM tracked) ORDER BY e.ord RETURNING notification_id) "
         "SELECT notification_id FROM appended ORDER BY notification_id"
     )
 
@@ -495,6 +518,8 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         if tracking is None:
             with self.database.cursor() as cur:
                 return self._insert(cur, events, event_ids, tail, claim, conditions)
+        if events and claim is None:
+            return self._insert_tracked(events, event_ids, tail, tracking, conditions)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
             if not events:
@@ -533,20 +558,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
             if row is None:
                 raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
             return [row[0]]
-        stream_ids, versions, topics, states = _columns(events)
-        params: tuple[Any, ...] = (
-            *tail,
-            event_ids,
-            stream_ids,
-            versions,
-            topics,
-            [event_type(t) for t in topics],
-            states,
-            hashes,
-        )
-        sql = insert_many(guarded=bool(conditions))
-        if conditions:
-            params = (*params, *_condition_columns(conditions))
+        sql, params = _append_statement(events, event_ids, tail, hashes, conditions)
         if claim is not None:
             sql = with_key(sql)
             params = (
@@ -561,6 +573,86 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         ids = [row[0] for row in cur.execute(sql, params).fetchall()]
         if not ids:
             raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
+        return sorted(ids)
+
+    def _insert_tracked(
+        self,
+        events: Sequence[StoredEvent],
+        event_ids: list[UUID],
+        tail: tuple[Any, ...],
+        tracking: Tracking,
+        conditions: Sequence[tuple[UUID, int]],
+    ) -> list[int]:
+        hashes = [
+            event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
+            for i, e in zip(event_ids, events, strict=True)
+        ]
+        stream_ids, versions, topics, states = _columns(events)
+        guard = _condition_columns(conditions) if conditions else ()
+        params = (
+            tracking.application_name,
+            tracking.notification_id,
+            *guard,
+            *tail,
+            event_ids,
+            stream_ids,
+            versions,
+            topics,
+            [event_type(t) for t in topics],
+            states,
+            hashes,
+        )
+        with self.database.cursor() as cur:
+            ids = [row[0] for row in cur.execute(with_tracking(guarded=bool(conditions)), params).fetchall()]
+            if ids:
+                return ids
+            recorded = cur.execute(
+                "SELECT notification_id FROM tracking WHERE application_name = %s", (tracking.application_name,)
+            ).fetchone()
+        if recorded is not None and recorded[0] >= tracking.notification_id:
+            raise IntegrityError(
+                f"{tracking.application_name} has already recorded position {tracking.notification_id} or later"
+            )
+        raise DependencyChanged("an aggregate the decision read has changed; nothing was recorded")
+
+    def record_decisions(self, decisions: Sequence[Decided], tracking: Tracking) -> list[int]:
+        """Several appends, each with its own who-and-why and guard, and the position of the event
+        that caused the last of them, in one transaction, pipelined into one round trip: a process
+        manager acting on a batch of events. All land or none: a guard that finds a stream moved
+        raises `DependencyChanged`, a position already recorded `IntegrityError`; a stream's
+        version taken meanwhile raises `IntegrityError` too."""
+        recorded_at = datetime.now(UTC)
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        offset = 0
+        for events, meta, conditions in decisions:
+            if not events:  # decided to change nothing, on state that must still be current
+                if conditions:
+                    statements.append((f"SELECT 1 WHERE NOT EXISTS ({MOVED})", tuple(_condition_columns(conditions))))
+                continue
+            event_ids = [new_event_id() for _ in events]
+            tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
+            hashes = [
+                event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
+                for i, e in zip(event_ids, events, strict=True)
+            ]
+            _, params = _append_statement(events, event_ids, tail, hashes, conditions)
+            statements.append((insert_many(guarded=bool(conditions), offset=True), (offset, *params)))
+            offset += len(events)
+        with self.database.connection() as conn, conn.transaction():
+            with conn.pipeline():
+                tracked = conn.execute(TRACK, (tracking.application_name, tracking.notification_id))
+                appended = [conn.execute(sql, params) for sql, params in statements]
+            if tracked.fetchone() is None:
+                raise IntegrityError(
+                    f"{tracking.application_name} has already recorded position {tracking.notification_id} or later"
+                )
+            ids = []
+            for cursor in appended:
+                rows = cursor.fetchall()
+                if not rows:
+                    raise DependencyChanged("an aggregate a decision read has changed; nothing was recorded")
+                ids += [row[0] for row in rows]
+        self.database.notifier.poke()
         return sorted(ids)
 
     def _ids_of(self, event_ids: list[UUID]) -> list[int]:
@@ -674,18 +766,46 @@ async def lags(conn: psycopg.AsyncConnection[Any], positions: Iterable[int], cap
     return {int(p): Lag(int(n), round(float(s), 3)) for p, n, s in rows}
 
 
+def _append_statement(
+    events: Sequence[StoredEvent],
+    event_ids: list[UUID],
+    tail: tuple[Any, ...],
+    hashes: list[bytes],
+    conditions: Sequence[tuple[UUID, int]],
+) -> tuple[str, tuple[Any, ...]]:
+    """One multi-row append (guarded by `conditions`), as SQL and its parameters."""
+    stream_ids, versions, topics, states = _columns(events)
+    params: tuple[Any, ...] = (
+        *tail,
+        event_ids,
+        stream_ids,
+        versions,
+        topics,
+        [event_type(t) for t in topics],
+        states,
+        hashes,
+    )
+    if conditions:
+        params = (*params, *_condition_columns(conditions))
+    return insert_many(guarded=bool(conditions)), params
+
+
 def _condition_columns(conditions: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:
     return [c[0] for c in conditions], [c[1] for c in conditions]
 
 
+TRACK = (
+    "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
+    " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
+    " WHERE t.notification_id < excluded.notification_id RETURNING notification_id"
+)
+Decided = tuple[Sequence[StoredEvent], "AppendMeta", Sequence[tuple[UUID, int]]]
+"""One decision of a process manager: its events, who and why, and the streams it read unchanged."""
+
+
 def insert_tracking(conn: psycopg.Connection[Any], tracking: Tracking) -> None:
     """Records a consumer's position; refuses to record the same or an earlier one again."""
-    row = conn.execute(
-        "INSERT INTO tracking AS t (application_name, notification_id) VALUES (%s, %s)"
-        " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
-        " WHERE t.notification_id < excluded.notification_id RETURNING notification_id",
-        (tracking.application_name, tracking.notification_id),
-    ).fetchone()
+    row = conn.execute(TRACK, (tracking.application_name, tracking.notification_id)).fetchone()
     if row is None:
         raise IntegrityError(
             f"{tracking.application_name} has already recorded position {tracking.notification_id} or later"
