@@ -34,7 +34,7 @@ from domain.errors import NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard
 from projections.my_tasks import MyTasks
-from projections.projects import ProjectCatalog
+from projections.projects import VISIBLE, ProjectCatalog, project_row, project_rows, visibility
 from projections.tasks import TaskList
 
 PROJECT_VIEWS = [ProjectCatalog.name]
@@ -119,30 +119,10 @@ _TASK_COLUMNS = (
     "id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
     " created_at, updated_at, completed_at, version"
 )
-_PROJECT_COLUMNS = (
-    "p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
-    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
-    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version"
-)
-_VISIBLE = (
-    "(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project} AND m.user_id = %(user)s))"
-)
-
-
-def _who(actor: Actor) -> dict[str, Any]:
-    """The parameters of `_VISIBLE`, the SQL form of `access.may_see_project`."""
-    return {"staff": access.sees_every_project(actor), "user": actor.user_id}
 
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
-    async with runtime.views.connection() as conn:
-        row = await (
-            await conn.execute(
-                f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
-                + _VISIBLE.format(project="p.id"),
-                {"id": project_id, **_who(actor)},
-            )
-        ).fetchone()
+    row = await project_row(runtime.views, project_id, actor)
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return ProjectView(*row)
@@ -167,22 +147,8 @@ class ProjectQueries(Controller):
         min_position: MinPosition = None,
     ) -> Page[ProjectView]:
         await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
-        params: dict[str, Any] = {**_who(request.user), "limit": limit + 1}
-        after = ""
-        if cursor:
-            created, last_id = decode_cursor(cursor, tuple[datetime, uuid.UUID])
-            after = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
-            params |= {"created": created, "last": last_id}
-        async with runtime.views.connection() as conn:
-            rows = await (
-                await conn.execute(
-                    f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE "
-                    + _VISIBLE.format(project="p.id")
-                    + after
-                    + " ORDER BY p.created_at, p.id LIMIT %(limit)s",
-                    params,
-                )
-            ).fetchall()
+        after = decode_cursor(cursor, tuple[datetime, uuid.UUID]) if cursor else None
+        rows = await project_rows(runtime.views, request.user, after=after, limit=limit + 1)
         items = [ProjectView(*row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None)
@@ -301,8 +267,8 @@ class TaskQueries(Controller):
             row = await (
                 await conn.execute(
                     f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
-                    + _VISIBLE.format(project="t.project_id"),
-                    {"id": task_id, **_who(request.user)},
+                    + VISIBLE.format(project="t.project_id"),
+                    {"id": task_id, **visibility(request.user)},
                 )
             ).fetchone()
         if row is None:
@@ -352,8 +318,8 @@ def task_list_query(
     tests/integration/test_query_plans.py)."""
     where, params = ["project_id = %(project)s"], {"project": project_id, "limit": limit + 1}
     if visible_to is not None:
-        where.append(_VISIBLE.format(project="%(project)s"))
-        params |= _who(visible_to)
+        where.append(VISIBLE.format(project="%(project)s"))
+        params |= visibility(visible_to)
     if status:
         where.append("status = %(status)s")
         params["status"] = status.value
