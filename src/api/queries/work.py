@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -21,7 +21,6 @@ from api.queries.common import (
     Limit,
     MinPosition,
     Page,
-    contains,
     decode_cursor,
     encode_cursor,
     etag,
@@ -30,12 +29,12 @@ from api.queries.common import (
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
-from domain.errors import NotFound
+from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard
 from projections.my_tasks import MyTasks
-from projections.projects import VISIBLE, ProjectCatalog, project_row, project_rows, visibility
-from projections.tasks import TaskList
+from projections.projects import ProjectCatalog, project_row, project_rows
+from projections.tasks import TaskFilter, TaskList, task_row, task_rows, tasks_by_id
 
 PROJECT_VIEWS = [ProjectCatalog.name]
 TASK_VIEWS = [ProjectCatalog.name, TaskList.name]
@@ -114,11 +113,6 @@ _CURSORS: dict[str, Any] = {
     "priority": tuple[int, uuid.UUID],
     "title": tuple[str, uuid.UUID],
 }
-_SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
-_TASK_COLUMNS = (
-    "id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
-    " created_at, updated_at, completed_at, version"
-)
 
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
@@ -187,20 +181,17 @@ class ProjectQueries(Controller):
         min_position: MinPosition = None,
     ) -> Page[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        sql, params = task_list_query(
-            project_id,
+        f = TaskFilter(
             status=status,
             priority=priority,
-            assignee=assignee,
+            assignee=_assignee(assignee),
             due_before=due_before,
             q=q,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-            visible_to=request.user,
+            sort=sort.value,
+            after=decode_cursor(cursor, _CURSORS[sort.value.lstrip("-")]) if cursor else None,
+            limit=limit + 1,
         )
-        async with runtime.views.connection() as conn:
-            rows = await (await conn.execute(sql, params)).fetchall()
+        rows = await task_rows(runtime.views, project_id, f, request.user)
         if not rows:  # empty, or not the caller's to see: only then is the second question asked
             await visible_project(runtime, request.user, project_id)
         items = [TaskView(*row[:-1]) for row in rows[:limit]]
@@ -263,14 +254,7 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        async with runtime.views.connection() as conn:
-            row = await (
-                await conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
-                    + VISIBLE.format(project="t.project_id"),
-                    {"id": task_id, **visibility(request.user)},
-                )
-            ).fetchone()
+        row = await task_row(runtime.views, task_id, request.user)
         if row is None:
             raise NotFound(f"task {task_id} not found")
         task = TaskView(*row)
@@ -292,70 +276,18 @@ class TaskQueries(Controller):
             pipe.zrange(key, 0, limit - 1)
             count, members = await pipe.execute()
         ids = [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
-        async with runtime.views.connection() as conn:
-            rows = await (
-                await conn.execute(f"SELECT {_TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))
-            ).fetchall()
+        rows = await tasks_by_id(runtime.views, ids)
         by_id = {row[0]: TaskView(*row) for row in rows}
         return MyTaskList(int(count), [by_id[i] for i in ids if i in by_id])
 
 
-def task_list_query(
-    project_id: uuid.UUID,
-    *,
-    status: TaskStatus | None = None,
-    priority: Priority | None = None,
-    assignee: str | None = None,
-    due_before: date | None = None,
-    q: str | None = None,
-    sort: TaskSort = TaskSort.CREATED_DESC,
-    limit: int = 50,
-    cursor: str | None = None,
-    visible_to: Actor | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The SQL of a task list page: filters, keyset pagination on (sort column, id), one row more than
-    the page to tell whether another follows. Every shape is served by an index (see
-    tests/integration/test_query_plans.py)."""
-    where, params = ["project_id = %(project)s"], {"project": project_id, "limit": limit + 1}
-    if visible_to is not None:
-        where.append(VISIBLE.format(project="%(project)s"))
-        params |= visibility(visible_to)
-    if status:
-        where.append("status = %(status)s")
-        params["status"] = status.value
-    if priority:
-        where.append("priority = %(priority)s")
-        params["priority"] = priority.value
-    if assignee is not None:
-        if assignee == "none":
-            where.append("assignee_id IS NULL")
-        else:
-            where.append("assignee_id = %(assignee)s")
-            params["assignee"] = _uuid_param(assignee, "assignee")
-    if due_before:
-        where.append("due_date < %(due_before)s")
-        params["due_before"] = due_before
-    if q:
-        where.append("title ILIKE %(q)s")
-        params["q"] = contains(q)
-    descending = sort.value.startswith("-")
-    column = _SORT_COLUMNS[sort.value.lstrip("-")]
-    if cursor:
-        value, last_id = decode_cursor(cursor, _CURSORS[sort.value.lstrip("-")])
-        where.append(f"({column}, id) {'<' if descending else '>'} (%(after)s, %(last)s::uuid)")
-        params |= {"after": value, "last": last_id}
-    direction = "DESC" if descending else "ASC"
-    sort_key = column.split(" ")[0]
-    return (
-        f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
-        f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"
-    ), params
-
-
-def _uuid_param(value: str, name: str) -> uuid.UUID:
+def _assignee(value: str | None) -> uuid.UUID | Literal["none"] | None:
+    """The `assignee` parameter: a user id, or `none` for the unassigned tasks."""
+    if value is None:
+        return None
+    if value == "none":
+        return "none"
     try:
         return uuid.UUID(value)
     except ValueError:
-        from domain.errors import Invalid
-
-        raise Invalid(f"{name} must be a user id or `none`", field=name) from None
+        raise Invalid("assignee must be a user id or `none`", field="assignee") from None
