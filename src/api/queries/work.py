@@ -31,7 +31,7 @@ from commands.base import Actor
 from domain import access
 from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
-from projections.board import UNASSIGNED, TaskBoard
+from projections.board import UNASSIGNED, TaskBoard, board_counts
 from projections.my_tasks import MyTasks
 from projections.projects import ProjectCatalog, project_row, project_rows
 from projections.tasks import TaskFilter, TaskList, task_row, task_rows, tasks_by_id
@@ -218,16 +218,11 @@ class ProjectQueries(Controller):
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
         prefix = await runtime.live_versions.prefix(TaskBoard.name)
         actor = request.user
-        async with runtime.redis.pipeline(transaction=False) as pipe:
-            if access.sees_every_project(actor):
-                pipe.exists(f"{prefix}members:{project_id}")
-            else:
-                pipe.sismember(f"{prefix}members:{project_id}", str(actor.user_id))
-            pipe.hgetall(f"{prefix}board:{project_id}")
-            visible, raw = await pipe.execute()
-        if not visible:
+        member = None if access.sees_every_project(actor) else actor.user_id
+        counts = await board_counts(runtime.redis, prefix, project_id, member)
+        if counts is None:
             raise NotFound(f"project {project_id} not found")
-        return _board(project_id, {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()})
+        return _board(project_id, counts)
 
 
 def _board(project_id: uuid.UUID, counts: dict[str, int]) -> Board:
