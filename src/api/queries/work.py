@@ -32,7 +32,7 @@ from domain import access
 from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard, board_counts
-from projections.my_tasks import MyTasks
+from projections.my_tasks import MyTasks, open_tasks
 from projections.projects import ProjectCatalog, project_row, project_rows
 from projections.tasks import TaskFilter, TaskList, task_row, task_rows, tasks_by_id
 
@@ -265,15 +265,11 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
     ) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
-        key = f"{await runtime.live_versions.prefix(MyTasks.name)}open:{request.user.user_id}"
-        async with runtime.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(key)
-            pipe.zrange(key, 0, limit - 1)
-            count, members = await pipe.execute()
-        ids = [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
+        prefix = await runtime.live_versions.prefix(MyTasks.name)
+        count, ids = await open_tasks(runtime.redis, prefix, request.user.user_id, limit)
         rows = await tasks_by_id(runtime.views, ids)
         by_id = {row[0]: TaskView(*row) for row in rows}
-        return MyTaskList(int(count), [by_id[i] for i in ids if i in by_id])
+        return MyTaskList(count, [by_id[i] for i in ids if i in by_id])
 
 
 def _assignee(value: str | None) -> uuid.UUID | Literal["none"] | None:
