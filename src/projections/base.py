@@ -129,3 +129,11 @@ def when(event: EventEnvelope) -> datetime:
     """The domain time of the event (its `timestamp`), else when it was recorded."""
     stamp = event.data.get("timestamp")
     return datetime.fromisoformat(stamp) if isinstance(stamp, str) else event.recorded_at
+
+
+# -- helpers for the queries that read views ------------------------------------------------------
+
+
+def contains(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its own wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -13,14 +13,19 @@ JSON, so a page is one script call returning one JSON array.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
+import redis.asyncio as aioredis
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from redis.commands.core import AsyncScript
 
 from domain.catalog import Product
 from domain.inventory import Stock
 from infra.eventstore.envelope import EventEnvelope
-from projections.base import RedisProjection, RedisView, SqlProjection, SqlView, when
+from projections.base import RedisProjection, RedisView, SqlProjection, SqlView, contains, when
 from projections.events import event_class, handled, upcast
 
 SEPARATOR = "\x01"  # between a sort key and the SKU in a sorted-set member
@@ -135,7 +140,7 @@ def sort_members(product: dict[str, str]) -> dict[str, str]:
 
 def as_json(product: dict[str, str]) -> str:
     """The product as a read returns it, kept beside its fields: a page of the listing is then one
-    script call that returns one JSON array (see api/queries/catalog.py)."""
+    script call that returns one JSON array (see `listing_page`)."""
     return msgspec.json.encode(
         {
             "sku": product["sku"],
@@ -227,3 +232,158 @@ class CatalogCache(RedisProjection):
         for zset, member in self._listings(product).items():
             if kept.get(zset) != member:
                 view.zrem(zset, member)
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# Both views answer the same filters (`CatalogFilter`) in the same order, so a cursor from one
+# continues on the other. The SQL ones return rows of PRODUCT_COLUMNS, the Redis ones the products'
+# JSON (as `as_json` wrote it) decoded to the caller's type: the API shapes both into its response
+# type (whose module is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
+# `prefix` is the live version's key prefix (the API's LiveVersions knows it).
+
+PRODUCT_COLUMNS = "sku, name, description, price_minor, currency, active, available, reserved, version, updated_at"
+SQL_SORT = {"sku": "sku", "name": "name_key", "price": "price_minor"}
+Rows = list[tuple[Any, ...]]
+
+
+class Listed(Protocol):
+    """What the filters look at in a product read from Redis."""
+
+    @property
+    def price_minor(self) -> int: ...
+
+    @property
+    def available(self) -> int: ...
+
+    @property
+    def active(self) -> bool: ...
+
+
+P = TypeVar("P", bound=Listed)
+
+
+class CatalogFilter(msgspec.Struct):
+    """What a page of the catalog asks for, whichever view answers it."""
+
+    sort: str  # "sku", "name" or "price", after a "-" for descending
+    limit: int
+    q: str | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+    in_stock: bool = False
+    active: bool = True
+    after: list[Any] | None = None  # the decoded cursor: [sort value, sku]
+
+    @property
+    def key(self) -> str:
+        return self.sort.lstrip("-")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+    @property
+    def redis_can_serve(self) -> bool:
+        ranged = self.min_price is not None or self.max_price is not None
+        return self.q is None and self.active and (self.key == "price" or not ranged)
+
+    def keeps(self, product: Listed) -> bool:
+        return (
+            (self.min_price is None or product.price_minor >= self.min_price)
+            and (self.max_price is None or product.price_minor <= self.max_price)
+            and (not self.in_stock or product.available > 0)
+            and product.active == self.active
+        )
+
+
+# KEYS[1]: a listing (sorted set); ARGV: the product key prefix, the range (low, high), how many,
+# and 1 for descending. Returns how many members the range held and the products' JSON (kept in
+# each hash), as one JSON array: [count, [product, ...]].
+PAGE = """
+local members
+if ARGV[5] == '1' then
+  members = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[3], ARGV[2], 'LIMIT', 0, ARGV[4])
+else
+  members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
+end
+local found = {}
+for _, member in ipairs(members) do
+  local json = redis.call('HGET', ARGV[1] .. string.match(member, '[^\1]*$'), 'json')
+  if json then found[#found + 1] = json end
+end
+return '[' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
+"""
+
+
+async def listing_page(
+    scripts: Callable[[str], AsyncScript], prefix: str, f: CatalogFilter, product: type[P]
+) -> tuple[list[P], bool]:
+    """A page of the listing and whether another follows: one lexicographic range of the right sorted
+    set and the products in it, in one script call. `scripts` registers a Lua source once per
+    process (`Runtime.script`)."""
+    zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
+    low, high = "-", "+"
+    if f.key == "price":
+        if f.min_price is not None:
+            low = "[" + price_key(f.min_price)
+        if f.max_price is not None:
+            high = "(" + price_key(f.max_price + 1)
+    if f.after is not None:
+        value, sku = f.after
+        member = sku if f.key == "sku" else f"{price_key(value) if f.key == 'price' else value}{SEPARATOR}{sku}"
+        # The cursor narrows the range, never widens it (a client may change filters between pages).
+        if f.descending:
+            high = "(" + member if high == "+" else "(" + min(high[1:], member)
+        else:
+            low = "(" + member if low == "-" or member >= low[1:] else low
+    raw = await scripts(PAGE)(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
+    page: Any = tuple[int, list[product]]  # type: ignore[valid-type]  # the caller's type, for msgspec at run time
+    ranged, found = msgspec.json.decode(raw, type=page)
+    products = [p for p in found if f.keeps(p)]
+    return products[: f.limit], ranged > f.limit
+
+
+async def cached_product(redis: aioredis.Redis, prefix: str, sku: str) -> bytes | str | None:
+    """The product's JSON (as `as_json` wrote it), or None."""
+    raw: bytes | str | None = await redis.hget(f"{prefix}product:{sku}", "json")
+    return raw
+
+
+async def product_rows(views: AsyncConnectionPool[AsyncConnection[Any]], f: CatalogFilter) -> tuple[Rows, bool]:
+    """PRODUCT_COLUMNS of a page of the catalog, and whether another page follows."""
+    where = ["active" if f.active else "NOT active"]
+    params: dict[str, Any] = {"limit": f.limit + 1}
+    if f.q:
+        where.append("(name ILIKE %(q)s OR description ILIKE %(q)s)")
+        params["q"] = contains(f.q)
+    if f.min_price is not None:
+        where.append("price_minor >= %(min)s")
+        params["min"] = f.min_price
+    if f.max_price is not None:
+        where.append("price_minor <= %(max)s")
+        params["max"] = f.max_price
+    if f.in_stock:
+        where.append("available > 0")
+    column = SQL_SORT[f.key]
+    if f.after is not None:
+        where.append(f"({column}, sku) {'<' if f.descending else '>'} (%(value)s, %(sku)s)")
+        params |= {"value": f.after[0], "sku": str(f.after[1])}
+    direction = "DESC" if f.descending else "ASC"
+    async with views.connection() as conn:
+        rows: Rows = await (
+            await conn.execute(
+                f"SELECT {PRODUCT_COLUMNS} FROM catalog_views.products WHERE {' AND '.join(where)}"
+                f" ORDER BY {column} {direction}, sku {direction} LIMIT %(limit)s",
+                params,
+            )
+        ).fetchall()
+    return rows[: f.limit], len(rows) > f.limit
+
+
+async def product_row(views: AsyncConnectionPool[AsyncConnection[Any]], sku: str) -> tuple[Any, ...] | None:
+    """The product's PRODUCT_COLUMNS, or None."""
+    async with views.connection() as conn:
+        row: tuple[Any, ...] | None = await (
+            await conn.execute(f"SELECT {PRODUCT_COLUMNS} FROM catalog_views.products WHERE sku = %s", (sku,))
+        ).fetchone()
+    return row

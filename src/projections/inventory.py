@@ -3,6 +3,10 @@ adjusted) and of every order's reservation, for stock checks and the order bench
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from domain.inventory import Stock
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
@@ -82,3 +86,17 @@ class StockLevels(SqlProjection):
         for column, delta in deltas.items():
             if delta:
                 view.increment("stock", (sku,), column, delta)
+
+
+# -- queries ------------------------------------------------------------------------------------------
+
+STOCK_COLUMNS = "available, reserved, committed, received, adjusted"
+
+
+def stock_row(conn: psycopg.Connection[Any], sku: str) -> tuple[Any, ...] | None:
+    """The SKU's STOCK_COLUMNS, or None. (Synchronous: its reader is the order benchmark's balance
+    check, which compares it with the aggregate.)"""
+    row: tuple[Any, ...] | None = conn.execute(
+        f"SELECT {STOCK_COLUMNS} FROM inventory_views.stock WHERE sku = %s", (sku,)
+    ).fetchone()
+    return row

@@ -3,6 +3,10 @@ is the user's open task count."""
 
 from __future__ import annotations
 
+import uuid
+
+import redis.asyncio as aioredis
+
 from domain.work import Task
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import RedisProjection, RedisView, when
@@ -50,3 +54,19 @@ class MyTasks(RedisProjection):
                 view.hset(key, {"done": 0})
             case _:
                 pass  # not one of `handles`: the projector never sends it
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# `prefix` is the live version's key prefix (the API's LiveVersions knows it). The tasks' fields are
+# the task list's (`projections.tasks.tasks_by_id`).
+
+
+async def open_tasks(redis: aioredis.Redis, prefix: str, user_id: uuid.UUID, limit: int) -> tuple[int, list[uuid.UUID]]:
+    """How many open tasks are assigned to the user, and the ids of the oldest `limit` of them,
+    oldest first. One round trip."""
+    key = f"{prefix}open:{user_id}"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(key)
+        pipe.zrange(key, 0, limit - 1)
+        count, members = await pipe.execute()
+    return int(count), [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from datetime import datetime
+from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from domain import access
+from domain.access import Actor
 from domain.work import Project, Task
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
@@ -105,3 +112,67 @@ class ProjectCatalog(SqlProjection):
         self._project_of[task] = project
         while len(self._project_of) > KNOWN_TASKS:
             self._project_of.popitem(last=False)
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# They return rows of this view's tables; the API shapes them into its response types (whose module
+# is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
+
+PROJECT_COLUMNS = (
+    "p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
+    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
+    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version"
+)
+VISIBLE = (
+    "(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project} AND m.user_id = %(user)s))"
+)
+"""`access.may_see_project` in SQL, for the project whose id is the SQL `{project}`; its parameters
+are `visibility(actor)`. The task list's queries use it too: a task is seen through its project."""
+Rows = list[tuple[Any, ...]]
+
+
+def visibility(actor: Actor) -> dict[str, Any]:
+    """The parameters of `VISIBLE`."""
+    return {"staff": access.sees_every_project(actor), "user": actor.user_id}
+
+
+async def project_row(
+    views: AsyncConnectionPool[AsyncConnection[Any]], project_id: uuid.UUID, actor: Actor
+) -> tuple[Any, ...] | None:
+    """The project's PROJECT_COLUMNS, or None if there is no such project or `actor` may not see it."""
+    async with views.connection() as conn:
+        row: tuple[Any, ...] | None = await (
+            await conn.execute(
+                f"SELECT {PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
+                + VISIBLE.format(project="p.id"),
+                {"id": project_id, **visibility(actor)},
+            )
+        ).fetchone()
+    return row
+
+
+async def project_rows(
+    views: AsyncConnectionPool[AsyncConnection[Any]],
+    actor: Actor,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Rows:
+    """PROJECT_COLUMNS of up to `limit` projects `actor` may see, oldest first, after the cursor's
+    (created_at, id)."""
+    params: dict[str, Any] = {**visibility(actor), "limit": limit}
+    seek = ""
+    if after is not None:
+        seek = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
+        params |= {"created": after[0], "last": after[1]}
+    async with views.connection() as conn:
+        rows: Rows = await (
+            await conn.execute(
+                f"SELECT {PROJECT_COLUMNS} FROM work_views.projects p WHERE "
+                + VISIBLE.format(project="p.id")
+                + seek
+                + " ORDER BY p.created_at, p.id LIMIT %(limit)s",
+                params,
+            )
+        ).fetchall()
+    return rows

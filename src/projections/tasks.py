@@ -3,13 +3,20 @@ pagination per sort order)."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
-from domain.work import Task
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from domain.access import Actor
+from domain.work import Priority, Task, TaskStatus
 from infra.eventstore.envelope import EventEnvelope
-from projections.base import SqlProjection, SqlView, date_or_none, uuid_or_none, when
+from projections.base import SqlProjection, SqlView, contains, date_or_none, uuid_or_none, when
 from projections.events import event_class, handled, upcast
+from projections.projects import VISIBLE, visibility
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
 NO_DUE_DATE = "9999-12-31"  # tasks without a due date sort after every date
@@ -92,3 +99,108 @@ def _edits(edited: dict[str, Any]) -> dict[str, Any]:
         due = date_or_none(edited.get("due_date"))
         columns["due_date"], columns["due_sort"] = due, due or date.fromisoformat(NO_DUE_DATE)
     return columns
+
+
+# -- queries ------------------------------------------------------------------------------------------
+# They return rows of this view's tables; the API shapes them into its response types (whose module
+# is part of the OpenAPI document: a generic `Page[T]` is named after T's module). Who may see a task
+# is who may see its project: project_catalog's `VISIBLE`.
+
+TASK_COLUMNS = (
+    "id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
+    " created_at, updated_at, completed_at, version"
+)
+SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFilter:
+    """Which of a project's tasks a list page holds, in what order, from where."""
+
+    status: TaskStatus | None = None
+    priority: Priority | None = None
+    assignee: uuid.UUID | Literal["none"] | None = None
+    """A user's tasks, or with `"none"` the unassigned ones."""
+    due_before: date | None = None
+    q: str | None = None
+    """Text in the title."""
+    sort: str = "-created"
+    """A key of SORT_COLUMNS, after a `-` for descending."""
+    after: tuple[Any, uuid.UUID] | None = None
+    """The (sort value, id) of the last row of the previous page."""
+    limit: int = 50
+
+
+def task_list_query(
+    project_id: uuid.UUID, f: TaskFilter, visible_to: Actor | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of a task list page: TASK_COLUMNS and the sort value of up to `f.limit` rows, keyset
+    paginated on (sort column, id). Every shape is served by an index (see
+    tests/integration/test_query_plans.py)."""
+    where, params = ["project_id = %(project)s"], {"project": project_id, "limit": f.limit}
+    if visible_to is not None:
+        where.append(VISIBLE.format(project="%(project)s"))
+        params |= visibility(visible_to)
+    if f.status:
+        where.append("status = %(status)s")
+        params["status"] = f.status.value
+    if f.priority:
+        where.append("priority = %(priority)s")
+        params["priority"] = f.priority.value
+    if f.assignee == "none":
+        where.append("assignee_id IS NULL")
+    elif f.assignee is not None:
+        where.append("assignee_id = %(assignee)s")
+        params["assignee"] = f.assignee
+    if f.due_before:
+        where.append("due_date < %(due_before)s")
+        params["due_before"] = f.due_before
+    if f.q:
+        where.append("title ILIKE %(q)s")
+        params["q"] = contains(f.q)
+    descending = f.sort.startswith("-")
+    column = SORT_COLUMNS[f.sort.lstrip("-")]
+    if f.after is not None:
+        where.append(f"({column}, id) {'<' if descending else '>'} (%(after)s, %(last)s::uuid)")
+        params |= {"after": f.after[0], "last": f.after[1]}
+    direction = "DESC" if descending else "ASC"
+    sort_key = column.split(" ")[0]
+    return (
+        f"SELECT {TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
+        f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"
+    ), params
+
+
+async def task_rows(
+    views: AsyncConnectionPool[AsyncConnection[Any]], project_id: uuid.UUID, f: TaskFilter, visible_to: Actor
+) -> Rows:
+    """A task list page (see `task_list_query`); empty too when `visible_to` may not see the project."""
+    sql, params = task_list_query(project_id, f, visible_to)
+    async with views.connection() as conn:
+        rows: Rows = await (await conn.execute(sql, params)).fetchall()
+    return rows
+
+
+async def task_row(
+    views: AsyncConnectionPool[AsyncConnection[Any]], task_id: uuid.UUID, actor: Actor
+) -> tuple[Any, ...] | None:
+    """The task's TASK_COLUMNS, or None if there is no such task or `actor` may not see its project."""
+    async with views.connection() as conn:
+        row: tuple[Any, ...] | None = await (
+            await conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
+                + VISIBLE.format(project="t.project_id"),
+                {"id": task_id, **visibility(actor)},
+            )
+        ).fetchone()
+    return row
+
+
+async def tasks_by_id(views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[uuid.UUID]) -> Rows:
+    """TASK_COLUMNS of those of `ids` that exist, in no particular order."""
+    async with views.connection() as conn:
+        rows: Rows = await (
+            await conn.execute(f"SELECT {TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))
+        ).fetchall()
+    return rows

@@ -1,5 +1,5 @@
 """The list queries' plans on 100k tasks: each shape is served by an index, never a scan of the
-whole table. (The SQL is the routes' own: `task_list_query`.)"""
+whole table. (The SQL is the routes' own: the task list's `task_list_query`.)"""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from api.queries.work import TaskSort, task_list_query
+from api.queries.work import TaskSort
 from domain.work import Priority, TaskStatus
 from infra.views.sqlstore import SqlStore
 from projections.projects import ProjectCatalog
-from projections.tasks import TaskList
+from projections.tasks import TaskFilter, TaskList, task_list_query
 
 PROJECTS, PER_PROJECT = 50, 2000
 
@@ -70,7 +70,7 @@ def _nodes(plan: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 PROJECT = uuid.UUID("00000000-0000-0000-0000-000000000007")
-ASSIGNEE = "00000000-0000-0000-0001-000000000007"
+ASSIGNEE = uuid.UUID("00000000-0000-0000-0001-000000000007")
 SHAPES = [{"sort": s} for s in TaskSort] + [
     {"status": TaskStatus.TODO},
     {"priority": Priority.URGENT, "sort": TaskSort.DUE},
@@ -84,17 +84,15 @@ SHAPES = [{"sort": s} for s in TaskSort] + [
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "&".join(f"{k}={v}" for k, v in s.items()))
 def test_every_list_shape_is_served_by_an_index(plans_db: str, shape: dict[str, Any]) -> None:
-    sql, params = task_list_query(PROJECT, **shape)
+    sql, params = task_list_query(PROJECT, TaskFilter(**shape, limit=51))
     nodes = _nodes(_plan(plans_db, sql, params))
     assert ("Seq Scan", "tasks_v1") not in nodes, nodes
     assert any(kind.startswith(("Index", "Bitmap")) for kind, _ in nodes), nodes
 
 
 def test_the_next_page_is_a_keyset_seek(plans_db: str) -> None:
-    from api.queries.common import encode_cursor
-
     sql, params = task_list_query(
-        PROJECT, sort=TaskSort.DUE, cursor=encode_cursor(["2027-06-01", str(uuid.UUID(int=0))])
+        PROJECT, TaskFilter(sort=TaskSort.DUE, after=(date(2027, 6, 1), uuid.UUID(int=0)), limit=51)
     )
     nodes = _nodes(_plan(plans_db, sql, params))
     assert ("Seq Scan", "tasks_v1") not in nodes and nodes[0][0] == "Limit", nodes

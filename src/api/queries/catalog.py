@@ -20,7 +20,6 @@ from api.queries.common import (
     Limit,
     MinPosition,
     Page,
-    contains,
     decode_cursor,
     encode_cursor,
     etag,
@@ -29,11 +28,18 @@ from api.queries.common import (
 from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE, clean_sku
 from domain.errors import Invalid, NotFound
-from projections.catalog import SEPARATOR, CatalogCache, ProductCatalog, name_key, price_key
+from projections.catalog import (
+    CatalogCache,
+    CatalogFilter,
+    ProductCatalog,
+    cached_product,
+    listing_page,
+    name_key,
+    product_row,
+    product_rows,
+)
 
 PriceParam = Annotated[int | None, Parameter(ge=0, le=MAX_PRICE, description="in minor units, inclusive")]
-_COLUMNS = "sku, name, description, price_minor, currency, active, available, reserved, version, updated_at"
-_SQL_SORT = {"sku": "sku", "name": "name_key", "price": "price_minor"}
 
 
 class ProductView(msgspec.Struct):
@@ -58,113 +64,8 @@ class ProductSort(StrEnum):
     PRICE_DESC = "-price"
 
 
-# KEYS[1]: a listing (sorted set); ARGV: the product key prefix, the range (low, high), how many,
-# and 1 for descending. Returns how many members the range held and the products' JSON (kept in
-# each hash), as one JSON array: [count, [product, ...]].
-PAGE = """
-local members
-if ARGV[5] == '1' then
-  members = redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[3], ARGV[2], 'LIMIT', 0, ARGV[4])
-else
-  members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
-end
-local found = {}
-for _, member in ipairs(members) do
-  local json = redis.call('HGET', ARGV[1] .. string.match(member, '[^\1]*$'), 'json')
-  if json then found[#found + 1] = json end
-end
-return '[' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
-"""
-
-
 def sort_value(product: ProductView, sort: str) -> Any:
     return {"sku": product.sku, "name": name_key(product.name), "price": product.price_minor}[sort]
-
-
-class CatalogFilter(msgspec.Struct):
-    sort: ProductSort
-    limit: int
-    q: str | None = None
-    min_price: int | None = None
-    max_price: int | None = None
-    in_stock: bool = False
-    active: bool = True
-    after: list[Any] | None = None  # the decoded cursor: [sort value, sku]
-
-    @property
-    def key(self) -> str:
-        return self.sort.value.lstrip("-")
-
-    @property
-    def descending(self) -> bool:
-        return self.sort.value.startswith("-")
-
-    @property
-    def redis_can_serve(self) -> bool:
-        ranged = self.min_price is not None or self.max_price is not None
-        return self.q is None and self.active and (self.key == "price" or not ranged)
-
-    def keeps(self, product: ProductView) -> bool:
-        return (
-            (self.min_price is None or product.price_minor >= self.min_price)
-            and (self.max_price is None or product.price_minor <= self.max_price)
-            and (not self.in_stock or product.available > 0)
-            and product.active == self.active
-        )
-
-
-async def redis_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
-    """One lexicographic range of the right sorted set and the products in it: one script call."""
-    prefix = await runtime.live_versions.prefix(CatalogCache.name)
-    zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
-    low, high = "-", "+"
-    if f.key == "price":
-        if f.min_price is not None:
-            low = "[" + price_key(f.min_price)
-        if f.max_price is not None:
-            high = "(" + price_key(f.max_price + 1)
-    if f.after is not None:
-        value, sku = f.after
-        member = sku if f.key == "sku" else f"{price_key(value) if f.key == 'price' else value}{SEPARATOR}{sku}"
-        # The cursor narrows the range, never widens it (a client may change filters between pages).
-        if f.descending:
-            high = "(" + member if high == "+" else "(" + min(high[1:], member)
-        else:
-            low = "(" + member if low == "-" or member >= low[1:] else low
-    raw = await runtime.script(PAGE)(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
-    ranged, found = msgspec.json.decode(raw, type=tuple[int, list[ProductView]])
-    products = [p for p in found if f.keeps(p)]
-    return products[: f.limit], ranged > f.limit
-
-
-async def sql_page(runtime: Runtime, f: CatalogFilter) -> tuple[list[ProductView], bool]:
-    where = ["active" if f.active else "NOT active"]
-    params: dict[str, Any] = {"limit": f.limit + 1}
-    if f.q:
-        where.append("(name ILIKE %(q)s OR description ILIKE %(q)s)")
-        params["q"] = contains(f.q)
-    if f.min_price is not None:
-        where.append("price_minor >= %(min)s")
-        params["min"] = f.min_price
-    if f.max_price is not None:
-        where.append("price_minor <= %(max)s")
-        params["max"] = f.max_price
-    if f.in_stock:
-        where.append("available > 0")
-    column = _SQL_SORT[f.key]
-    if f.after is not None:
-        where.append(f"({column}, sku) {'<' if f.descending else '>'} (%(value)s, %(sku)s)")
-        params |= {"value": f.after[0], "sku": str(f.after[1])}
-    direction = "DESC" if f.descending else "ASC"
-    async with runtime.views.connection() as conn:
-        rows = await (
-            await conn.execute(
-                f"SELECT {_COLUMNS} FROM catalog_views.products WHERE {' AND '.join(where)}"
-                f" ORDER BY {column} {direction}, sku {direction} LIMIT %(limit)s",
-                params,
-            )
-        ).fetchall()
-    return [ProductView(*row) for row in rows[: f.limit]], len(rows) > f.limit
 
 
 class CatalogQueries(Controller):
@@ -197,7 +98,7 @@ class CatalogQueries(Controller):
             raise Invalid("min_price must not exceed max_price", field="min_price")
         shape = tuple[int, str] if sort.value.lstrip("-") == "price" else tuple[str, str]
         f = CatalogFilter(
-            sort,
+            sort.value,
             limit,
             q,
             min_price,
@@ -210,12 +111,14 @@ class CatalogQueries(Controller):
         if f.redis_can_serve:
             try:
                 await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-                items, more = await redis_page(runtime, f)
+                prefix = await runtime.live_versions.prefix(CatalogCache.name)
+                items, more = await listing_page(runtime.script, prefix, f, ProductView)
             except redis.exceptions.RedisError:
                 items = None  # the SQL view answers instead
         if items is None:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])
-            items, more = await sql_page(runtime, f)
+            rows, more = await product_rows(runtime.views, f)
+            items = [ProductView(*row) for row in rows]
         next_cursor = encode_cursor([sort_value(items[-1], f.key), items[-1].sku]) if more and items else None
         return Page(items, next_cursor)
 
@@ -235,16 +138,12 @@ class CatalogQueries(Controller):
         product = None
         try:
             await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-            raw = await runtime.redis.hget(
-                f"{await runtime.live_versions.prefix(CatalogCache.name)}product:{sku}", "json"
-            )
+            prefix = await runtime.live_versions.prefix(CatalogCache.name)
+            raw = await cached_product(runtime.redis, prefix, sku)
             product = msgspec.json.decode(raw, type=ProductView) if raw else None
         except redis.exceptions.RedisError:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])
-            async with runtime.views.connection() as conn:
-                row = await (
-                    await conn.execute(f"SELECT {_COLUMNS} FROM catalog_views.products WHERE sku = %s", (sku,))
-                ).fetchone()
+            row = await product_row(runtime.views, sku)
             product = ProductView(*row) if row else None
         if product is None:
             raise NotFound(f"product {sku} not found")

@@ -51,11 +51,6 @@ def decode_cursor(cursor: str, shape: Any) -> Any:
         ) from None
 
 
-def contains(text: str) -> str:
-    """An ILIKE pattern matching `text` anywhere, its own wildcards taken literally."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -21,7 +21,6 @@ from api.queries.common import (
     Limit,
     MinPosition,
     Page,
-    contains,
     decode_cursor,
     encode_cursor,
     etag,
@@ -30,12 +29,12 @@ from api.queries.common import (
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
-from domain.errors import NotFound
+from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
-from projections.board import UNASSIGNED, TaskBoard
-from projections.my_tasks import MyTasks
-from projections.projects import ProjectCatalog
-from projections.tasks import TaskList
+from projections.board import UNASSIGNED, TaskBoard, board_counts
+from projections.my_tasks import MyTasks, open_tasks
+from projections.projects import ProjectCatalog, project_row, project_rows
+from projections.tasks import TaskFilter, TaskList, task_row, task_rows, tasks_by_id
 
 PROJECT_VIEWS = [ProjectCatalog.name]
 TASK_VIEWS = [ProjectCatalog.name, TaskList.name]
@@ -114,35 +113,10 @@ _CURSORS: dict[str, Any] = {
     "priority": tuple[int, uuid.UUID],
     "title": tuple[str, uuid.UUID],
 }
-_SORT_COLUMNS = {"created": "created_at", "due": "due_sort", "priority": "priority_rank", "title": 'title COLLATE "C"'}
-_TASK_COLUMNS = (
-    "id, project_id, title, description, priority, due_date, status, assignee_id, created_by,"
-    " created_at, updated_at, completed_at, version"
-)
-_PROJECT_COLUMNS = (
-    "p.id, p.name, p.description, p.owner_id, coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id)"
-    " FROM work_views.members m WHERE m.project_id = p.id), '{}'), p.archived, p.task_count,"
-    " p.done_count, p.task_count - p.done_count, p.created_at, p.updated_at, p.version"
-)
-_VISIBLE = (
-    "(%(staff)s OR EXISTS (SELECT 1 FROM work_views.members m WHERE m.project_id = {project} AND m.user_id = %(user)s))"
-)
-
-
-def _who(actor: Actor) -> dict[str, Any]:
-    """The parameters of `_VISIBLE`, the SQL form of `access.may_see_project`."""
-    return {"staff": access.sees_every_project(actor), "user": actor.user_id}
 
 
 async def visible_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> ProjectView:
-    async with runtime.views.connection() as conn:
-        row = await (
-            await conn.execute(
-                f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE p.id = %(id)s AND "
-                + _VISIBLE.format(project="p.id"),
-                {"id": project_id, **_who(actor)},
-            )
-        ).fetchone()
+    row = await project_row(runtime.views, project_id, actor)
     if row is None:
         raise NotFound(f"project {project_id} not found")
     return ProjectView(*row)
@@ -167,22 +141,8 @@ class ProjectQueries(Controller):
         min_position: MinPosition = None,
     ) -> Page[ProjectView]:
         await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
-        params: dict[str, Any] = {**_who(request.user), "limit": limit + 1}
-        after = ""
-        if cursor:
-            created, last_id = decode_cursor(cursor, tuple[datetime, uuid.UUID])
-            after = " AND (p.created_at, p.id) > (%(created)s::timestamptz, %(last)s::uuid)"
-            params |= {"created": created, "last": last_id}
-        async with runtime.views.connection() as conn:
-            rows = await (
-                await conn.execute(
-                    f"SELECT {_PROJECT_COLUMNS} FROM work_views.projects p WHERE "
-                    + _VISIBLE.format(project="p.id")
-                    + after
-                    + " ORDER BY p.created_at, p.id LIMIT %(limit)s",
-                    params,
-                )
-            ).fetchall()
+        after = decode_cursor(cursor, tuple[datetime, uuid.UUID]) if cursor else None
+        rows = await project_rows(runtime.views, request.user, after=after, limit=limit + 1)
         items = [ProjectView(*row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None)
@@ -221,20 +181,17 @@ class ProjectQueries(Controller):
         min_position: MinPosition = None,
     ) -> Page[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        sql, params = task_list_query(
-            project_id,
+        f = TaskFilter(
             status=status,
             priority=priority,
-            assignee=assignee,
+            assignee=_assignee(assignee),
             due_before=due_before,
             q=q,
-            sort=sort,
-            limit=limit,
-            cursor=cursor,
-            visible_to=request.user,
+            sort=sort.value,
+            after=decode_cursor(cursor, _CURSORS[sort.value.lstrip("-")]) if cursor else None,
+            limit=limit + 1,
         )
-        async with runtime.views.connection() as conn:
-            rows = await (await conn.execute(sql, params)).fetchall()
+        rows = await task_rows(runtime.views, project_id, f, request.user)
         if not rows:  # empty, or not the caller's to see: only then is the second question asked
             await visible_project(runtime, request.user, project_id)
         items = [TaskView(*row[:-1]) for row in rows[:limit]]
@@ -261,16 +218,11 @@ class ProjectQueries(Controller):
         await wait_for_position(runtime, request, min_position, [TaskBoard.name])
         prefix = await runtime.live_versions.prefix(TaskBoard.name)
         actor = request.user
-        async with runtime.redis.pipeline(transaction=False) as pipe:
-            if access.sees_every_project(actor):
-                pipe.exists(f"{prefix}members:{project_id}")
-            else:
-                pipe.sismember(f"{prefix}members:{project_id}", str(actor.user_id))
-            pipe.hgetall(f"{prefix}board:{project_id}")
-            visible, raw = await pipe.execute()
-        if not visible:
+        member = None if access.sees_every_project(actor) else actor.user_id
+        counts = await board_counts(runtime.redis, prefix, project_id, member)
+        if counts is None:
             raise NotFound(f"project {project_id} not found")
-        return _board(project_id, {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()})
+        return _board(project_id, counts)
 
 
 def _board(project_id: uuid.UUID, counts: dict[str, int]) -> Board:
@@ -297,14 +249,7 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[TaskView]:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        async with runtime.views.connection() as conn:
-            row = await (
-                await conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
-                    + _VISIBLE.format(project="t.project_id"),
-                    {"id": task_id, **_who(request.user)},
-                )
-            ).fetchone()
+        row = await task_row(runtime.views, task_id, request.user)
         if row is None:
             raise NotFound(f"task {task_id} not found")
         task = TaskView(*row)
@@ -320,76 +265,20 @@ class TaskQueries(Controller):
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
     ) -> MyTaskList:
         await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
-        key = f"{await runtime.live_versions.prefix(MyTasks.name)}open:{request.user.user_id}"
-        async with runtime.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(key)
-            pipe.zrange(key, 0, limit - 1)
-            count, members = await pipe.execute()
-        ids = [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
-        async with runtime.views.connection() as conn:
-            rows = await (
-                await conn.execute(f"SELECT {_TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))
-            ).fetchall()
+        prefix = await runtime.live_versions.prefix(MyTasks.name)
+        count, ids = await open_tasks(runtime.redis, prefix, request.user.user_id, limit)
+        rows = await tasks_by_id(runtime.views, ids)
         by_id = {row[0]: TaskView(*row) for row in rows}
-        return MyTaskList(int(count), [by_id[i] for i in ids if i in by_id])
+        return MyTaskList(count, [by_id[i] for i in ids if i in by_id])
 
 
-def task_list_query(
-    project_id: uuid.UUID,
-    *,
-    status: TaskStatus | None = None,
-    priority: Priority | None = None,
-    assignee: str | None = None,
-    due_before: date | None = None,
-    q: str | None = None,
-    sort: TaskSort = TaskSort.CREATED_DESC,
-    limit: int = 50,
-    cursor: str | None = None,
-    visible_to: Actor | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The SQL of a task list page: filters, keyset pagination on (sort column, id), one row more than
-    the page to tell whether another follows. Every shape is served by an index (see
-    tests/integration/test_query_plans.py)."""
-    where, params = ["project_id = %(project)s"], {"project": project_id, "limit": limit + 1}
-    if visible_to is not None:
-        where.append(_VISIBLE.format(project="%(project)s"))
-        params |= _who(visible_to)
-    if status:
-        where.append("status = %(status)s")
-        params["status"] = status.value
-    if priority:
-        where.append("priority = %(priority)s")
-        params["priority"] = priority.value
-    if assignee is not None:
-        if assignee == "none":
-            where.append("assignee_id IS NULL")
-        else:
-            where.append("assignee_id = %(assignee)s")
-            params["assignee"] = _uuid_param(assignee, "assignee")
-    if due_before:
-        where.append("due_date < %(due_before)s")
-        params["due_before"] = due_before
-    if q:
-        where.append("title ILIKE %(q)s")
-        params["q"] = contains(q)
-    descending = sort.value.startswith("-")
-    column = _SORT_COLUMNS[sort.value.lstrip("-")]
-    if cursor:
-        value, last_id = decode_cursor(cursor, _CURSORS[sort.value.lstrip("-")])
-        where.append(f"({column}, id) {'<' if descending else '>'} (%(after)s, %(last)s::uuid)")
-        params |= {"after": value, "last": last_id}
-    direction = "DESC" if descending else "ASC"
-    sort_key = column.split(" ")[0]
-    return (
-        f"SELECT {_TASK_COLUMNS}, {sort_key} FROM work_views.tasks WHERE {' AND '.join(where)}"
-        f" ORDER BY {column} {direction}, id {direction} LIMIT %(limit)s"
-    ), params
-
-
-def _uuid_param(value: str, name: str) -> uuid.UUID:
+def _assignee(value: str | None) -> uuid.UUID | Literal["none"] | None:
+    """The `assignee` parameter: a user id, or `none` for the unassigned tasks."""
+    if value is None:
+        return None
+    if value == "none":
+        return "none"
     try:
         return uuid.UUID(value)
     except ValueError:
-        from domain.errors import Invalid
-
-        raise Invalid(f"{name} must be a user id or `none`", field=name) from None
+        raise Invalid("assignee must be a user id or `none`", field="assignee") from None

@@ -26,6 +26,7 @@ from infra.bench.load import Connection, LoadResult, percentile
 from infra.bench.stack import api_argv, background, scratch_env, serve
 from infra.bootstrap import bootstrap
 from infra.settings import Settings
+from projections.inventory import stock_row
 
 HOT_SKUS = 5
 DECIDED = ("Order.Reserved", "Order.Rejected")
@@ -137,11 +138,7 @@ def stock_check(env: dict[str, str], skus: list[str], timeout: float = 60.0) -> 
             deadline = time.monotonic() + timeout
             while True:
                 with chronicle.database.connection() as conn:
-                    view = conn.execute(
-                        "SELECT available, reserved, committed, received, adjusted"
-                        " FROM inventory_views.stock WHERE sku = %s",
-                        (sku,),
-                    ).fetchone()
+                    view = stock_row(conn, sku)
                 if (view and tuple(view) == model) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
