@@ -537,10 +537,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         claim: IdempotencyClaim | None = None,
         conditions: Sequence[tuple[UUID, int]] = (),
     ) -> list[int]:
-        hashes = [
-            event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
-            for i, e in zip(event_ids, events, strict=True)
-        ]
+        hashes = _hashes(events, event_ids, tail)
         if len(events) == 1 and claim is None and len(conditions) <= 1:
             e = events[0]
             one = (
@@ -583,24 +580,14 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         tracking: Tracking,
         conditions: Sequence[tuple[UUID, int]],
     ) -> list[int]:
-        hashes = [
-            event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
-            for i, e in zip(event_ids, events, strict=True)
-        ]
-        stream_ids, versions, topics, states = _columns(events)
+        hashes = _hashes(events, event_ids, tail)
         guard = _condition_columns(conditions) if conditions else ()
         params = (
             tracking.application_name,
             tracking.notification_id,
             *guard,
             *tail,
-            event_ids,
-            stream_ids,
-            versions,
-            topics,
-            [event_type(t) for t in topics],
-            states,
-            hashes,
+            *_row_arrays(events, event_ids, hashes),
         )
         with self.database.cursor() as cur:
             ids = [row[0] for row in cur.execute(with_tracking(guarded=bool(conditions)), params).fetchall()]
@@ -631,10 +618,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 continue
             event_ids = [new_event_id() for _ in events]
             tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
-            hashes = [
-                event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
-                for i, e in zip(event_ids, events, strict=True)
-            ]
+            hashes = _hashes(events, event_ids, tail)
             _, params = _append_statement(events, event_ids, tail, hashes, conditions)
             statements.append((insert_many(guarded=bool(conditions), offset=True), (offset, *params)))
             offset += len(events)
@@ -774,20 +758,24 @@ def _append_statement(
     conditions: Sequence[tuple[UUID, int]],
 ) -> tuple[str, tuple[Any, ...]]:
     """One multi-row append (guarded by `conditions`), as SQL and its parameters."""
-    stream_ids, versions, topics, states = _columns(events)
-    params: tuple[Any, ...] = (
-        *tail,
-        event_ids,
-        stream_ids,
-        versions,
-        topics,
-        [event_type(t) for t in topics],
-        states,
-        hashes,
-    )
+    params: tuple[Any, ...] = (*tail, *_row_arrays(events, event_ids, hashes))
     if conditions:
         params = (*params, *_condition_columns(conditions))
     return insert_many(guarded=bool(conditions)), params
+
+
+def _hashes(events: Sequence[StoredEvent], event_ids: list[UUID], tail: tuple[Any, ...]) -> list[bytes]:
+    """Each event's hash (infra.eventstore.tamper), computed by its writer."""
+    return [
+        event_hash(i, e.originator_id, e.originator_version, e.topic, event_type(e.topic), e.state, *tail)
+        for i, e in zip(event_ids, events, strict=True)
+    ]
+
+
+def _row_arrays(events: Sequence[StoredEvent], event_ids: list[UUID], hashes: list[bytes]) -> tuple[Any, ...]:
+    """The per-event arrays `_UNNEST` takes, in its order."""
+    stream_ids, versions, topics, states = _columns(events)
+    return event_ids, stream_ids, versions, topics, [event_type(t) for t in topics], states, hashes
 
 
 def _condition_columns(conditions: Sequence[tuple[UUID, int]]) -> tuple[list[UUID], list[int]]:
