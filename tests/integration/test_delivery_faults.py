@@ -218,21 +218,22 @@ def test_two_projector_processes_spread_the_projections(fault_settings: Settings
         pids = {p.pid for p in processes.procs.values()}
 
         def spread() -> bool:
-            owners = _projection_owners(fault_settings.database_url or "")
+            owners = _projection_owners(fault_settings)
             assert {owners.count(pid) for pid in pids} == {4, 5}, f"not spread: {owners}"
             return True
 
         eventually(spread, what="the two projectors to share the projections", timeout=60)
 
 
-def _projection_owners(url: str) -> list[int]:
-    """The process id holding each projection's lock."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'chronicle projection %%'"
-        ).fetchall()
-    return [int(str(r[0]).rsplit("pid=", 1)[1]) for r in rows]
+def _projection_owners(settings: Settings) -> list[int]:
+    """The process id holding each projection's lock, as `chronicle projections status` reports it."""
+    import asyncio
+
+    from infra.views.operations import statuses
+    from projections import all_projections
+
+    rows = asyncio.run(statuses(settings, list(all_projections())))
+    return [int(r.owner.rsplit("pid=", 1)[1]) for r in rows if r.owner]
 
 
 class ReadYourWrites(threading.Thread):

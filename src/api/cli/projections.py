@@ -73,11 +73,11 @@ def cmd_projections_status(args: argparse.Namespace) -> None:
 
         print(msgspec.json.encode(rows).decode())
         return
-    print(f"{'PROJECTION':16} {'KIND':6} {'VER':>4} {'STATE':11} {'CHECKPOINT':>20} {'LAG':>8} {'LAG S':>8}")
+    print(f"{'PROJECTION':16} {'KIND':6} {'VER':>4} {'STATE':11} {'CHECKPOINT':>20} {'LAG':>8} {'LAG S':>8}  OWNER")
     for r in rows:
         print(
             f"{r.name:16} {r.kind:6} {r.version:>4} {r.state:11} {r.checkpoint:>20} {r.lag_events:>8}"
-            f" {r.lag_seconds:>8.1f}" + (f"  parked: {r.error}" if r.error else "")
+            f" {r.lag_seconds:>8.1f}  {r.owner or '-'}" + (f"  parked: {r.error}" if r.error else "")
         )
 
 

@@ -64,22 +64,29 @@ class ProjectionStatus(msgspec.Struct):
     lag_events: int
     lag_seconds: float
     error: str | None = None
+    owner: str | None = None  # the process holding the projection's lock: `HOST pid=N`
 
 
 # -- locks ---------------------------------------------------------------------------------------
 
 
-async def lock_held(conn: psycopg.AsyncConnection[Any], key: int) -> bool:
+async def lock_holder(conn: psycopg.AsyncConnection[Any], key: int) -> str | None:
+    """The process holding an advisory lock, as `HOST pid=N` (its address and the pid it put in its
+    connection's name), or None when no process holds it."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = await (
         await conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            " AND classid = %s AND objid = %s",
+            "SELECT a.application_name, coalesce(host(a.client_addr), 'local') FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid = %s AND l.objid = %s",
             (unsigned >> 32, unsigned & 0xFFFFFFFF),
         )
     ).fetchone()
-    return bool(row and row[0])
+    if row is None:
+        return None
+    name, host = str(row[0] or ""), str(row[1])
+    return f"{host} {name.rsplit(' ', 1)[-1]}" if "pid=" in name else host
 
 
 @asynccontextmanager
@@ -145,13 +152,12 @@ async def statuses(settings: Settings, projections: list[EventConsumer]) -> list
                 error_row = await (
                     await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
                 ).fetchone()
+                owner = await lock_holder(conn, lock_key(settings.namespace, "projection", projection.name))
                 if state != "parked":
-                    if await lock_held(conn, lock_key(settings.namespace, "rebuild", projection.name)):
+                    if await lock_holder(conn, lock_key(settings.namespace, "rebuild", projection.name)):
                         state = "rebuilding"
-                    elif await lock_held(conn, lock_key(settings.namespace, "projection", projection.name)):
-                        state = "running"
                     else:
-                        state = "stopped"
+                        state = "running" if owner else "stopped"
                 found.append(
                     ProjectionStatus(
                         projection.name,
@@ -162,6 +168,7 @@ async def statuses(settings: Settings, projections: list[EventConsumer]) -> list
                         lag.events,
                         lag.seconds,
                         error_row[0] if error_row and state == "parked" else None,
+                        owner,
                     )
                 )
     finally:
