@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import nats
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.datastructures import State
@@ -28,6 +27,7 @@ from redis.commands.core import AsyncScript
 from api.live_versions import LiveVersions
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
+from infra.delivery.relay import connect_nats
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,19 +65,8 @@ class Runtime:
 
 async def keep_nats(runtime: Runtime, url: str) -> None:
     """The API never needs NATS to serve (the relay publishes, queries read views): it only reports
-    on it. So it connects in the background, and retries forever while NATS is away."""
-    while runtime.nats is None:
-        try:
-            runtime.nats = await nats.connect(
-                servers=url.split(","),
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                connect_timeout=2,
-                name="chronicle-api",
-            )
-        except Exception as e:  # not reachable yet: health says so, and we try again
-            log.info("NATS not reachable yet (%s); retrying", e)
-            await asyncio.sleep(2)
+    on it. So it connects in the background (retrying forever while NATS is away)."""
+    runtime.nats = await connect_nats(url, "chronicle-api")
 
 
 @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@ eventsourcing Application that records both with every event it saves."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import uuid
@@ -118,12 +119,7 @@ class OrderLineAsDict(Transcoding):
     name = "order_line"
 
     def encode(self, obj: OrderLine) -> dict[str, Any]:
-        return {
-            "sku": obj.sku,
-            "quantity": obj.quantity,
-            "unit_price_minor": obj.unit_price_minor,
-            "currency": obj.currency,
-        }
+        return dataclasses.asdict(obj)
 
     def decode(self, data: dict[str, Any]) -> OrderLine:
         return OrderLine(**data)

@@ -15,7 +15,6 @@ relay published before an upgrade.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -57,7 +56,6 @@ def upcast(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
     current = int(getattr(cls, "class_version", 1))
     if version >= current:
         return state
-    state = copy.deepcopy(state)
     while version < current:
         getattr(cls, f"upcast_v{version}_v{version + 1}")(state)
         version += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,8 +19,8 @@ from infra.delivery.projector import register
 from infra.delivery.relay import stream_name
 from infra.eventstore.recorder import head_position
 from infra.settings import Settings
+from infra.views.operations import checkpoints as live_checkpoints
 from infra.views.rebuild import open_store, replay
-from infra.views.stores import store_for
 from projections import all_projections
 from tests.integration.http import api_env
 from tests.waiting import eventually
@@ -91,20 +92,7 @@ def running(settings: Settings, *names: str, **extra_env: str) -> Iterator[Proce
 
 
 def checkpoints(url: str, settings: Settings) -> dict[str, int]:
-    async def read() -> dict[str, int]:
-        client = aioredis.from_url(settings.redis_url or "")
-        try:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                found = {}
-                for projection in all_projections():
-                    live, _, _ = await register(conn, projection)
-                    store = store_for(conn, client, settings.namespace, projection, live)
-                    found[projection.name] = await store.checkpoint()
-                return found
-        finally:
-            await client.aclose()
-
-    return asyncio.run(read())
+    return asyncio.run(live_checkpoints(dataclasses.replace(settings, database_url=url), list(all_projections())))
 
 
 def head(url: str) -> int:

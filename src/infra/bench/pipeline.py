@@ -22,16 +22,14 @@ import uuid
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 
 from commands.base import Actor, Context
 from domain.identity import Role
 from infra.bench.stack import background, scratch_env
 from infra.bootstrap import bootstrap
-from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position
 from infra.settings import Settings
-from infra.views.stores import store_for
+from infra.views.operations import checkpoints
 from projections import all_projections
 
 WRITERS = 16
@@ -76,23 +74,12 @@ def write_side(settings: Settings, events: int, writers: int = WRITERS) -> float
 
 async def _positions(settings: Settings) -> tuple[int, dict[str, int], bool]:
     """The log's head, every projection's checkpoint, and whether the relay holds its lock."""
-    client = aioredis.from_url(settings.redis_url or "")
-    try:
-        async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn:
-            found = {}
-            for projection in all_projections():
-                live, _, _ = await register(conn, projection)
-                found[projection.name] = await store_for(
-                    conn, client, settings.namespace, projection, live
-                ).checkpoint()
-            relay = await (
-                await conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chronicle relay %%'"
-                )
-            ).fetchone()
-            return await head_position(conn), found, bool(relay and relay[0])
-    finally:
-        await client.aclose()
+    async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn:
+        relay = await (
+            await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'chronicle relay %%'")
+        ).fetchone()
+        head = await head_position(conn)
+    return head, await checkpoints(settings, list(all_projections())), bool(relay and relay[0])
 
 
 def read_side(settings: Settings, env: dict[str, str], events: int, timeout: float = 600.0) -> dict[str, Any]:

@@ -23,7 +23,9 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def _try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[Any] | None:
+async def try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[Any] | None:
+    """A connection holding the lock, named for the role and this process; None if another
+    process holds it (or PostgreSQL cannot be reached)."""
     try:
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, application_name=f"chronicle {role} pid={os.getpid()}"
@@ -46,7 +48,7 @@ async def leadership(
     announced = False
     conn = None
     while not stop.is_set():
-        conn = await _try_lock(url, key, role)
+        conn = await try_lock(url, key, role)
         if conn is not None:
             break
         if not announced:

@@ -44,7 +44,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infra.delivery.checkpoints import announcement, channel
-from infra.delivery.leadership import lock_key, pause
+from infra.delivery.leadership import lock_key, pause, try_lock
 from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subjects
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
@@ -141,7 +141,6 @@ class Lane:
         self.version = consumer.version
         self.checkpoint = 0
         self.parked = False
-        self.applied = 0
         self.retry_at = 0.0
 
     def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
@@ -167,7 +166,6 @@ class Projector:
         store_factory: StoreFactory | None = None,
         batch_size: int = 512,
         backfill_chunk: int = 1000,
-        announce: bool = True,
         group: str = "projector",
     ) -> None:
         self.group = group
@@ -178,7 +176,6 @@ class Projector:
         self.store_factory = store_factory
         self.batch_size = batch_size
         self.backfill_chunk = backfill_chunk
-        self.announce = announce
         self.reader = EnvelopeReader()
         self.redis: aioredis.Redis | None = None
         self.last_message = time.monotonic()
@@ -415,10 +412,8 @@ class Projector:
                 except Exception as e:
                     await self._park(lane, event, e)
                 lane.checkpoint = event.position
-                lane.applied += 1
             return
         lane.checkpoint = events[-1].position
-        lane.applied += len(events)
 
     async def _park(self, lane: Lane, event: EventEnvelope, error: Exception) -> None:
         log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)
@@ -475,13 +470,8 @@ class Projector:
     async def _take(self, lane: Lane) -> None:
         """Takes the lane's lock if no other process holds it. What the view lacks then comes from
         the subscription, or from the log when its events show a hole or when it is quiet."""
-        key = lock_key(self.namespace, "projection", lane.consumer.name)
-        conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, application_name=f"chronicle {lane.role} pid={os.getpid()}"
-        )
-        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
-        if not (row and row[0]):
-            await conn.close()
+        conn = await try_lock(self.url, lock_key(self.namespace, "projection", lane.consumer.name), lane.role)
+        if conn is None:
             lane.retry_at = time.monotonic() + 1.0
             return
         lane.conn = conn
@@ -529,7 +519,7 @@ class Projector:
     async def _announce(self, lanes: list[Lane]) -> None:
         """Tells waiting queries (read-your-writes) which checkpoints are committed, in one message;
         only a hint (queries also read the checkpoints from the stores)."""
-        if not lanes or not self.announce or self.redis is None:
+        if not lanes or self.redis is None:
             return
         message = "\n".join(announcement(lane.consumer.name, lane.version, lane.checkpoint) for lane in lanes)
         try:

@@ -4,13 +4,12 @@ streams on one machine). JetStream needs a majority of the nodes up to elect str
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from infra.devstack.embedded import EmbeddedServerError, _banner, _find_binary, _free_port
+from infra.devstack.embedded import EmbeddedServerError, _banner, _find_binary, _free_port, _stop_process
 
 
 class NatsCluster:
@@ -19,6 +18,7 @@ class NatsCluster:
         self.client_ports = [_free_port() for _ in range(size)]
         self.route_ports = [_free_port() for _ in range(size)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.binary = _find_binary("nats-server", None)
 
     @property
     def url(self) -> str:
@@ -36,7 +36,7 @@ class NatsCluster:
         store = self.data_dir / f"node{node}"
         store.mkdir(parents=True, exist_ok=True)
         argv = [
-            _find_binary("nats-server", None), "-a", "127.0.0.1", "-p", str(self.client_ports[node]),
+            self.binary, "-a", "127.0.0.1", "-p", str(self.client_ports[node]),
             "-n", f"{self.name}-{node}", "--cluster_name", self.name,
             "--cluster", f"nats://127.0.0.1:{self.route_ports[node]}", "--routes", routes,
             "-js", "-sd", str(store),
@@ -52,16 +52,10 @@ class NatsCluster:
     def kill_node(self, node: int) -> None:
         """SIGKILL: the node gets no chance to hand anything over."""
         proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for node, proc in self.procs.items():
+            _stop_process(f"nats node {node}", proc, signal.SIGTERM)
         self.procs.clear()

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from eventsourcing.persistence import JSONTranscoder
 
-from commands.base import make_transcoder
+from commands.base import domain_transcodings, make_transcoder
 from domain.identity import SECRET_FIELDS
 
 LOG_COLUMNS = (
@@ -86,7 +86,7 @@ def context_of(topic: str) -> str:
 
 
 _plain_decoder = msgspec.json.Decoder()
-_PLAIN_TYPES = {"datetime_iso", "date_iso", "decimal_str", "order_line"}
+_PLAIN_TYPES = {"datetime_iso", "decimal_str", *(t.name for t in domain_transcodings())}  # data already plain JSON
 
 
 class EnvelopeReader:

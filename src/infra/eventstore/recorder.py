@@ -132,26 +132,6 @@ def with_key(insert: str) -> str:
     )
 
 
-def with_tracking(*, guarded: bool) -> str:
-    """A process's append (events, and the position of the event that caused them) as one statement:
-    one round trip, and atomic on its own. The position is recorded, and the events inserted, only
-    if it is after the one recorded (else: a redelivery) and none of the streams read has moved on
-    (both writes test the same guard, on the same snapshot). Nothing returned: neither happened."""
-    guard = f"AND NOT EXISTS ({MOVED}) " if guarded else ""
-    return (
-        "WITH tracked AS (INSERT INTO tracking AS t (application_name, notification_id)"
-        f" SELECT %s, %s WHERE true {guard}"
-        " ON CONFLICT (application_name) DO UPDATE SET notification_id = excluded.notification_id"
-        " WHERE t.notification_id < excluded.notification_id RETURNING 1), "
-        f"appended AS (INSERT INTO events ({_COLUMNS}) "
-        f"SELECT {_BASE_ID} + e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
-        " %s, %s, %s, %s, %s, e.hash "
-        + _UNNEST
-        + "WHERE EXISTS (SELECT 1 FROM tracked) ORDER BY e.ord RETURNING notification_id) "
-        "SELECT notification_id FROM appended ORDER BY notification_id"
-    )
-
-
 class DependencyChanged(IntegrityError):
     """An aggregate the command read (but did not write) changed before the append: nothing was
     stored, and the command should be decided again on fresh state."""
@@ -518,8 +498,6 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         if tracking is None:
             with self.database.cursor() as cur:
                 return self._insert(cur, events, event_ids, tail, claim, conditions)
-        if events and claim is None:
-            return self._insert_tracked(events, event_ids, tail, tracking, conditions)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
             if not events:
@@ -571,36 +549,6 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         if not ids:
             raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
         return sorted(ids)
-
-    def _insert_tracked(
-        self,
-        events: Sequence[StoredEvent],
-        event_ids: list[UUID],
-        tail: tuple[Any, ...],
-        tracking: Tracking,
-        conditions: Sequence[tuple[UUID, int]],
-    ) -> list[int]:
-        hashes = _hashes(events, event_ids, tail)
-        guard = _condition_columns(conditions) if conditions else ()
-        params = (
-            tracking.application_name,
-            tracking.notification_id,
-            *guard,
-            *tail,
-            *_row_arrays(events, event_ids, hashes),
-        )
-        with self.database.cursor() as cur:
-            ids = [row[0] for row in cur.execute(with_tracking(guarded=bool(conditions)), params).fetchall()]
-            if ids:
-                return ids
-            recorded = cur.execute(
-                "SELECT notification_id FROM tracking WHERE application_name = %s", (tracking.application_name,)
-            ).fetchone()
-        if recorded is not None and recorded[0] >= tracking.notification_id:
-            raise IntegrityError(
-                f"{tracking.application_name} has already recorded position {tracking.notification_id} or later"
-            )
-        raise DependencyChanged("an aggregate the decision read has changed; nothing was recorded")
 
     def record_decisions(self, decisions: Sequence[Decided], tracking: Tracking) -> list[int]:
         """Several appends, each with its own who-and-why and guard, and the position of the event

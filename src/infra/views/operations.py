@@ -139,6 +139,25 @@ async def _paused(
 # -- status ---------------------------------------------------------------------------------------
 
 
+async def live_checkpoint(
+    conn: psycopg.AsyncConnection[Any], client: aioredis.Redis, namespace: str, consumer: EventConsumer
+) -> tuple[int, str, int]:
+    """A consumer's live version, its state, and that version's checkpoint (registering the consumer
+    on first sight); reading it creates no view."""
+    live, state, _ = await register(conn, consumer)
+    return live, state, await store_for(conn, client, namespace, consumer, live).checkpoint()
+
+
+async def checkpoints(settings: Settings, consumers: list[EventConsumer]) -> dict[str, int]:
+    """Each consumer's checkpoint, in its live version."""
+    client = aioredis.from_url(settings.redis_url or "")
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn:
+            return {c.name: (await live_checkpoint(conn, client, settings.namespace, c))[2] for c in consumers}
+    finally:
+        await client.aclose()
+
+
 async def statuses(settings: Settings, projections: list[EventConsumer]) -> list[ProjectionStatus]:
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
@@ -146,8 +165,7 @@ async def statuses(settings: Settings, projections: list[EventConsumer]) -> list
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             for projection in projections:
-                live, state, _ = await register(conn, projection)
-                position = await store_for(conn, client, settings.namespace, projection, live).checkpoint()
+                live, state, position = await live_checkpoint(conn, client, settings.namespace, projection)
                 lag = (await lags(conn, [position], cap=1_000_000))[position]
                 error_row = await (
                     await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
