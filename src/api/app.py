@@ -3,7 +3,6 @@ module only assembles them."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,12 +19,14 @@ from api.commands.commerce import InventoryCommands, OrderCommands, ProductComma
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.health import HealthController
+from api.observe import MetricsController, middleware
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
 from api.queries.identity import UserQueries
 from api.queries.orders import OrderQueries
 from api.queries.work import ProjectQueries, TaskQueries
 from api.runtime import runtime_lifespan
+from infra.observe import logs
 from infra.settings import Settings
 
 MAX_BODY = 1024 * 1024
@@ -41,7 +42,7 @@ async def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -70,10 +71,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     AuditQueries,
                     CatalogQueries,
                     OrderQueries,
+                    MetricsController,
                 ],
             )
         ],
         on_app_init=[auth.on_app_init],
+        middleware=middleware(),
+        logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

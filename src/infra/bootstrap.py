@@ -5,6 +5,7 @@ The Litestar app and the CLI both call `bootstrap`. Nothing here runs at import 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from eventsourcing.utils import Environment
@@ -17,6 +18,8 @@ from commands.work import WorkApplication
 from infra.eventstore.idempotency import IdempotencyKeys
 from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
+from infra.observe import tracing
+from infra.observe.metrics import CACHE_HITS, CACHE_MISSES
 from infra.settings import Settings
 
 
@@ -38,6 +41,12 @@ class Chronicle:
         self.database.close()
 
 
+def observed_load(what: str, cached: bool) -> contextlib.AbstractContextManager[None]:
+    """Counts each load as a hit or a miss of the aggregate cache, in a span of its own."""
+    (CACHE_HITS if cached else CACHE_MISSES).labels("aggregates").inc()
+    return tracing.span(f"load {what}", attributes={"chronicle.cached": cached})
+
+
 def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     url = settings.require_database_url()
     if require_schema:
@@ -56,4 +65,6 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
     inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
+    for app in (identity, work, audit, catalog, inventory, ordering):
+        app.observe_load = observed_load
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)

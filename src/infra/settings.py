@@ -42,6 +42,7 @@ class Settings:
     order_payment_timeout_s: int = 900
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
+    log_format: str = "console"
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
@@ -93,6 +94,7 @@ class Settings:
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
+            log_format=_log_format(env.get("CHRONICLE_LOG_FORMAT")),
             jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
             access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
             refresh_token_ttl_s=_int(
@@ -104,6 +106,13 @@ class Settings:
         if not self.jwt_secret:
             raise SettingsError("CHRONICLE_JWT_SECRET is not set (32 or more random characters)")
         return self.jwt_secret
+
+
+def _log_format(value: str | None) -> str:
+    fmt = (value or "console").strip().lower()
+    if fmt not in ("console", "json"):
+        raise SettingsError(f"CHRONICLE_LOG_FORMAT must be console or json, got {value!r}")
+    return fmt
 
 
 def _secret(value: str | None) -> str | None:

@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import msgspec
 import psycopg
 import redis.asyncio as aioredis
 from eventsourcing import persistence as es_persistence
@@ -49,6 +50,8 @@ from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subje
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
 from infra.eventstore.recorder import GATE
+from infra.observe import delivery as observed
+from infra.observe import tracing
 from infra.settings import Settings
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
 from infra.views.stores import store_for
@@ -180,17 +183,24 @@ class Projector:
         self.redis: aioredis.Redis | None = None
         self.last_message = time.monotonic()
 
+    def _leading(self) -> dict[str, tuple[int, bool]]:
+        return {lane.consumer.name: (lane.checkpoint, lane.parked) for lane in self.lanes if lane.leading}
+
     def leads(self, name: str) -> bool:
         return any(lane.leading for lane in self.lanes if lane.consumer.name == name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop`: the subscription, and each lane's upkeep."""
         self.redis = aioredis.from_url(self.settings.redis_url or "", socket_timeout=5)
+        tracing.setup(f"chronicle-{self.group}")
         try:
             for lane in self.lanes:  # before subscribing, so the subscription starts where they are
                 await self._tend_once(lane)
             await asyncio.gather(
-                self._subscribe(stop), self._balance(stop), *(self._tend(lane, stop) for lane in self.lanes)
+                self._subscribe(stop),
+                self._balance(stop),
+                *(self._tend(lane, stop) for lane in self.lanes),
+                observed.watch_projections(self.url, self._leading, stop),
             )
         finally:
             for lane in self.lanes:
@@ -306,9 +316,13 @@ class Projector:
         return msgs
 
     async def _dispatch(self, msgs: list[Msg]) -> None:
+        """Delivers a batch in one span, continuing the first traced event and linked to each."""
         self.last_message = time.monotonic()
-        decoded = [event for msg in msgs if (event := await self._decode(msg)) is not None]
-        await self.deliver(decoded)
+        traces = [(msg.headers or {}).get("traceparent") for msg in msgs] if tracing.enabled() else []
+        parent = next((t for t in traces if t), None)
+        with tracing.span(f"{self.group} batch", parent=parent, links=traces, kind=tracing.SpanKind.CONSUMER):
+            decoded = [event for msg in msgs if (event := await self._decode(msg)) is not None]
+            await self.deliver(decoded)
 
     async def deliver(self, events: Sequence[EventEnvelope]) -> None:
         """Hands a batch, put in the log's order, to every live lane that is not busy, and
@@ -328,7 +342,8 @@ class Projector:
                 return False
             before = lane.checkpoint
             try:
-                await self._apply_batch(lane, batch)
+                with tracing.span(f"apply {lane.consumer.name}"):
+                    await self._apply_batch(lane, batch)
             except Parked:
                 pass
             except Exception as e:  # a server went away, or the lane was fenced off: start the lane over
@@ -342,7 +357,9 @@ class Projector:
         that is not a Chronicle event at all is dropped: if it hid a real one, the next event's
         `previous` shows the hole and the lanes read the event from the log."""
         try:
-            return envelopes.decode(msg.data)
+            event = envelopes.decode(msg.data)
+            trace = (msg.headers or {}).get("traceparent")
+            return msgspec.structs.replace(event, trace_parent=trace) if trace else event
         except Exception as e:  # the log is the source of truth: read the event there instead
             headers = msg.headers or {}
             position, previous = headers.get("Chronicle-Position", ""), headers.get("Chronicle-Previous", "")
@@ -397,6 +414,7 @@ class Projector:
         if not events:
             return
         assert lane.store is not None
+        started = time.perf_counter()
         try:
             await lane.store.apply(events, lane.checkpoint, events[-1].position)
         except INFRASTRUCTURE_ERRORS:
@@ -412,8 +430,11 @@ class Projector:
                 except Exception as e:
                     await self._park(lane, event, e)
                 lane.checkpoint = event.position
+                observed.applied(lane.consumer.name, 1, started, lane.checkpoint)
+                started = time.perf_counter()
             return
         lane.checkpoint = events[-1].position
+        observed.applied(lane.consumer.name, len(events), started, lane.checkpoint)
 
     async def _park(self, lane: Lane, event: EventEnvelope, error: Exception) -> None:
         log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)
