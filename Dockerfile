@@ -9,6 +9,6 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-default-groups --no-install-project
 COPY src ./src
 RUN uv sync --frozen --no-default-groups
-ENV PATH="/app/.venv/bin:$PATH" CHRONICLE_HOST=0.0.0.0
+ENV PATH="/app/.venv/bin:$PATH" CHRONICLE_HOST=0.0.0.0 CHRONICLE_LOG_FORMAT=json
 EXPOSE 8000
 CMD ["chronicle", "api", "--workers", "2"]

@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             )
         ],
         on_app_init=[auth.on_app_init],
-        middleware=middleware(),
+        middleware=middleware(settings),
         logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

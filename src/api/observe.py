@@ -17,6 +17,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.observe import logs, tracing
+from infra.settings import Settings
 
 _CORRELATION = b"x-correlation-id"
 _access = logging.getLogger("chronicle.access")
@@ -82,18 +83,19 @@ class RequestLog:
                 )
 
 
-def middleware() -> list[Any]:
+def middleware(settings: Settings) -> list[Any]:
     """Outermost first: the request span, then the log line (inside the span, so it carries the
-    trace id), then the request metrics."""
+    trace id), then the request metrics (unless `CHRONICLE_METRICS=off`)."""
     stack: list[Any] = []
     if tracing.setup("chronicle-api"):
         from litestar.plugins.opentelemetry import OpenTelemetryConfig
 
         stack.append(OpenTelemetryConfig(exclude=["^/metrics"], exclude_spans=["receive", "send"]).middleware)
     stack.append(DefineMiddleware(RequestLog))
-    stack.append(
-        PrometheusConfig(
-            app_name="chronicle", prefix="chronicle_http", group_path=True, exclude=["^/metrics"]
-        ).middleware
-    )
+    if settings.metrics:
+        stack.append(
+            PrometheusConfig(
+                app_name="chronicle", prefix="chronicle_http", group_path=True, exclude=["^/metrics"]
+            ).middleware
+        )
     return stack

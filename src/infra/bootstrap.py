@@ -19,7 +19,7 @@ from infra.eventstore.idempotency import IdempotencyKeys
 from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
 from infra.observe import tracing
-from infra.observe.metrics import CACHE_HITS, CACHE_MISSES
+from infra.observe.metrics import CACHE_HITS, CACHE_MISSES, sample_pool
 from infra.settings import Settings
 
 
@@ -42,9 +42,13 @@ class Chronicle:
 
 
 def observed_load(what: str, cached: bool) -> contextlib.AbstractContextManager[None]:
-    """Counts each load as a hit or a miss of the aggregate cache, in a span of its own."""
-    (CACHE_HITS if cached else CACHE_MISSES).labels("aggregates").inc()
-    return tracing.span(f"load {what}", attributes={"chronicle.cached": cached})
+    """Counts each load as a hit or a miss of the aggregate cache; a miss (a read from the store)
+    gets a span of its own."""
+    if cached:
+        CACHE_HITS.labels("aggregates").inc()
+        return contextlib.nullcontext()
+    CACHE_MISSES.labels("aggregates").inc()
+    return tracing.span(f"load {what}")
 
 
 def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
@@ -67,4 +71,5 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
     for app in (identity, work, audit, catalog, inventory, ordering):
         app.observe_load = observed_load
+    sample_pool(database)
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)

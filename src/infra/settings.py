@@ -43,6 +43,7 @@ class Settings:
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
     log_format: str = "console"
+    metrics: bool = True
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
@@ -95,6 +96,7 @@ class Settings:
             ),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
             log_format=_log_format(env.get("CHRONICLE_LOG_FORMAT")),
+            metrics=(env.get("CHRONICLE_METRICS") or "on").strip().lower() not in ("off", "0", "false", "no"),
             jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
             access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
             refresh_token_ttl_s=_int(

@@ -126,6 +126,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    if not settings_from(args).metrics:
+        _serve_api(args)
+        return
     folder = multiprocess_metrics()
     try:
         _serve_api(args)

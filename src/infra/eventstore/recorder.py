@@ -59,7 +59,7 @@ from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 from commands.library import ListeningSubscription
 from infra.eventstore.tamper import event_hash
 from infra.observe import tracing
-from infra.observe.metrics import APPEND_SECONDS, APPENDED_EVENTS, POOL_IN_USE, POOL_WAITING
+from infra.observe.metrics import APPEND_SECONDS, APPENDED_EVENTS
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -243,6 +243,14 @@ class EventStoreDatabase:
         self._slots = threading.BoundedSemaphore(pool_size)
         self.notifier = AppendNotifier(url)
         self._closed = False
+        # Connections checked out, and threads waiting for one (sampled into metrics; see infra.observe).
+        self.in_use = 0
+        self.waiting = 0
+        self._counting = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def open(self) -> None:
         """Checks that the server answers; connections are made as they are needed."""
@@ -264,14 +272,17 @@ class EventStoreDatabase:
     def _pooled(self) -> Iterator[_Pooled]:
         if self._closed:
             raise PersistenceError("the event store database has been closed")
-        POOL_WAITING.inc()
+        with self._counting:
+            self.waiting += 1
         try:
             acquired = self._slots.acquire(timeout=self.connect_timeout)
         finally:
-            POOL_WAITING.dec()
+            with self._counting:
+                self.waiting -= 1
         if not acquired:
             raise OperationalError(f"no event store connection free within {self.connect_timeout}s")
-        POOL_IN_USE.inc()
+        with self._counting:
+            self.in_use += 1
         pooled: _Pooled | None = None
         try:
             pooled = self._checkout()
@@ -286,7 +297,8 @@ class EventStoreDatabase:
             if pooled is not None:
                 self._checkin(pooled)
             self._slots.release()
-            POOL_IN_USE.dec()
+            with self._counting:
+                self.in_use -= 1
 
     def _checkout(self) -> _Pooled:
         while True:

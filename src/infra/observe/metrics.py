@@ -8,6 +8,10 @@ each and serve their own registry on `--metrics-port` (`serve`).
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 COMMANDS = Counter("chronicle_commands_total", "Commands by name and outcome", ["command", "outcome"])
@@ -56,3 +60,17 @@ def serve(port: int | None, role: str) -> None:
         return
     start_http_server(port)
     print(f"{role} metrics on http://127.0.0.1:{port}/metrics", flush=True)
+
+
+def sample_pool(database: Any, every: float = 1.0) -> None:
+    """Copies the event store pool's counts (`in_use`, `waiting`) into the gauges every second,
+    from a daemon thread: cheaper than writing the gauges on every checkout (each write of a
+    multiprocess value is a locked file write)."""
+
+    def run() -> None:
+        while not database.closed:
+            POOL_IN_USE.set(database.in_use)
+            POOL_WAITING.set(database.waiting)
+            time.sleep(every)
+
+    threading.Thread(target=run, name="pool-metrics", daemon=True).start()
