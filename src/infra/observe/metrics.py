@@ -14,6 +14,14 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+HTTP_REQUESTS = Counter(
+    "chronicle_http_requests_total",
+    "HTTP requests by route template, method and status",
+    ["method", "path", "status_code"],
+)
+HTTP_SECONDS = Histogram(
+    "chronicle_http_request_duration_seconds", "HTTP request latency by route template", ["method", "path"]
+)
 COMMANDS = Counter("chronicle_commands_total", "Commands by name and outcome", ["command", "outcome"])
 COMMAND_SECONDS = Histogram("chronicle_command_duration_seconds", "Time to run a command (load, decide, append)")
 APPEND_SECONDS = Histogram(
