@@ -8,8 +8,8 @@ import json
 import re
 import shutil
 import uuid
-from datetime import datetime, timedelta
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 
 from commands.base import Context
 from domain.identity import Role
-from tests.integration.commerce import place, product, wait_order
+from tests.integration.commerce import product, wait_order
 from tests.integration.http import Api, User
 from tests.waiting import eventually
 
@@ -61,18 +61,43 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+@pytest.fixture(scope="module")
+def auditor_session(browser: Browser, api: Api, auditor: User) -> Any:
+    """The cookies of one sign-in as the auditor, for the tests that are not about signing in."""
+    context = browser.new_context(base_url=api.base)
+    try:
+        sign_in(context.new_page(), auditor)
+        return context.storage_state()
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def context(browser: Browser, api: Api) -> Iterator[BrowserContext]:
+    """A browser with no session."""
     context = browser.new_context(base_url=api.base, viewport={"width": 1280, "height": 900})
     yield context
     context.close()
 
 
 @pytest.fixture
-def page(context: BrowserContext) -> Page:
+def guest(context: BrowserContext) -> Page:
+    """A page with no session."""
     page = context.new_page()
     page.set_default_timeout(15_000)
     return page
+
+
+@pytest.fixture
+def page(browser: Browser, api: Api, auditor_session: Any) -> Iterator[Page]:
+    """A browser signed in as the auditor."""
+    context = browser.new_context(
+        base_url=api.base, viewport={"width": 1280, "height": 900}, storage_state=auditor_session
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
 
 
 def shot(page: Page, name: str) -> None:
@@ -108,21 +133,21 @@ def task_history(api: Api, staff: User) -> dict[str, Any]:
 
 
 def test_an_auditor_signs_in_and_filters_the_log(
-    page: Page, context: BrowserContext, api: Api, auditor: User, staff: User, task_history: dict[str, Any]
+    guest: Page, context: BrowserContext, api: Api, auditor: User, staff: User, task_history: dict[str, Any]
 ) -> None:
-    sign_in(page, auditor)
-    expect(page).to_have_url(re.compile(r"/explorer/log$"))
+    sign_in(guest, auditor)
+    expect(guest).to_have_url(re.compile(r"/explorer/log$"))  # "next": where the sign-in was asked for
     cookies = {c["name"]: c for c in context.cookies()}
     session = cookies["chronicle_explorer"]
     assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/explorer"
     assert not session["secure"], "plain HTTP here; Secure is set only over TLS"
     assert cookies["chronicle_explorer_csrf"]["httpOnly"] and cookies["chronicle_explorer_csrf"]["sameSite"] == "Strict"
 
-    page.fill("#f-type", "Task.Edited")
-    page.fill("#f-actor", str(staff.id))
-    page.click("button:has-text('Filter')")
-    expect(page).to_have_url(re.compile(r"type=Task.Edited"))
-    events = page.locator("details.event")
+    guest.fill("#f-type", "Task.Edited")
+    guest.fill("#f-actor", str(staff.id))
+    guest.click("button:has-text('Filter')")
+    expect(guest).to_have_url(re.compile(r"type=Task.Edited"))
+    events = guest.locator("details.event")
     expect(events).to_have_count(2)
     assert set(events.locator(".type").all_inner_texts()) == {"Task.Edited"}
     events.first.locator("summary").click()
@@ -131,25 +156,30 @@ def test_an_auditor_signs_in_and_filters_the_log(
     for label in ("Actor", "Command", "Correlation", "Causation", "Position", "Hash"):
         expect(body.locator("dt", has_text=label)).to_have_count(1)
     expect(body.locator("dd.hash")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
-    shot(page, "log")
+    shot(guest, "log")
 
-    page.fill("#f-type", "")
-    page.fill("#f-actor", "")
-    page.fill("#f-stream", task_history["task"].hex)
-    page.click("button:has-text('Filter')")
-    assert page.locator("details.event .type").all_inner_texts() == [
+    guest.fill("#f-type", "")
+    guest.fill("#f-actor", "")
+    guest.fill("#f-stream", task_history["task"].hex)
+    guest.click("button:has-text('Filter')")
+    assert guest.locator("details.event .type").all_inner_texts() == [
         "Task.Created",
         "Task.Assigned",
         "Task.Edited",
         "Task.Edited",
         "Task.Started",
     ]
-    page.goto(f"/explorer/log?stream={task_history['task']}&limit=2")
-    page.click("[data-testid=next]")
-    assert page.locator("details.event .type").all_inner_texts() == ["Task.Edited", "Task.Edited"]
+    guest.goto(f"/explorer/log?stream={task_history['task']}&limit=2")
+    guest.click("[data-testid=next]")
+    assert guest.locator("details.event .type").all_inner_texts() == ["Task.Edited", "Task.Edited"]
 
-    page.goto("/explorer/log?from=yesterday")
-    expect(page.locator("[data-testid=error]")).to_contain_text("from: not a date")
+    guest.goto("/explorer/log?from=yesterday")
+    expect(guest.locator("[data-testid=error]")).to_contain_text("from: not a date")
+
+    guest.click("button:has-text('Sign out')")
+    expect(guest).to_have_url(re.compile(r"/explorer/login$"))
+    guest.goto("/explorer/log")
+    expect(guest).to_have_url(re.compile(r"/explorer/login\?next="))
 
 
 def test_moving_through_a_stream_shows_the_state_the_api_replays(
@@ -162,7 +192,7 @@ def test_moving_through_a_stream_shows_the_state_the_api_replays(
         assert r.status_code == 200, r.text
         return dict(r.json()["state"])
 
-    sign_in(page, auditor, f"/explorer/streams/{task}")
+    page.goto(f"/explorer/streams/{task}")
     expect(page.locator("[data-testid=version]")).to_have_text("5")
     assert shown_state(page) == api_state(5)
     expect(page.locator("tr.changed[data-field=status]")).to_have_count(1)
@@ -196,10 +226,10 @@ def test_moving_through_a_stream_shows_the_state_the_api_replays(
     assert version == by_time["version"] and shown_state(page) == by_time["state"]
 
 
-def test_an_xss_title_is_shown_as_text(page: Page, auditor: User, task_history: dict[str, Any]) -> None:
+def test_an_xss_title_is_shown_as_text(page: Page, task_history: dict[str, Any]) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    sign_in(page, auditor, f"/explorer/streams/{task_history['task']}?version=1")
+    page.goto(f"/explorer/streams/{task_history['task']}?version=1")
     title = page.locator("tr[data-field=title] td.value code")
     expect(title).to_have_text(json.dumps(XSS))
     page.locator("details.event.selected summary").click()
@@ -209,15 +239,13 @@ def test_an_xss_title_is_shown_as_text(page: Page, auditor: User, task_history: 
     shot(page, "stream-xss")
 
 
-def test_an_orders_correlation_is_drawn_as_a_causation_tree(
-    page: Page, api: Api, auditor: User, staff: User
-) -> None:
+def test_an_orders_correlation_is_drawn_as_a_causation_tree(page: Page, api: Api, staff: User) -> None:
     sku, _ = product(api, staff, stock=5)
     r = api.post("/v1/orders", {"lines": [{"sku": sku, "quantity": 2}]}, staff)
     assert r.status_code == 201, r.text
     order, correlation = r.json()["id"], r.headers["X-Correlation-Id"]
     wait_order(api, staff, order, {"reserved"})
-    sign_in(page, auditor, f"/explorer/correlations/{correlation}")
+    page.goto(f"/explorer/correlations/{correlation}")
     tree = page.locator("[data-testid=tree]")
     command = tree.locator(":scope > li").first
     expect(command.locator(".node.request")).to_contain_text("orders.place")
@@ -231,8 +259,8 @@ def test_an_orders_correlation_is_drawn_as_a_causation_tree(
     expect(page.locator("details.event.selected")).to_have_attribute("open", "")
 
 
-def test_verify_runs_from_the_integrity_page(page: Page, auditor: User) -> None:
-    sign_in(page, auditor, "/explorer/integrity")
+def test_verify_runs_from_the_integrity_page(page: Page) -> None:
+    page.goto("/explorer/integrity")
     page.click("[data-testid=run]")
     result = page.locator("[data-testid=result]")
     expect(result).to_contain_text("Intact", timeout=60_000)
@@ -242,8 +270,8 @@ def test_verify_runs_from_the_integrity_page(page: Page, auditor: User) -> None:
     shot(page, "integrity")
 
 
-def test_projections_are_shown_read_only(page: Page, auditor: User) -> None:
-    sign_in(page, auditor, "/explorer/projections")
+def test_projections_are_shown_read_only(page: Page) -> None:
+    page.goto("/explorer/projections")
     rows = page.locator("[data-testid=projections] tbody tr[data-projection]")
     names = set(rows.evaluate_all("rows => rows.map(r => r.dataset.projection)"))
     assert {"task_list", "order_history", "order_saga"} <= names, names
@@ -252,18 +280,18 @@ def test_projections_are_shown_read_only(page: Page, auditor: User) -> None:
     shot(page, "projections")
 
 
-def test_a_member_is_refused(page: Page, api: Api) -> None:
+def test_a_member_is_refused(guest: Page, api: Api) -> None:
     member = api.register("Mo Member")
-    sign_in(page, member)
-    expect(page.locator("[data-testid=error]")).to_contain_text("auditors and admins only")
-    assert not [c for c in page.context.cookies() if c["name"] == "chronicle_explorer"]
-    page.goto("/explorer/log")
-    expect(page).to_have_url(re.compile(r"/explorer/login"))
-    shot(page, "refused")
+    sign_in(guest, member)
+    expect(guest.locator("[data-testid=error]")).to_contain_text("auditors and admins only")
+    assert not [c for c in guest.context.cookies() if c["name"] == "chronicle_explorer"]
+    guest.goto("/explorer/log")
+    expect(guest).to_have_url(re.compile(r"/explorer/login"))
+    shot(guest, "refused")
 
 
-def test_a_form_post_without_its_csrf_token_is_refused(page: Page, auditor: User) -> None:
-    sign_in(page, auditor, "/explorer/integrity")
+def test_a_form_post_without_its_csrf_token_is_refused(page: Page) -> None:
+    page.goto("/explorer/integrity")
     for form in ({}, {"_csrf_token": "0" * 128}):
         r = page.request.post("/explorer/integrity/run", form=form, max_redirects=0)
         assert r.status == 403, r.text()
@@ -275,7 +303,6 @@ def test_a_form_post_without_its_csrf_token_is_refused(page: Page, auditor: User
 
 
 def test_every_page_is_recorded_and_sent_with_a_strict_policy(page: Page, api: Api, auditor: User) -> None:
-    sign_in(page, auditor)
     response = page.goto("/explorer/log?type=Task.Started")
     assert response is not None
     policy = response.headers["content-security-policy"]
@@ -291,13 +318,19 @@ def test_every_page_is_recorded_and_sent_with_a_strict_policy(page: Page, api: A
     assert not [p for p in paths if p.startswith("/explorer")]
 
 
-def test_phone_width_and_dark_theme(browser: Browser, api: Api, auditor: User, task_history: dict[str, Any]) -> None:
+def test_phone_width_and_dark_theme(
+    browser: Browser, api: Api, auditor_session: Any, task_history: dict[str, Any]
+) -> None:
     context = browser.new_context(
-        base_url=api.base, viewport={"width": 390, "height": 844}, color_scheme="dark", is_mobile=True
+        base_url=api.base,
+        viewport={"width": 390, "height": 844},
+        color_scheme="dark",
+        is_mobile=True,
+        storage_state=auditor_session,
     )
     try:
         page = context.new_page()
-        sign_in(page, auditor, f"/explorer/streams/{task_history['task']}?version=3")
+        page.goto(f"/explorer/streams/{task_history['task']}?version=3")
         expect(page.locator("[data-testid=version]")).to_have_text("3")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
@@ -307,11 +340,16 @@ def test_phone_width_and_dark_theme(browser: Browser, api: Api, auditor: User, t
         context.close()
 
 
-def test_a_stream_that_does_not_exist_is_a_404_page(page: Page, auditor: User) -> None:
-    sign_in(page, auditor)
-    response = page.goto(f"/explorer/streams/{uuid.uuid4()}")
-    assert response is not None and response.status == 404
-    response = page.goto("/explorer/streams/not-a-uuid")
-    assert response is not None and response.status in (400, 404)
-    response = page.goto(f"/explorer/streams/{uuid.uuid4()}?version=x")
-    assert response is not None and response.status in (404, 422)
+def test_unknown_ids_and_bad_versions_are_pages_that_say_so(page: Page, task_history: dict[str, Any]) -> None:
+    for url, status, says in (
+        (f"/explorer/streams/{uuid.uuid4()}", 404, "no stream"),
+        (f"/explorer/correlations/{uuid.uuid4()}", 404, "no events with correlation id"),
+        (f"/explorer/streams/{task_history['task']}?version=x", 422, "versions 1 to 5"),
+        (f"/explorer/streams/{task_history['task']}?version=6", 422, "versions 1 to 5"),
+        ("/explorer/log?cursor=abc", 422, "cursor"),
+        ("/explorer/find?id=nonsense", 422, "not an id"),
+    ):
+        response = page.goto(url)
+        assert response is not None and response.status == status, url
+        assert response.headers["content-type"].startswith("text/html")
+        expect(page.locator("[data-testid=error]")).to_contain_text(says)

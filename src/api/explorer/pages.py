@@ -26,6 +26,7 @@ from infra.views.operations import statuses
 
 STREAM_PAGE = 50  # events of a stream's timeline per page
 LAST_POSITION = 2**63 - 1
+LAG_CAP = 10_000  # events behind counted at most (each count scans them): the page stays fast far behind
 PageSize = Annotated[int, Parameter(ge=1, le=200)]
 
 
@@ -47,7 +48,9 @@ def _position(value: str | None, field: str = "cursor") -> int:
 
 
 def _shown(event: AuditEvent, digest: str | None = None) -> dict[str, Any]:
-    return {"e": event, "data": as_pretty_json(event.data), "hash": digest}
+    """An event for display: its data in full, and in one line what it set (its time aside)."""
+    sets = ", ".join(f"{k}: {as_json(v)}" for k, v in sorted(event.data.items()) if k != "timestamp")
+    return {"e": event, "data": as_pretty_json(event.data), "hash": digest, "sets": sets[:160]}
 
 
 class ExplorerPages(Controller):
@@ -192,7 +195,7 @@ class ExplorerPages(Controller):
     @get("/projections", name="explorer:projections")
     async def projections(self, request: Request[Any, Any, Any], runtime: Runtime) -> Template:
         await record_access(request, runtime)
-        rows = await statuses(runtime.settings, known_projections())
+        rows = await statuses(runtime.settings, known_projections(), lag_cap=LAG_CAP)
         async with runtime.views.connection() as conn:
             parked = await (
                 await conn.execute(
@@ -203,7 +206,7 @@ class ExplorerPages(Controller):
         letters = {
             r[0]: {"event_id": r[1], "position": str(r[2]), "type": r[3], "error": r[4], "at": r[5]} for r in parked
         }
-        return page("projections.html", rows=rows, parked=letters)
+        return page("projections.html", rows=rows, parked=letters, lag_cap=LAG_CAP)
 
 
 def _changes(now: dict[str, Any], before: dict[str, Any] | None) -> list[dict[str, Any]]:
