@@ -50,7 +50,11 @@ def _position(value: str | None, field: str = "cursor") -> int:
 def _shown(event: AuditEvent, digest: str | None = None) -> dict[str, Any]:
     """An event for display: its data in full, and in one line what it set (its time aside)."""
     sets = ", ".join(f"{k}: {as_json(v)}" for k, v in sorted(event.data.items()) if k != "timestamp")
-    return {"e": event, "data": as_pretty_json(event.data), "hash": digest, "sets": sets[:160]}
+    return {"e": event, "data": as_pretty_json(event.data), "hash": digest, "sets": _clipped(sets, 160)}
+
+
+def _clipped(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
 
 
 class ExplorerPages(Controller):
