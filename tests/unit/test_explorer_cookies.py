@@ -3,13 +3,15 @@ SameSite=Strict and limited to /explorer (api.explorer.session: one middleware s
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import Any, cast
 
 from litestar import Litestar, Request, Router, get
 from litestar.middleware import DefineMiddleware
 from litestar.testing import TestClient
 
-from api.explorer.session import CSRF_COOKIE, PUBLIC, SESSION_COOKIE, ByScheme
+from api.explorer.session import CSRF_COOKIE, PUBLIC, SESSION_COOKIE, ByScheme, session_actor
 
 SECRET = "unit-test-secret-" + "x" * 32
 
@@ -50,3 +52,13 @@ def test_cookies_over_plain_http_are_not_secure_but_still_strict() -> None:
     assert set(found) == {SESSION_COOKIE, CSRF_COOKIE}
     for header in found.values():
         assert "secure" not in header and "httponly" in header and "samesite=strict" in header
+
+
+def test_a_session_ends_its_lifetime_after_sign_in_whatever_the_cookie_says() -> None:
+    actor = session_actor(600)
+    no_connection = cast(Any, None)  # the lookup reads only the session
+    fresh = {"user": "00000000-0000-0000-0000-000000000001", "roles": ["auditor"], "since": int(time.time()) - 10}
+    stale = {**fresh, "since": int(time.time()) - 601}
+    assert asyncio.run(actor(fresh, no_connection)) is not None
+    assert asyncio.run(actor(stale, no_connection)) is None
+    assert asyncio.run(actor({"user": "not-a-uuid", "roles": [], "since": 0}, no_connection)) is None

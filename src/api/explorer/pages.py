@@ -167,12 +167,15 @@ class ExplorerPages(Controller):
         return page("correlation.html", tree=tree)
 
     @get("/positions/{position:str}", name="explorer:position")
-    async def position(self, request: Request[Any, Any, Any], runtime: Runtime, position: str) -> Redirect:
-        """The event at (or first after) a position of the log, on its stream's page."""
+    async def position(
+        self, request: Request[Any, Any, Any], runtime: Runtime, position: str, after: bool = False
+    ) -> Redirect:
+        """The event at a position of the log (or, with `after`, the first one after it), on its
+        stream's page: where verify's first broken place is."""
         await record_access(request, runtime)
-        after = _position(position, "position") - 1
+        start = _position(position, "position") - (0 if after else 1)
         async with runtime.views.connection() as conn:
-            found = await audit.log_events(conn, LogFilter(), max(after, 0), 1)
+            found = await audit.log_events(conn, LogFilter(), max(start, 0), 1)
         if not found:
             raise NotFound(f"no event at or after position {position}")
         event = found[0]
