@@ -9,16 +9,18 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from commands.base import Context
 from domain.identity import Role
+from infra.settings import Settings
 from tests.integration.commerce import product, wait_order
 from tests.integration.http import Api, User
 from tests.waiting import eventually
@@ -268,6 +270,28 @@ def test_verify_runs_from_the_integrity_page(page: Page) -> None:
     checked = int(result.locator("dt:has-text('Events checked') + dd").inner_text())
     assert checked > 0
     shot(page, "integrity")
+
+
+def test_the_integrity_page_follows_a_run_until_it_ends(page: Page, settings: Settings, auditor: User) -> None:
+    """A run this test holds open (the key a run takes while it goes): the page shows its progress,
+    polls, and shows the result once the run is over."""
+    client = redis.Redis.from_url(settings.redis_url or "")
+    running = f"{settings.namespace}:explorer:verify:running"
+    started = datetime.now(UTC) - timedelta(seconds=3)
+    held = {"started_at": started.isoformat(), "by": str(auditor.id), "events": 1234}
+    assert client.set(running, json.dumps(held), nx=True, ex=60), "a verify run is going already"
+    try:
+        page.goto("/explorer/integrity")
+        progress = page.locator("[data-testid=running]")
+        expect(progress).to_contain_text("checking 1234 events")
+        expect(progress.locator("[data-elapsed]")).to_have_text(re.compile(r"^\d+\.\d s$"))
+        expect(page.locator("[data-testid=run]")).to_have_count(0)
+        shot(page, "integrity-running")
+    finally:
+        client.delete(running)
+        client.close()
+    expect(page.locator("[data-testid=run]")).to_have_count(1)  # the page reloaded itself
+    expect(page.locator("[data-testid=running]")).to_have_count(0)
 
 
 def test_projections_are_shown_read_only(page: Page) -> None:
