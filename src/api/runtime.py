@@ -29,7 +29,6 @@ from api.live_versions import LiveVersions
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
 from infra.delivery.relay import connect_nats
-from infra.sessions import STORE
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.live_versions = LiveVersions(self.views, self.settings.namespace)
         self.access = AccessCheck(
-            self.redis, self.settings.namespace, self.chronicle.identity, self.run, self.script(STORE)
+            self.settings.redis_url or "", self.settings.namespace, self.chronicle.identity, self.run
         )
 
     def script(self, source: str) -> AsyncScript:
@@ -121,6 +120,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
             with contextlib.suppress(Exception):
                 await runtime.nats.close()
         await watcher.stop()
+        await runtime.access.close()
         await redis_client.aclose()
         await views.close()
         executor.shutdown(wait=True)

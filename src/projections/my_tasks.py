@@ -4,6 +4,7 @@ is the user's open task count."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -64,5 +65,5 @@ class MyTasks(RedisProjection):
 
 async def open_task_ids(redis: aioredis.Redis, prefix: str, user_id: uuid.UUID) -> list[uuid.UUID]:
     """The ids of the open tasks assigned to the user, oldest first. One round trip."""
-    members = await redis.zrange(f"{prefix}open:{user_id}", 0, -1)
-    return [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
+    members: list[Any] = await redis.zrange(f"{prefix}open:{user_id}", 0, -1)
+    return [uuid.UUID(m.decode()) for m in members]
