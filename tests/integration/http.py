@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import httpx
 from infra.settings import Settings
 from tests.waiting import eventually
 
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = secrets.token_urlsafe(48)
+"""Made per test run: no secret is written in the repository, not even a test's."""
 
 
 def free_port() -> int:

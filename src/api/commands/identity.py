@@ -158,7 +158,7 @@ class AuthCommands(Controller):
         operation_id="ChangePassword",
         summary="Change the caller's password; every other session of the user ends",
         status_code=200,
-        responses=problems(400, 401, 403, 413, 422),
+        responses=problems(400, 401, 403, 409, 413, 422),
     )
     async def change_password(
         self,
