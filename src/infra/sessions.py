@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from commands.identity import SessionAccess, UserAccess
 from domain.identity import Role
@@ -103,7 +105,10 @@ class RedisAccessStates:
 
     def __init__(self, redis_url: str, namespace: str) -> None:
         self.namespace = namespace
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
+        # Fails fast: a command waits at most a few seconds for Redis before it is refused.
+        self.redis = redis.Redis.from_url(
+            redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
         self._store: Script = self.redis.register_script(STORE)
         self._release: Script = self.redis.register_script(RELEASE)
 
