@@ -47,6 +47,7 @@ class Settings:
     refresh_token_ttl_s: int = 14 * 24 * 3600
     session_max_age_s: int = 30 * 24 * 3600
     idempotency_key_ttl_s: int = 24 * 3600
+    explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
 
     @property
@@ -102,6 +103,7 @@ class Settings:
             ),
             session_max_age_s=_int(env, "CHRONICLE_SESSION_MAX_AGE_S", 30 * 24 * 3600, low=60, high=365 * 24 * 3600),
             idempotency_key_ttl_s=_int(env, "CHRONICLE_IDEMPOTENCY_KEY_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600),
+            explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
         )
 
     def require_jwt_secret(self) -> str:
