@@ -18,6 +18,7 @@ from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
+from api.explorer import TEMPLATES, explorer_routers
 from api.health import HealthController
 from api.observe import MetricsController, middleware
 from api.problems import EXCEPTION_HANDLERS
@@ -73,8 +74,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     OrderQueries,
                     MetricsController,
                 ],
-            )
+            ),
+            *explorer_routers(settings),
         ],
+        template_config=TEMPLATES,
         on_app_init=[auth.on_app_init],
         middleware=middleware(settings),
         logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it

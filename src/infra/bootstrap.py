@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from eventsourcing.utils import Environment
 
@@ -20,6 +21,7 @@ from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
 from infra.observe import tracing
 from infra.observe.metrics import CACHE_HITS, CACHE_MISSES, sample_pool
+from infra.sessions import RedisAccessStates
 from infra.settings import Settings
 
 
@@ -36,9 +38,12 @@ class Chronicle:
     catalog: CatalogApplication
     inventory: InventoryApplication
     ordering: OrderingApplication
+    access_states: RedisAccessStates | None = None
 
     def close(self) -> None:
         self.database.close()
+        if self.access_states is not None:
+            self.access_states.close()
 
 
 def observed_load(what: str, cached: bool) -> contextlib.AbstractContextManager[None]:
@@ -62,8 +67,15 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     def make_factory(env: Environment) -> Factory:
         return Factory(env, database=database)
 
-    keys = IdempotencyKeys(database)
-    identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
+    keys = IdempotencyKeys(database, ttl_s=settings.idempotency_key_ttl_s)
+    access_states = RedisAccessStates(settings.redis_url, settings.namespace) if settings.redis_url else None
+    identity = IdentityApplication(
+        make_factory,
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+        session_max_age=timedelta(seconds=settings.session_max_age_s),
+        key_recorded=keys.recorded,
+        access_states=access_states,
+    )
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
@@ -72,4 +84,4 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     for app in (identity, work, audit, catalog, inventory, ordering):
         app.observe_load = observed_load
     sample_pool(database)
-    return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)
+    return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering, access_states)

@@ -111,7 +111,9 @@ def cmd_dev(args: argparse.Namespace) -> None:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
                 print(
-                    f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nMetrics        {base}/metrics", flush=True
+                    f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nExplorer       {base}/explorer\n"
+                    f"Metrics        {base}/metrics",
+                    flush=True,
                 )
                 for role, port in metrics_ports.items():
                     print(f"{role + ' metrics':<15}http://127.0.0.1:{port}/metrics", flush=True)
@@ -214,6 +216,8 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_users(args: argparse.Namespace) -> None:
+    from redis.exceptions import RedisError
+
     from commands.base import Context
     from domain.errors import DomainError
     from domain.identity import Role
@@ -234,6 +238,8 @@ def cmd_users(args: argparse.Namespace) -> None:
             action(ctx, user.id, role)
         except DomainError as e:
             raise CliError(e.reason) from None
+        except RedisError as e:  # it must reach every API's access check (see infra.sessions)
+            raise CliError(f"Redis did not answer, so nothing was changed: {e}") from None
         print(f"{args.action}ed {role.value} {'to' if args.action == 'grant' else 'from'} {user.email} ({user.id})")
     finally:
         chronicle.close()
