@@ -25,6 +25,7 @@ from infra.devstack.embedded import EmbeddedServers
 from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
+from infra.views.operations import ProjectionStatus
 from tests.integration.http import Api, running_api
 from tests.integration.pipeline import (
     all_roles,
@@ -154,9 +155,10 @@ def _run_with_chaos(
     commands: int,
     seed: int,
     processes_run: tuple[str, ...] = ("relay", "projector"),
+    **extra_env: str,
 ) -> list[str]:
     workload = Workload(settings, commands)
-    with running(settings, *processes_run) as processes:
+    with running(settings, *processes_run, **extra_env) as processes:
         workload.start()
         done = _chaos(processes, servers, settings, workload, actions, random.Random(seed))
         workload.join()
@@ -209,6 +211,45 @@ def test_two_projector_processes_share_the_projections_and_survive_sigkills(
     _assert_views_equal_the_log(fault_settings)
 
 
+@pytest.mark.timeout(400)
+def test_two_projector_processes_share_a_partitioned_projection_and_survive_sigkills(
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
+    """With P = 4, task_list runs as four lanes, which the two processes share; either is killed
+    and restarted at random while commands flow and a reader checks its writes."""
+    with running(fault_settings, "projector#a", CHRONICLE_PARTITIONS="4") as processes:
+        wait_active(fault_settings, *(f"projection task_list [{k}/4]" for k in range(4)))
+        processes.start("projector#b")
+        pids = {p.pid for p in processes.procs.values()}
+
+        def shared() -> bool:
+            owners = {int(o.rsplit("pid=", 1)[1]) for o in _partition_owners(fault_settings, "task_list")}
+            assert owners == pids, f"the partitions' owners are {owners}, not both processes {pids}"
+            return True
+
+        eventually(shared, what="both processes to keep some of task_list's partitions", timeout=60)
+    two = ("relay", "projector#a", "projector#b")
+    with (
+        running_api(fault_settings, CHRONICLE_MIN_POSITION_WAIT_MS="10000") as base,
+        ReadYourWrites(Api(base)) as reader,
+    ):
+        done = _run_with_chaos(
+            fault_settings,
+            own_servers,
+            ["projector#a", "projector#b", "relay"],
+            2000,
+            seed=9,
+            processes_run=two,
+            CHRONICLE_PARTITIONS="4",
+        )
+    assert {"projector#a", "projector#b"} <= set(done), done
+    assert reader.checked >= 3, f"too few reads to mean anything: {reader.checked}"
+    assert reader.stale == [], f"X-Min-Position answered before its write was visible: {reader.stale[:5]}"
+    assert [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1, 2, 3]
+    assert_stream_is_the_log(fault_settings)
+    _assert_views_equal_the_log(fault_settings)
+
+
 @pytest.mark.timeout(120)
 def test_two_projector_processes_spread_the_projections(fault_settings: Settings) -> None:
     """Whichever process starts first takes every lock; the other then gets its share."""
@@ -223,6 +264,19 @@ def test_two_projector_processes_spread_the_projections(fault_settings: Settings
             return True
 
         eventually(spread, what="the two projectors to share the projections", timeout=60)
+
+
+def _status(settings: Settings, name: str) -> ProjectionStatus:
+    import asyncio
+
+    from infra.views.operations import statuses
+    from projections import all_projections
+
+    return next(r for r in asyncio.run(statuses(settings, list(all_projections()))) if r.name == name)
+
+
+def _partition_owners(settings: Settings, name: str) -> list[str]:
+    return [p.owner for p in _status(settings, name).partitions if p.owner]
 
 
 def _projection_owners(settings: Settings) -> list[int]:
