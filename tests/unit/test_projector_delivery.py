@@ -137,6 +137,7 @@ async def _run(log: list[EventEnvelope], batches: list[tuple[list[int], set[int]
         await projector.deliver([log[i] for i in indices])
         for i in busy:
             projector.lanes[i].lock.release()
+        await projector.settle()  # what came while they were busy
         if failing is not None:
             stores[failing].fail_next = False  # the server is back (a busy lane never met the failure)
         source.relayed = max([source.relayed, *(log[i].position for i in indices)])
@@ -234,6 +235,7 @@ async def _run_partitioned(
         lead(lane, store, 0)
     for part, indices, quiet in batches:
         await projector.deliver([feeds[part][i] for i in indices], part)
+        await projector.settle()
         source.relayed = max([source.relayed, *(feeds[part][i].position for i in indices)])
         for lane, store in zip(projector.lanes, stores, strict=True):
             if quiet and lane.part == part:

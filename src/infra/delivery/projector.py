@@ -88,6 +88,7 @@ MEMBERS = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s 
 BALANCE_S = 2.0  # how often a process compares its share of the lanes with the other members'
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
+DEFER_MAX = 20_000  # events kept for a busy lane; past it, the lane reads them from the log
 
 
 class EventLog(Protocol):
@@ -186,6 +187,7 @@ class Lane:
         self.checkpoint = 0
         self.parked = False
         self.retry_at = 0.0
+        self.deferred: list[EventEnvelope] = []  # batches that came while the lane was busy
 
     def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
         """From now on this lane applies events to `store`, from `checkpoint` on."""
@@ -199,6 +201,16 @@ class Lane:
     def live(self) -> bool:
         """Takes batches from the subscription."""
         return self.store is not None and not self.parked
+
+
+def _in_order(events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+    """Each position once (a redelivery; a mark where its partition's event is: the event wins), in
+    the log's order."""
+    unique: dict[int, EventEnvelope] = {}
+    for e in events:
+        if e.position not in unique or unique[e.position].type == parts.MARK_TYPE:
+            unique[e.position] = e
+    return sorted(unique.values(), key=lambda e: e.position)
 
 
 def _surplus(leading: list[Lane], members: int) -> Lane:
@@ -234,6 +246,7 @@ class Projector:
         self.reader = EnvelopeReader()
         self.redis: aioredis.Redis | None = None
         self.last_message = dict.fromkeys(self.feeds, time.monotonic())
+        self.drains: set[asyncio.Task[None]] = set()
 
     def _lanes_of(self, consumer: EventConsumer) -> list[Lane]:
         if not consumer.partitioned or self.partitions == 1:
@@ -257,6 +270,8 @@ class Projector:
                 *(self._tend(lane, stop) for lane in self.lanes),
             )
         finally:
+            for task in list(self.drains):
+                task.cancel()
             for lane in self.lanes:
                 await self._release(lane)
             await self.redis.aclose()
@@ -305,7 +320,7 @@ class Projector:
                 return
             try:
                 js = nc.jetstream()
-                partitions = await ensure_stream(js, self.namespace, self.settings.stream_replicas)
+                partitions = await ensure_stream(js, self.namespace, self.settings.stream_replicas, self.partitions)
                 if part is not None and partitions != self.partitions:
                     # The relay makes the partitions; until it has, the lanes catch up from the log.
                     log.warning(
@@ -390,16 +405,41 @@ class Projector:
         """Hands a batch of one feed (the whole log, or partition `part`), put in the log's
         order, to every live lane of that feed that is not busy, and announces the checkpoints it
         moved."""
-        unique: dict[int, EventEnvelope] = {}
-        for e in events:  # a redelivery, or a mark where its partition's event is (the event wins)
-            if e.position not in unique or unique[e.position].type == parts.MARK_TYPE:
-                unique[e.position] = e
-        batch = sorted(unique.values(), key=lambda e: e.position)
+        batch = _in_order(events)
         if not batch:
             return
-        ready = [lane for lane in self.lanes if lane.part == part and lane.live and not lane.lock.locked()]
+        lanes = [lane for lane in self.lanes if lane.part == part and lane.live]
+        ready = [lane for lane in lanes if not lane.lock.locked() and not lane.deferred]
+        for lane in lanes:
+            if lane not in ready:
+                self._defer(lane, batch)
         moved = await asyncio.gather(*(self._offer(lane, batch) for lane in ready))
         await self._announce([lane for lane, m in zip(ready, moved, strict=True) if m])
+
+    def _defer(self, lane: Lane, batch: list[EventEnvelope]) -> None:
+        """Keeps a batch for a busy lane (its upkeep holds its lock for a moment) and applies it once
+        the lane is free, so that a read waiting for it need not wait for the next batch. Past a
+        bound the kept events are dropped: the next batch shows the hole, filled from the log."""
+        lane.deferred += batch
+        if len(lane.deferred) > DEFER_MAX:
+            lane.deferred.clear()
+        if lane.deferred and not any(task.get_name() == lane.role for task in self.drains):
+            task = asyncio.create_task(self._drain(lane), name=lane.role)
+            self.drains.add(task)
+            task.add_done_callback(self.drains.discard)
+
+    async def _drain(self, lane: Lane) -> None:
+        while lane.deferred:
+            async with lane.lock:  # wait for the upkeep (or another batch) to finish
+                pass
+            batch, lane.deferred = _in_order(lane.deferred), []
+            if await self._offer(lane, batch):
+                await self._announce([lane])
+
+    async def settle(self) -> None:
+        """Waits until the batches kept for busy lanes are applied."""
+        while self.drains:
+            await asyncio.gather(*self.drains)
 
     async def _offer(self, lane: Lane, batch: list[EventEnvelope]) -> bool:
         """Applies the batch to one lane; True if its checkpoint moved. A failure here costs the
@@ -654,6 +694,7 @@ class Projector:
 
     async def _release(self, lane: Lane) -> None:
         conn, lane.conn, lane.store, lane.log, lane.parked = lane.conn, None, None, None, False
+        lane.deferred = []
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()

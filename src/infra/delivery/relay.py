@@ -114,16 +114,18 @@ def _transform(namespace: str, partitions: int) -> SubjectTransform | None:
     )
 
 
-async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1, partitions: int | None = None) -> int:
-    """Creates the event stream if it is missing, and returns its number of partitions. With
-    `partitions` (the relay's setting) an existing stream is also brought to that partitioning;
-    consumers pass None and take the stream as it is. Messages stored before a change keep their
+async def ensure_stream(
+    js: JetStreamContext, namespace: str, replicas: int = 1, partitions: int = 1, *, reconfigure: bool = False
+) -> int:
+    """Creates the event stream with `partitions` if it is missing, and returns its number of
+    partitions. With `reconfigure` (the relay) an existing stream is also brought to that
+    partitioning; consumers take the stream as it is. Messages stored before a change keep their
     subjects: a partition's lane reads what it lacks of them from the log."""
     name = stream_name(namespace)
     try:
         info = await js.stream_info(name)
     except NotFoundError:
-        wanted = partitions or 1
+        wanted = partitions
         await js.add_stream(
             StreamConfig(
                 name=name,
@@ -137,7 +139,7 @@ async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1,
         return wanted
     config = info.config
     current = parts.partitions_of_destination(config.subject_transform.dest if config.subject_transform else None)
-    wanted = current if partitions is None else partitions
+    wanted = partitions if reconfigure else current
     if current != wanted:
         log.warning("relay: configuring the event stream for %d partition(s) (was %d)", wanted, current)
         config.subject_transform = _transform(namespace, wanted)
@@ -238,7 +240,10 @@ class Relay:
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._with_retry(
-                lambda: ensure_stream(js, self.namespace, self.settings.stream_replicas, self.partitions), stop
+                lambda: ensure_stream(
+                    js, self.namespace, self.settings.stream_replicas, self.partitions, reconfigure=True
+                ),
+                stop,
             )
             state = (await self._load_state(conn)).partitioned(self.partitions)
             sealer = Sealer()
