@@ -4,6 +4,7 @@ restarted. Afterwards every view equals one built from scratch from the log."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
 import threading
@@ -26,11 +27,14 @@ from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 from infra.views.operations import ProjectionStatus
+from projections import all_projections
 from tests.integration.http import Api, running_api
 from tests.integration.pipeline import (
     all_roles,
     assert_stream_is_the_log,
+    checkpoints,
     differences_from_scratch,
+    head,
     running,
     wait_active,
     wait_caught_up,
@@ -460,3 +464,55 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
         assert points["project_catalog"] >= (after or 0) and points["user_directory"] >= (after or 0)
         assert state["project_catalog"] == "running"
     app.close()
+
+
+def _run_workload(settings: Settings, commands: int, partitions: int) -> None:
+    workload = Workload(settings, commands)
+    with running(settings, "relay", "projector", CHRONICLE_PARTITIONS=str(partitions)):
+        workload.start()
+        workload.join()
+        assert workload.error is None, workload.error
+        wait_caught_up(settings, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_partitions_start_from_a_whole_view_and_another_number_takes_a_rebuild(fault_settings: Settings) -> None:
+    """Unpartitioned → P needs nothing; P → another number refuses (the partitions' checkpoints
+    would mean something else) until a blue/green rebuild gives a version to start from."""
+    import asyncio
+
+    from infra.views.operations import rebuild
+    from projections.tasks import TaskList
+
+    _run_workload(fault_settings, 60, partitions=1)
+    _run_workload(fault_settings, 60, partitions=2)
+    assert [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1]
+    _assert_views_equal_the_log(fault_settings)
+
+    three = dataclasses.replace(fault_settings, partitions=3)
+    workload = Workload(fault_settings, 60)
+    with running(fault_settings, "relay", "projector", CHRONICLE_PARTITIONS="3"):
+        workload.start()
+        workload.join()
+        assert workload.error is None, workload.error
+        others = [p.name for p in all_projections() if p.name != "task_list"]
+        eventually(lambda: _caught_up(fault_settings, others), what="the other views to catch up", timeout=120)
+        status = _status(fault_settings, "task_list")
+        assert [p.part for p in status.partitions] == [0, 1], "a lane of three started on a view of two"
+        assert int(status.checkpoint) < head(fault_settings.database_url or "")
+        report = asyncio.run(rebuild(three, TaskList()))
+        assert report.switched, report
+        wait_caught_up(fault_settings, timeout=120)
+        eventually(
+            lambda: [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1, 2],
+            what="the rebuilt version to run as three partitions",
+            timeout=60,
+        )
+    _assert_views_equal_the_log(fault_settings)
+
+
+def _caught_up(settings: Settings, names: list[str]) -> bool:
+    target = head(settings.database_url or "")
+    behind = {n: p for n, p in checkpoints(settings.database_url or "", settings).items() if n in names and p < target}
+    assert not behind, f"behind {target}: {behind}"
+    return True
