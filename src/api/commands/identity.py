@@ -22,7 +22,7 @@ from api.commands.common import (
 )
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
-from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult
+from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult, Unauthorized
 from domain.errors import Invalid
 from domain.identity import MAX_EMAIL, MAX_NAME, Role
 
@@ -72,7 +72,7 @@ class AuthCommands(Controller):
         operation_id="Register",
         summary="Register a user (as a member)",
         status_code=201,
-        responses=problems(400, 409, 413, 422),
+        responses=problems(400, 409, 413, 422, 429, 503),
     )
     async def register(
         self,
@@ -81,17 +81,19 @@ class AuthCommands(Controller):
         data: Annotated[RegisterBody, Body()],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
-        return await run_command(
-            request,
-            runtime,
-            "auth.register",
-            runtime.chronicle.identity.register,
-            data.email,
-            data.name,
-            data.password,
-            status=201,
-            idempotency_key=idempotency_key,
-        )
+        async with runtime.guard.recording(request, "register", data.email):
+            return await run_command(
+                request,
+                runtime,
+                "auth.register",
+                runtime.chronicle.identity.register,
+                data.email,
+                data.name,
+                data.password,
+                status=201,
+                idempotency_key=idempotency_key,
+                hashing=True,
+            )
 
     @post(
         "/login",
@@ -99,14 +101,21 @@ class AuthCommands(Controller):
         operation_id="Login",
         summary="Exchange email and password for tokens",
         status_code=200,
-        responses=problems(400, 401, 413, 422),
+        responses=problems(400, 401, 413, 422, 429, 503),
     )
     async def login(
         self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[LoginBody, Body()]
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
-        )
+        async with runtime.guard.recording(request, "login", data.email):
+            await runtime.guard.begin_login(data.email)  # 429 while the account is locked
+            try:
+                result = await runtime.run_hashing(
+                    runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
+                )
+            except Unauthorized:
+                await runtime.guard.login_failed(data.email)
+                raise
+        await runtime.guard.login_succeeded(data.email)
         return _pair(get_auth(request), runtime, result)
 
     @post(
@@ -115,14 +124,15 @@ class AuthCommands(Controller):
         operation_id="Refresh",
         summary="Exchange a refresh token for a new pair; the one sent is revoked",
         status_code=200,
-        responses=problems(400, 401, 413, 422),
+        responses=problems(400, 401, 413, 422, 429, 503),
     )
     async def refresh(
         self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[RefreshBody, Body()]
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
-        )
+        async with runtime.guard.recording(request, "refresh", session_named_by(data.refresh_token)):
+            result = await runtime.run(
+                runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
+            )
         return _pair(get_auth(request), runtime, result)
 
     @post(
@@ -130,7 +140,7 @@ class AuthCommands(Controller):
         operation_id="Logout",
         summary="End the session of the access token (its refresh token dies)",
         status_code=200,
-        responses=problems(401, 403),
+        responses=problems(401, 403, 429, 503),
     )
     async def logout(
         self,
@@ -210,6 +220,16 @@ class UserRoleCommands(Controller):
             expected_version(if_match),
             idempotency_key=idempotency_key,
         )
+
+
+def session_named_by(refresh_token: str) -> str:
+    """Who a refresh attempt claims to be, fit for a log: the session id its token names (the part
+    before the dot), never the secret part."""
+    head = refresh_token.partition(".")[0]
+    try:
+        return f"session {uuid.UUID(hex=head)}"
+    except ValueError:
+        return "a malformed refresh token"
 
 
 def _pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:
