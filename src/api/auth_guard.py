@@ -104,6 +104,13 @@ class AuthGuard:
         s = self.settings
         return [s.login_lockout_after, s.login_lockout_s * 1000, s.login_lockout_max_s * 1000, FORGET_AFTER_MS]
 
+    async def not_an_attempt(self, email: str) -> None:
+        """Takes back the count of an attempt that failed for want of a server, not of a password."""
+        try:
+            await self.redis.hincrby(self._account_key(email), "attempts", -1)
+        except redis.exceptions.RedisError as e:
+            log.warning("could not take back a login attempt: %s", e)
+
     async def login_succeeded(self, email: str) -> None:
         await self.redis.delete(self._account_key(email))
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, DurationUnit, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.redis import RedisStore
@@ -52,11 +53,12 @@ class CountingRedisStore(RedisStore):
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         super().__init__(client, namespace=namespace, handle_client_shutdown=True)
+        self.client, self.prefix = client, f"{namespace}:counts:"
         self._hit = client.register_script(_HIT)
 
     async def hit(self, key: str, window_s: int) -> tuple[int, float]:
         """This window's count including this request, and the seconds until the window ends."""
-        count, ttl_ms = await self._hit(keys=[self._make_key(key)], args=[window_s * 1000])
+        count, ttl_ms = await self._hit(keys=[self.prefix + key], args=[window_s * 1000])
         return int(count), int(ttl_ms) / 1000
 
 
@@ -114,8 +116,6 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
         }
 
     def _with_headers(self, send: Send, headers: dict[str, str]) -> Send:
-        from litestar.datastructures import MutableScopeHeaders
-
         async def wrapped(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])

@@ -108,7 +108,7 @@ def test_a_rate_limit_counts_exactly_across_processes(settings: Settings) -> Non
         key = uuid.uuid4().hex
         counts = await asyncio.gather(*(stores[i % 2].hit(key, 60) for i in range(200)))
         for store in stores:
-            await store._redis.aclose()  # type: ignore[attr-defined]
+            await store.client.aclose()
         return sorted(count for count, _ in counts)
 
     assert asyncio.run(hits()) == list(range(1, 201))

@@ -115,6 +115,9 @@ class AuthCommands(Controller):
             except Unauthorized:
                 await runtime.guard.login_failed(data.email)
                 raise
+            except Exception:
+                await runtime.guard.not_an_attempt(data.email)  # a server failed, not the caller
+                raise
         await runtime.guard.login_succeeded(data.email)
         return _pair(get_auth(request), runtime, result)
 
