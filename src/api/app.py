@@ -48,7 +48,7 @@ async def is_auth_route(request: Request[Any, Any, Any]) -> bool:
 
 async def is_command_route(request: Request[Any, Any, Any]) -> bool:
     """Every route that changes something, apart from /v1/auth (limited per address instead)."""
-    return request.method != "GET" and not request.url.path.startswith("/v1/auth/")
+    return request.method not in ("GET", "HEAD", "OPTIONS") and not request.url.path.startswith("/v1/auth/")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

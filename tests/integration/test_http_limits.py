@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from api.limits import CountingRedisStore
@@ -198,6 +199,21 @@ def test_anonymous_health_says_only_what_passes(limited: Api, chronicle_app: Any
     assert "projections" in detailed and "latency_ms" in detailed["checks"]["database"]
     member = limited.register("Plain Member")
     assert limited.get("/v1/health", member).json().keys() == {"status", "checks"}
+
+
+def test_a_flood_of_anonymous_health_requests_measures_once_a_second(limited: Api, settings: Settings) -> None:
+    """Each measurement pings Redis once: thirty requests within a second or two ping it once or twice."""
+    probe = redis.Redis.from_url(settings.redis_url or "")
+
+    def pings() -> int:
+        return int(probe.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+
+    before, started = pings(), time.monotonic()
+    for _ in range(30):
+        assert limited.get("/v1/health").status_code == 200
+    elapsed = time.monotonic() - started
+    assert pings() - before <= elapsed + 2, (pings() - before, elapsed)
+    probe.close()
 
 
 def make_admin(api: Api, chronicle_app: Any) -> User:
