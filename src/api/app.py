@@ -20,6 +20,7 @@ from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
+from api.explorer import TEMPLATES, explorer_routers
 from api.headers import cors, security_headers
 from api.health import HealthController
 from api.limits import STORE, auth_limit, command_limit, rate_limit_store
@@ -43,7 +44,9 @@ async def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
 
 
 async def is_auth_route(request: Request[Any, Any, Any]) -> bool:
-    return request.url.path.startswith("/v1/auth/")
+    """The API's auth routes, and the explorer's sign-in (the same passwords)."""
+    path = request.url.path
+    return path.startswith("/v1/auth/") or (path == "/explorer/login" and request.method == "POST")
 
 
 async def is_command_route(request: Request[Any, Any, Any]) -> bool:
@@ -89,8 +92,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     OrderQueries,
                     AdminQueries,
                 ],
-            )
+            ),
+            *explorer_routers(settings),
         ],
+        template_config=TEMPLATES,
         on_app_init=[auth.on_app_init],
         # After the authentication middleware (which on_app_init puts first), so a limit per user
         # knows the user.

@@ -131,6 +131,22 @@ class AuthGuard:
         return items, items[-1].id if len(rows) > limit else None
 
     @asynccontextmanager
+    async def login(self, request: Request[Any, Any, Any], route: str, email: str) -> AsyncIterator[None]:
+        """One login attempt on `email`, run inside: refused at once while the account is locked
+        (AccountLocked, a 429), counted, recorded if refused, and clearing the count if it succeeds."""
+        async with self.recording(request, route, email):
+            await self.begin_login(email)
+            try:
+                yield
+            except Unauthorized:
+                await self.login_failed(email)
+                raise
+            except Exception:
+                await self.not_an_attempt(email)  # a server failed, not the caller
+                raise
+        await self.login_succeeded(email)
+
+    @asynccontextmanager
     async def recording(self, request: Request[Any, Any, Any], route: str, who: str) -> AsyncIterator[None]:
         """Records the refusal of what runs inside, then lets it propagate."""
         try:

@@ -31,10 +31,12 @@ async def security_headers(message: Message, scope: Scope) -> None:
     message.setdefault("headers", [])
     headers = MutableScopeHeaders(message)
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
-    html = (headers.get("content-type") or "").startswith("text/html")
-    docs = path == "/schema" or path.startswith("/schema/")
-    headers["Content-Security-Policy"] = DOCS_CSP if docs and html else API_CSP
+    if "Referrer-Policy" not in headers:
+        headers["Referrer-Policy"] = "no-referrer"
+    if "Content-Security-Policy" not in headers:  # the explorer's pages send their own
+        html = (headers.get("content-type") or "").startswith("text/html")
+        docs = path == "/schema" or path.startswith("/schema/")
+        headers["Content-Security-Policy"] = DOCS_CSP if docs and html else API_CSP
     if path.startswith("/v1/auth/"):
         headers["Cache-Control"] = "no-store"
 

@@ -45,6 +45,7 @@ class Settings:
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
     # Abuse and failure limits (see the README's "Limits and failure answers").
     auth_rate_limit_per_minute: int = 300
@@ -121,6 +122,7 @@ class Settings:
             min_position_max_waiters=_int(env, "CHRONICLE_MIN_POSITION_MAX_WAITERS", 256, low=1, high=100_000),
             dependency_timeout_s=_int(env, "CHRONICLE_DEPENDENCY_TIMEOUT_S", 5, low=1, high=120),
             cors_origins=tuple(o.strip() for o in (env.get("CHRONICLE_CORS_ORIGINS") or "").split(",") if o.strip()),
+            explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
         )
 
     def require_jwt_secret(self) -> str:

@@ -22,7 +22,7 @@ from api.commands.common import (
 )
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
-from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult, Unauthorized
+from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult
 from domain.errors import Invalid
 from domain.identity import MAX_EMAIL, MAX_NAME, Role
 
@@ -106,19 +106,10 @@ class AuthCommands(Controller):
     async def login(
         self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[LoginBody, Body()]
     ) -> TokenPair:
-        async with runtime.guard.recording(request, "login", data.email):
-            await runtime.guard.begin_login(data.email)  # 429 while the account is locked
-            try:
-                result = await runtime.run_hashing(
-                    runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
-                )
-            except Unauthorized:
-                await runtime.guard.login_failed(data.email)
-                raise
-            except Exception:
-                await runtime.guard.not_an_attempt(data.email)  # a server failed, not the caller
-                raise
-        await runtime.guard.login_succeeded(data.email)
+        async with runtime.guard.login(request, "login", data.email):  # 429 while the account is locked
+            result = await runtime.run_hashing(
+                runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
+            )
         return _pair(get_auth(request), runtime, result)
 
     @post(
