@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter
 
-from api.problems import Problem
+from api.problems import Problem, correlation_id
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey, PreconditionFailed
 from domain.errors import Conflict, DomainError
@@ -55,6 +55,7 @@ _DESCRIPTIONS = {
     412: "If-Match does not match the version",
     413: "Body larger than 1 MiB",
     422: "Unknown field, bad value, or a rule of the domain refused it",
+    429: "Too many requests (see Retry-After and the RateLimit-* headers)",
     503: "A storage server is unavailable",
 }
 
@@ -111,7 +112,8 @@ def accepted(result: CommandResult, status: int, ctx: Context, replayed: bool = 
 
 def context(request: Request[Any, Any, Any], command: str) -> Context:
     actor = request.scope.get("user")
-    correlation = _uuid_header(request, "X-Correlation-Id") or logs.correlation_id() or uuid.uuid4()
+    _uuid_header(request, "X-Correlation-Id")  # a malformed one is a 400
+    correlation = logs.correlation_id() or correlation_id(request)
     return Context(
         command=command,
         actor=actor if isinstance(actor, Actor) else None,
@@ -129,6 +131,7 @@ async def run_command(
     *args: Any,
     status: int = 200,
     idempotency_key: str | None = None,
+    hashing: bool = False,
     **kwargs: Any,
 ) -> Response[CommandAccepted]:
     """Runs one command in a worker thread, in its own span, counted by outcome (ok, conflict,
@@ -137,7 +140,9 @@ async def run_command(
     outcome = "error"
     try:
         with tracing.span(f"command {command}", attributes={"chronicle.command": command}):
-            response = await _run_command(request, runtime, command, handler, args, kwargs, status, idempotency_key)
+            response = await _run_command(
+                request, runtime, command, handler, args, kwargs, status, idempotency_key, hashing
+            )
         outcome = "idempotent_replay" if "Idempotent-Replayed" in response.headers else "ok"
         return response
     except (Conflict, PreconditionFailed):
@@ -160,13 +165,16 @@ async def _run_command(
     kwargs: dict[str, Any],
     status: int,
     idempotency_key: str | None,
+    hashing: bool,
 ) -> Response[CommandAccepted]:
     """Honours Idempotency-Key: a key seen before with the same request returns the first
     response; with a different request it is a 422. Two identical requests at once: one appends,
-    the other finds the key when its own append collides."""
+    the other finds the key when its own append collides. A `hashing` command hashes a password
+    and runs on the threads kept for that."""
     ctx = context(request, command)
+    run = runtime.run_hashing if hashing else runtime.run
     if idempotency_key is None:
-        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+        return accepted(await run(handler, ctx, *args, **kwargs), status, ctx)
     request_hash = await _request_hash(request, hash_key(runtime.settings.require_jwt_secret()))
     key = IdempotencyKey(_scope(ctx), _valid_key(idempotency_key), request_hash, status)
     replay = await _replay(runtime, key, ctx)
@@ -174,7 +182,7 @@ async def _run_command(
         return replay
     ctx = dataclasses.replace(ctx, idempotency=key)
     try:
-        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+        return accepted(await run(handler, ctx, *args, **kwargs), status, ctx)
     except ConcurrentUpdate:
         replay = await _replay(runtime, key, ctx)
         if replay is not None:
