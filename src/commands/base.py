@@ -3,6 +3,7 @@ eventsourcing Application that records both with every event it saves."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -65,6 +66,7 @@ class Context:
     causation_id: uuid.UUID | None = None
     system_actor: str | None = None  # e.g. "cli" or "saga" when no user acts
     idempotency: IdempotencyKey | None = None
+    trace_parent: str | None = None  # the W3C traceparent of the span that decided; stored, not hashed
 
     @property
     def actor_id(self) -> str | None:
@@ -139,6 +141,15 @@ def make_transcoder() -> JSONTranscoder:
 
 
 FactoryMaker = Callable[[Environment], InfrastructureFactory[Any]]
+LoadObserver = Callable[[str, bool], contextlib.AbstractContextManager[Any]]
+"""Wraps each load: told what is loaded and whether the cache had it (metrics and a span; the
+composition root supplies it)."""
+
+
+def _unobserved(what: str, cached: bool) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 KeyRecorded = Callable[[IdempotencyKey], bool]
 
 
@@ -201,6 +212,7 @@ class ChronicleApplication(LeanSaving):
     Its `save` is `LeanSaving`'s (commands.library: the private interface of the library)."""
 
     cache_size = 10_000
+    observe_load: LoadObserver = staticmethod(_unobserved)
 
     def __init__(
         self, make_factory: FactoryMaker, env: dict[str, str] | None = None, key_recorded: KeyRecorded | None = None
@@ -225,16 +237,17 @@ class ChronicleApplication(LeanSaving):
         """The aggregate, from the cache when it is there (`fresh` skips it). With `for_update` the
         caller gets its own copy to change; without, the shared state, which it must not change."""
         aggregate = None if fresh or getattr(self._attempt, "fresh", False) else self.cache.get(aggregate_id)
-        if aggregate is not None:
-            self._attempt.used_cache = True
-        if aggregate is None:
-            try:
-                aggregate = self.repository.get(aggregate_id)
-            except AggregateNotFoundError:
-                raise NotFound(f"{what} {aggregate_id} not found") from None
-            self.cache.put(copy_aggregate(aggregate) if for_update else aggregate)
-        elif for_update:
-            aggregate = copy_aggregate(aggregate)
+        with self.observe_load(what, aggregate is not None):
+            if aggregate is not None:
+                self._attempt.used_cache = True
+            if aggregate is None:
+                try:
+                    aggregate = self.repository.get(aggregate_id)
+                except AggregateNotFoundError:
+                    raise NotFound(f"{what} {aggregate_id} not found") from None
+                self.cache.put(copy_aggregate(aggregate) if for_update else aggregate)
+            elif for_update:
+                aggregate = copy_aggregate(aggregate)
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate

@@ -5,6 +5,7 @@ The Litestar app and the CLI both call `bootstrap`. Nothing here runs at import 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +19,8 @@ from commands.work import WorkApplication
 from infra.eventstore.idempotency import IdempotencyKeys
 from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
+from infra.observe import tracing
+from infra.observe.metrics import CACHE_HITS, CACHE_MISSES, sample_pool
 from infra.sessions import RedisAccessStates
 from infra.settings import Settings
 
@@ -41,6 +44,16 @@ class Chronicle:
         self.database.close()
         if self.access_states is not None:
             self.access_states.close()
+
+
+def observed_load(what: str, cached: bool) -> contextlib.AbstractContextManager[None]:
+    """Counts each load as a hit or a miss of the aggregate cache; a miss (a read from the store)
+    gets a span of its own."""
+    if cached:
+        CACHE_HITS.labels("aggregates").inc()
+        return contextlib.nullcontext()
+    CACHE_MISSES.labels("aggregates").inc()
+    return tracing.span(f"load {what}")
 
 
 def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
@@ -71,4 +84,7 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
     inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
+    for app in (identity, work, audit, catalog, inventory, ordering):
+        app.observe_load = observed_load
+    sample_pool(database)
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering, access_states)

@@ -42,6 +42,8 @@ class Settings:
     order_payment_timeout_s: int = 900
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
+    log_format: str = "console"
+    metrics: bool = True
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
@@ -110,6 +112,8 @@ class Settings:
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
+            log_format=_log_format(env.get("CHRONICLE_LOG_FORMAT")),
+            metrics=(env.get("CHRONICLE_METRICS") or "on").strip().lower() not in ("off", "0", "false", "no"),
             jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
             access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
             refresh_token_ttl_s=_int(
@@ -136,6 +140,13 @@ class Settings:
         if not self.jwt_secret:
             raise SettingsError("CHRONICLE_JWT_SECRET is not set (32 or more random characters)")
         return self.jwt_secret
+
+
+def _log_format(value: str | None) -> str:
+    fmt = (value or "console").strip().lower()
+    if fmt not in ("console", "json"):
+        raise SettingsError(f"CHRONICLE_LOG_FORMAT must be console or json, got {value!r}")
+    return fmt
 
 
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "replace-me", "placeholder")

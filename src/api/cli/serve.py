@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from api.cli.common import (
@@ -30,6 +33,12 @@ def register(sub: Any, add: Add) -> None:
     dev = add(sub, "dev", help="run the whole stack, starting embedded servers if none are configured")
     dev.add_argument("--port", type=int, help="API port (default 8000 or CHRONICLE_PORT)")
     dev.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve the relay's metrics on N, the projector's on N+1, the saga's on N+2",
+    )
+    dev.add_argument(
         "--servers-only", action="store_true", help="start only the servers and print their URLs as CHRONICLE_…=… lines"
     )
     dev.set_defaults(run=cmd_dev)
@@ -43,14 +52,17 @@ def register(sub: Any, add: Add) -> None:
     partitions_help = "JetStream partitions P (default 1 or CHRONICLE_PARTITIONS); relay and projectors must agree"
     relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
     relay.add_argument("--partitions", type=int, help=partitions_help)
+    relay.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     relay.set_defaults(run=cmd_relay)
 
     projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
     projector.add_argument("names", nargs="*", metavar="NAME")
     projector.add_argument("--partitions", type=int, help=partitions_help)
+    projector.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     projector.set_defaults(run=cmd_projector)
 
     saga = add(sub, "saga", help="run the order saga: reserve, reject, release, commit stock; expire unpaid orders")
+    saga.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     saga.set_defaults(run=cmd_saga)
 
     migrate = add(sub, "migrate", help="bring the database schema up to date")
@@ -90,18 +102,25 @@ def cmd_dev(args: argparse.Namespace) -> None:
             return
         supervisor = Supervisor(server_env(settings))
         supervisor.add("api", "api", "--port", str(settings.port), "--host", settings.host)
-        supervisor.add("relay", "relay")
-        supervisor.add("projector", "projector")
-        supervisor.add("saga", "saga")
+        metrics_ports = {}
+        for offset, role in enumerate(("relay", "projector", "saga")):
+            extra = []
+            if args.metrics_port is not None:
+                metrics_ports[role] = args.metrics_port + offset
+                extra = ["--metrics-port", str(args.metrics_port + offset)]
+            supervisor.add(role, role, *extra)
         supervisor.start_all()
         try:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
                 print(
                     f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nExplorer       {base}/explorer\n"
-                    "Ctrl-C stops everything.",
+                    f"Metrics        {base}/metrics",
                     flush=True,
                 )
+                for role, port in metrics_ports.items():
+                    print(f"{role + ' metrics':<15}http://127.0.0.1:{port}/metrics", flush=True)
+                print("Ctrl-C stops everything.", flush=True)
             supervisor.watch(stop)
         finally:
             supervisor.stop_all()
@@ -112,6 +131,28 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    if not settings_from(args).metrics:
+        _serve_api(args)
+        return
+    folder = multiprocess_metrics()
+    try:
+        _serve_api(args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def multiprocess_metrics() -> str:
+    """Points prometheus-client's multiprocess mode at a fresh folder that the granian workers
+    (forked from here) inherit, so `GET /metrics` on any worker sums every worker's values. It
+    must happen before prometheus-client is imported in this process."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    folder = tempfile.mkdtemp(prefix="chronicle-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def _serve_api(args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -135,22 +176,27 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_relay(args: argparse.Namespace) -> None:
     from infra.delivery.relay import Relay
+    from infra.observe import metrics
 
     settings = with_servers(settings_from(args))
     check_schema(settings)
+    metrics.serve(args.metrics_port, "relay")
     asyncio.run(until_signalled(Relay(settings).run))
 
 
 def cmd_saga(args: argparse.Namespace) -> None:
     from infra.delivery.saga import run_saga
+    from infra.observe import metrics
 
     settings = with_servers(settings_from(args))
     check_schema(settings)
+    metrics.serve(args.metrics_port, "saga")
     asyncio.run(until_signalled(lambda stop: run_saga(settings, stop)))
 
 
 def cmd_projector(args: argparse.Namespace) -> None:
     from infra.delivery.projector import run_projections
+    from infra.observe import metrics
     from projections import all_projections
 
     settings = with_servers(settings_from(args))
@@ -160,6 +206,7 @@ def cmd_projector(args: argparse.Namespace) -> None:
     if unknown:
         raise CliError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
     chosen = [known[n] for n in args.names] if args.names else list(known.values())
+    metrics.serve(args.metrics_port, "projector")
     asyncio.run(until_signalled(lambda stop: run_projections(settings, chosen, stop)))
 
 

@@ -34,6 +34,8 @@ from infra.delivery.leadership import leadership, lock_key, pause, still_leading
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore.recorder import GATE, NOTIFY_CHANNEL
 from infra.eventstore.tamper import GENESIS, merkle_root, seal_hash
+from infra.observe import metrics, tracing
+from infra.observe.delivery import watch_relay
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120
 MAX_SCAN = 100_000
 READ_AFTER = (
-    f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s AND notification_id < {GATE}"
+    f"SELECT {LOG_COLUMNS}, hash, trace_parent FROM events WHERE notification_id > %s AND notification_id < {GATE}"
     " ORDER BY notification_id LIMIT %s"
 )
 READ_RANGE = (
@@ -218,14 +220,22 @@ class Relay:
         self.publish_timeout = publish_timeout
         self.reader = EnvelopeReader()
         self.published = 0
+        self.position: int | None = None  # published up to here, while leading
 
     async def run(self, stop: asyncio.Event) -> None:
+        tracing.setup("chronicle-relay")
+        await asyncio.gather(self._run(stop), watch_relay(self.url, lambda: self.position, stop))
+
+    async def _run(self, stop: asyncio.Event) -> None:
         key = lock_key(self.namespace, "relay")
         while not stop.is_set():
             try:
                 async with leadership(self.url, key, stop, "relay") as conn:
                     if conn is not None:
-                        await self._lead(conn, stop)
+                        try:
+                            await self._lead(conn, stop)
+                        finally:
+                            self.position = None
             except (psycopg.Error, OSError) as e:
                 log.warning("relay: lost PostgreSQL (%s); starting over", e)
                 await pause(stop, 1.0)
@@ -250,6 +260,7 @@ class Relay:
             await sealer.load(conn)
             await sealer.seal_backlog(conn, state.position)
             already = await self._with_retry(lambda: self._in_stream_after(js, state.stream_seq), stop)
+            self.position = state.position
             while not stop.is_set():
                 if not await still_leading(conn):
                     log.warning("relay: the lock's connection broke; stepping down")
@@ -260,19 +271,22 @@ class Relay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
                     continue
-                envelopes = self.reader.from_rows([r[:-1] for r in rows], state.position)
+                envelopes = self.reader.from_rows([r[:-2] for r in rows], state.position)
+                traces = {r[0]: r[-1] for r in rows if r[-1]}
                 heads = list(state.heads)
                 try:
-                    seq = await self._publish(js, envelopes, already, heads)
+                    seq = await self._publish(js, envelopes, already, heads, traces)
                 except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
                     log.warning("relay: publishing failed (%s); retrying the batch", e)
                     await pause(stop, 1.0)
                     continue
                 state = RelayState(envelopes[-1].position, max(seq, state.stream_seq), heads)
                 async with conn.transaction():
-                    sealed = await sealer.seal(conn, state.position, [bytes(r[-1]) for r in rows])
+                    sealed = await sealer.seal(conn, state.position, [bytes(r[-2]) for r in rows])
                     await self._save_state(conn, state)
                 sealer.last = sealed
+                self.position = state.position
+                metrics.RELAY_BATCHES.inc()
                 already.difference_update(e.position for e in envelopes)
         finally:
             listener.cancel()
@@ -282,19 +296,25 @@ class Relay:
                 await nc.close()
 
     async def _publish(
-        self, js: JetStreamContext, envelopes: list[EventEnvelope], already: set[int], heads: list[int]
+        self,
+        js: JetStreamContext,
+        envelopes: list[EventEnvelope],
+        already: set[int],
+        heads: list[int],
+        traces: dict[int, str],
     ) -> int:
         """Publishes the batch (but what is in the stream already) and, when partitioned, a mark to
-        every partition after it, in that order on one connection; moves `heads` along."""
+        every partition after it, in that order on one connection; moves `heads` along. Each event
+        carries a `traceparent` header continuing the trace that appended it (infra.observe)."""
         futures = []
         for e in envelopes:
             partition = parts.partition_of(e.stream_id, len(heads)) if len(heads) > 1 else 0
             if e.position not in already:
-                futures.append(
-                    await js.publish_async(
-                        subject_of(self.namespace, e), encode(e), headers=headers_of(e, heads[partition], len(heads))
-                    )
-                )
+                headers = headers_of(e, heads[partition], len(heads))
+                trace = tracing.hop(f"publish {e.type}", traces.get(e.position))
+                if trace:
+                    headers["traceparent"] = trace
+                futures.append(await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers))
             heads[partition] = e.position
         events = len(futures)
         if len(heads) > 1:
@@ -307,7 +327,9 @@ class Relay:
                     await js.publish_async(parts.mark_subject(self.namespace, partition), b"", headers=headers)
                 )
         acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
-        self.published += sum(1 for ack in acks[:events] if not ack.duplicate)
+        published = sum(1 for ack in acks[:events] if not ack.duplicate)
+        self.published += published
+        metrics.RELAY_PUBLISHED.inc(published)
         return max((ack.seq for ack in acks), default=0)
 
     async def _in_stream_after(self, js: JetStreamContext, stream_seq: int) -> set[int]:
