@@ -15,6 +15,7 @@ from functools import partial
 from typing import IO, Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.settings import Settings
 from tests.waiting import eventually
@@ -172,3 +173,19 @@ def assert_problem(
     if says is not None:
         assert says in body["detail"], body
     return body
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, parsed by prometheus-client's own parser. A new connection each
+    time, so the workers take turns answering."""
+    response = httpx.get(f"{base}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, found), v in samples.items() if n == name and labels.items() <= dict(found).items())

@@ -22,7 +22,6 @@ import httpx
 import psycopg
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client.parser import text_string_to_metric_families
 
 from commands.base import Context
 from domain.identity import Role
@@ -33,7 +32,7 @@ from infra.eventstore.migrate import migrate
 from infra.settings import Settings
 from tests.conftest import new_namespace
 from tests.integration.commerce import product, wait_order
-from tests.integration.http import Api, User, api_env, free_port
+from tests.integration.http import Api, User, api_env, free_port, scrape, value
 from tests.integration.pipeline import all_roles, running, wait_active
 from tests.waiting import eventually
 
@@ -137,22 +136,6 @@ def answering(base: str) -> bool:
         return httpx.get(f"{base}/schema/openapi.json", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, parsed by prometheus-client's own parser. A new connection each
-    time, so the workers take turns answering."""
-    response = httpx.get(f"{base}/metrics", timeout=10)
-    assert response.status_code == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return sum(v for (n, found), v in samples.items() if n == name and labels.items() <= dict(found).items())
 
 
 def test_metrics_count_every_request_and_command_across_api_workers(stack: Stack) -> None:
