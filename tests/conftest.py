@@ -70,8 +70,14 @@ def fresh_database_url(servers: ServerUrls) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(servers: ServerUrls, database_url: str) -> Settings:
+    from tests.integration.http import SEAL_KEY
+
     return Settings(
-        database_url=database_url, nats_url=servers.nats_url, redis_url=servers.redis_url, namespace=f"t{RUN_ID}"
+        database_url=database_url,
+        nats_url=servers.nats_url,
+        redis_url=servers.redis_url,
+        namespace=f"t{RUN_ID}",
+        seal_key=SEAL_KEY,
     )
 
 

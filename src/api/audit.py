@@ -19,9 +19,11 @@ from api.queries.common import Cursor
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
+from infra.delivery.anchors import external_heads
 from infra.eventstore import audit
 from infra.eventstore.audit import AuditEvent, CorrelationTree, LogFilter
-from infra.eventstore.verify import Verification, verify
+from infra.eventstore.signing import MalformedHead, load_seal_key
+from infra.eventstore.verify import Problem, Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
 Since = Annotated[datetime | None, QueryParameter(name="from", description="recorded at or after")]
@@ -185,5 +187,13 @@ class AuditQueries(Controller):
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
         await _record(request, runtime)
-        report = await runtime.run(verify, runtime.settings.database_url or "")
+        settings = runtime.settings
+        js = runtime.nats.jetstream(timeout=5) if runtime.nats is not None and runtime.nats.is_connected else None
+        try:
+            heads, notes = await external_heads(js, settings.namespace)
+        except MalformedHead as e:
+            return Response(Verification(False, 0, 0, "0", 0, first_problem=Problem("head_forged", str(e))))
+        trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
+        report = await runtime.run(verify, settings.database_url or "", trusted, heads)
+        report.notes.extend(notes)
         return Response(report)

@@ -46,6 +46,9 @@ class Settings:
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
     stream_replicas: int = 1
+    stream_max_age_days: int = 30
+    seal_key: str | None = None
+    seal_key_file: Path | None = None
 
     @property
     def servers_configured(self) -> bool:
@@ -89,6 +92,9 @@ class Settings:
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
+            stream_max_age_days=_int(env, "CHRONICLE_STREAM_MAX_AGE_DAYS", 30, low=0, high=36_500),
+            seal_key=env.get("CHRONICLE_SEAL_KEY") or None,
+            seal_key_file=Path(env["CHRONICLE_SEAL_KEY_FILE"]) if env.get("CHRONICLE_SEAL_KEY_FILE") else None,
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),

@@ -19,6 +19,7 @@ from infra.settings import Settings
 from tests.waiting import eventually
 
 JWT_SECRET = "test-secret-" + "x" * 40
+SEAL_KEY = "dGVzdC1zZWFsLWtleS0tdGVzdC1zZWFsLWtleS0tISE="  # base64 of 32 bytes: the test runs' seal key
 
 
 def free_port() -> int:
@@ -36,6 +37,7 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
             "CHRONICLE_REDIS_URL": settings.redis_url or "",
             "CHRONICLE_NAMESPACE": settings.namespace,
             "CHRONICLE_JWT_SECRET": JWT_SECRET,
+            "CHRONICLE_SEAL_KEY": settings.seal_key or SEAL_KEY,
             "CHRONICLE_LOG_LEVEL": "WARNING",
             **extra,
         }

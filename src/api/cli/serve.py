@@ -13,6 +13,7 @@ from api.cli.common import (
     CliError,
     check_schema,
     operator_name,
+    seal_key,
     server_env,
     settings_from,
     stop_on_signals,
@@ -129,8 +130,12 @@ def cmd_api(args: argparse.Namespace) -> None:
 def cmd_relay(args: argparse.Namespace) -> None:
     from infra.delivery.relay import Relay
 
-    settings = with_servers(settings_from(args))
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # joining a running `chronicle dev`: its seal key
     check_schema(settings)
+    seal_key(settings)  # refuse to start without one
     asyncio.run(until_signalled(Relay(settings).run))
 
 

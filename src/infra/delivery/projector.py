@@ -239,7 +239,9 @@ class Projector:
                 return
             try:
                 js = nc.jetstream()
-                await ensure_stream(js, self.namespace, self.settings.stream_replicas)
+                await ensure_stream(
+                    js, self.namespace, self.settings.stream_replicas, self.settings.stream_max_age_days
+                )
                 # An ephemeral consumer (the server removes it once this process is gone), starting
                 # at the first event some live lane lacks.
                 start = await self._start_sequence(js)

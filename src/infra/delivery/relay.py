@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nats
@@ -29,10 +29,13 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from infra.delivery.anchors import ensure_anchor_stream, publish_head
 from infra.delivery.leadership import leadership, lock_key, pause, still_leading
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore.recorder import GATE, NOTIFY_CHANNEL
+from infra.eventstore.signing import SealHead, SealKey, head_of, load_seal_key
 from infra.eventstore.tamper import GENESIS, merkle_root, seal_hash
+from infra.eventstore.verify import SEAL_COLUMNS
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,10 +96,13 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1) -> None:
+async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1, max_age_days: int = 30) -> None:
+    """The event stream, keeping messages `max_age_days` (0: for good). PostgreSQL stays the source
+    of truth: consumers fill whatever the stream no longer holds from the log."""
     name = stream_name(namespace)
+    max_age = float(max_age_days * 86_400)
     try:
-        await js.stream_info(name)
+        info = await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(
             StreamConfig(
@@ -105,8 +111,12 @@ async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1)
                 storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_S,
                 num_replicas=replicas,
+                max_age=max_age,
             )
         )
+        return
+    if float(info.config.max_age or 0) != max_age:
+        await js.update_stream(replace(info.config, max_age=max_age))
 
 
 @dataclass
@@ -120,31 +130,31 @@ class LastSeal:
     seq: int = 0
     to_position: int = 0
     seal_hash: bytes = GENESIS
+    head: SealHead | None = None
 
 
 class Sealer:
-    """Seals the log in order, range after range, each chained to the one before (infra.eventstore.tamper)."""
+    """Seals the log in order, range after range, each chained to the one before
+    (infra.eventstore.tamper) and signed with the seal key (infra.eventstore.signing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: SealKey) -> None:
+        self.key = key
         self.last = LastSeal()
 
     async def load(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        row = await (
-            await conn.execute("SELECT seq, to_position, seal_hash FROM seals ORDER BY seq DESC LIMIT 1")
-        ).fetchone()
-        self.last = LastSeal(row[0], row[1], bytes(row[2])) if row else LastSeal()
+        row = await (await conn.execute(f"SELECT {SEAL_COLUMNS} FROM seals ORDER BY seq DESC LIMIT 1")).fetchone()
+        self.last = LastSeal(row[0], row[2], bytes(row[6]), head_of(*row)) if row else LastSeal()
 
-    async def seal(self, conn: psycopg.AsyncConnection[Any], to_position: int, hashes: list[bytes]) -> LastSeal:
-        """Writes the seal of (last sealed position, to_position] (in the caller's transaction)."""
-        seq = self.last.seq + 1
-        root = merkle_root(hashes)
-        digest = seal_hash(seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash)
-        await conn.execute(
-            "INSERT INTO seals (seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash, digest),
-        )
-        return LastSeal(seq, to_position, digest)
+    async def seal(self, conn: psycopg.AsyncConnection[Any], leaves: list[tuple[int, bytes]]) -> LastSeal:
+        """Writes the seal of (last sealed position, last of `leaves`] (in the caller's transaction);
+        `leaves` are the (position, hash) of every event in that range, in order."""
+        seq, from_position, to_position = self.last.seq + 1, self.last.to_position, leaves[-1][0]
+        root = merkle_root(leaves)
+        digest = seal_hash(seq, from_position, to_position, len(leaves), root, self.last.seal_hash)
+        values = (seq, from_position, to_position, len(leaves), root, self.last.seal_hash, digest)
+        row = (*values, self.key.public, self.key.sign(digest))
+        await conn.execute(f"INSERT INTO seals ({SEAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", row)
+        return LastSeal(seq, to_position, digest, head_of(*row))
 
     async def seal_backlog(self, conn: psycopg.AsyncConnection[Any], upto: int, chunk: int = 5000) -> None:
         """Seals what was published before sealing existed (or before a crash), up to `upto`."""
@@ -153,7 +163,7 @@ class Sealer:
             if not rows:
                 return
             async with conn.transaction():
-                sealed = await self.seal(conn, rows[-1][0], [bytes(r[1]) for r in rows])
+                sealed = await self.seal(conn, [(r[0], bytes(r[1])) for r in rows])
             self.last = sealed
 
 
@@ -169,6 +179,8 @@ class Relay:
         self.publish_timeout = publish_timeout
         self.reader = EnvelopeReader()
         self.published = 0
+        self.key = load_seal_key(settings.seal_key, settings.seal_key_file)
+        self._anchored = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         key = lock_key(self.namespace, "relay")
@@ -190,11 +202,14 @@ class Relay:
         listener = asyncio.create_task(self._listen(wake, stop))
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
-            await self._with_retry(lambda: ensure_stream(js, self.namespace, self.settings.stream_replicas), stop)
+            replicas, max_age = self.settings.stream_replicas, self.settings.stream_max_age_days
+            await self._with_retry(lambda: ensure_stream(js, self.namespace, replicas, max_age), stop)
+            await self._with_retry(lambda: ensure_anchor_stream(js, self.namespace, replicas), stop)
             state = await self._load_state(conn)
-            sealer = Sealer()
+            sealer = Sealer(self.key)
             await sealer.load(conn)
             await sealer.seal_backlog(conn, state.position)
+            await self._anchor(js, sealer.last)
             already = await self._with_retry(lambda: self._in_stream_after(js, state.stream_seq), stop)
             while not stop.is_set():
                 if not await still_leading(conn):
@@ -202,6 +217,7 @@ class Relay:
                     return
                 rows = await (await conn.execute(READ_AFTER, (state.position, self.batch_size))).fetchall()
                 if not rows:
+                    await self._anchor(js, sealer.last)
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
@@ -215,9 +231,10 @@ class Relay:
                     continue
                 state = RelayState(envelopes[-1].position, max(seq, state.stream_seq))
                 async with conn.transaction():
-                    sealed = await sealer.seal(conn, state.position, [bytes(r[-1]) for r in rows])
+                    sealed = await sealer.seal(conn, [(r[0], bytes(r[-1])) for r in rows])
                     await self._save_state(conn, state)
                 sealer.last = sealed
+                await self._anchor(js, sealed)
                 already.difference_update(e.position for e in envelopes)
         finally:
             listener.cancel()
@@ -225,6 +242,19 @@ class Relay:
                 await listener
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def _anchor(self, js: JetStreamContext, last: LastSeal) -> None:
+        """Publishes the newest seal's head to the anchor stream, unless it is there already. A head
+        that cannot be published now is published with a later one (each head covers the chain
+        before it), so this never holds the relay up."""
+        if last.head is None or last.seq <= self._anchored:
+            return
+        try:
+            await asyncio.wait_for(publish_head(js, self.namespace, last.head), self.publish_timeout)
+        except Exception as e:  # NATS away: the seal is in PostgreSQL; its head goes out with the next one
+            log.warning("relay: could not publish seal %d's head (%s); will publish a later one", last.seq, e)
+            return
+        self._anchored = last.seq
 
     async def _publish(self, js: JetStreamContext, envelopes: list[EventEnvelope]) -> int:
         futures = [
