@@ -182,7 +182,7 @@ class AuditQueries(Controller):
     @get(
         "/verify",
         operation_id="AuditVerify",
-        summary="Recompute every event hash and seal; the first broken place",
+        summary="Recompute every hash and seal, check signatures, external heads and snapshots; the first broken place",
         responses=problems(401, 403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
@@ -196,4 +196,5 @@ class AuditQueries(Controller):
         trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
         report = await runtime.run(verify, settings.database_url or "", trusted, heads)
         report.notes.extend(notes)
+        report.add_snapshot_findings(await runtime.run(runtime.chronicle.audit.check_snapshots))
         return Response(report)

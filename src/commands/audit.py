@@ -9,8 +9,10 @@ from typing import Any
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import EventStore
 
 from commands.base import ChronicleApplication, CommandResult, Context
+from commands.snapshots import IgnoredSnapshot, check_all
 from domain.audit import AuditAccess
 from domain.errors import NotFound
 from domain.identity import SECRET_FIELDS
@@ -24,6 +26,12 @@ class AuditApplication(ChronicleApplication):
     def record_access(self, ctx: Context, route: str, query: dict[str, str]) -> CommandResult:
         access = AuditAccess(auditor=ctx.actor_id or "unknown", route=route, query=query)
         return self.record(ctx, access, result_of=access)
+
+    def check_snapshots(self) -> list[IgnoredSnapshot]:
+        """Every snapshot checked against a replay of its stream (commands.snapshots); those that
+        disagree are reported and returned."""
+        snapshots = EventStore(self.mapper, self.factory.aggregate_recorder("snapshots"))
+        return list(check_all(self, snapshots))
 
     def state_at(self, stream_id: uuid.UUID, version: int) -> dict[str, Any]:
         """The aggregate as it was after `version`, as plain JSON values, secrets redacted."""

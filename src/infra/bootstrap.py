@@ -56,4 +56,6 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
     inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
+    for app in (identity, work, audit, catalog, inventory, ordering):
+        app.snapshot_check_rate = settings.snapshot_check_rate
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)

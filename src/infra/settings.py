@@ -48,6 +48,8 @@ class Settings:
     stream_replicas: int = 1
     stream_max_age_days: int = 30
     seal_key: str | None = None
+    migrate_database_url: str | None = None
+    snapshot_check_rate: float = 0.05
     seal_key_file: Path | None = None
 
     @property
@@ -94,6 +96,8 @@ class Settings:
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
             stream_max_age_days=_int(env, "CHRONICLE_STREAM_MAX_AGE_DAYS", 30, low=0, high=36_500),
             seal_key=env.get("CHRONICLE_SEAL_KEY") or None,
+            migrate_database_url=env.get("CHRONICLE_MIGRATE_DATABASE_URL") or None,
+            snapshot_check_rate=_rate(env, "CHRONICLE_SNAPSHOT_CHECK_RATE", 0.05),
             seal_key_file=Path(env["CHRONICLE_SEAL_KEY_FILE"]) if env.get("CHRONICLE_SEAL_KEY_FILE") else None,
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
@@ -116,6 +120,19 @@ def _secret(value: str | None) -> str | None:
     if value and len(value.encode()) < 32:
         raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long")
     return value or None
+
+
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be from 0 to 1, got {value}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

@@ -21,7 +21,7 @@ from infra.eventstore.signing import SealKey, head_of, load_seal_key
 from infra.eventstore.tamper import hash_of_row, merkle_root, seal_hash
 from infra.eventstore.verify import SEAL_COLUMNS, Verification, verify
 from infra.settings import Settings
-from tests.conftest import new_namespace
+from tests.conftest import as_owner, new_namespace
 from tests.integration.http import api_env
 
 KEY = SealKey.generate()
@@ -57,7 +57,9 @@ def sealed(fresh_database_url: str, settings: Settings) -> Iterator[tuple[str, l
 
 
 def _sql(url: str, statement: str, *params: object) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
+    """Runs a statement as the owner, on the maintenance path (past the insert-only trigger)."""
+    with psycopg.connect(as_owner(url)) as conn:
+        conn.execute("SET LOCAL chronicle.maintenance = 'on'")
         conn.execute(statement.encode(), params)
 
 
@@ -101,7 +103,8 @@ def test_deleting_an_event_is_detected_in_its_seal(sealed: tuple[str, list[int]]
 def test_reordering_events_is_detected(sealed: tuple[str, list[int]]) -> None:
     url, positions = sealed
     a, b = positions[15], positions[16]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(as_owner(url)) as conn:
+        conn.execute("SET LOCAL chronicle.maintenance = 'on'")
         conn.execute("UPDATE events SET notification_id = -1 WHERE notification_id = %s", (a,))
         conn.execute("UPDATE events SET notification_id = %s WHERE notification_id = %s", (a, b))
         conn.execute("UPDATE events SET notification_id = %s WHERE notification_id = -1", (b,))
@@ -180,7 +183,7 @@ def rewrite_as_owner(url: str, position: int, resign_with: SealKey | None = None
     """Edits an event's data, recomputes its hash, and recomputes every seal's Merkle root and the
     whole chain, as anyone who can write the tables can; signs with `resign_with` if given, else
     leaves the old signatures."""
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(as_owner(url)) as conn:
         conn.execute("SET LOCAL chronicle.maintenance = 'on'")
         conn.execute(
             "UPDATE events SET data = convert_to(replace(convert_from(data, 'UTF8'), 'T', 'X'), 'UTF8')"
@@ -261,7 +264,7 @@ def test_cutting_the_tail_passes_the_database_alone_but_not_the_external_head(
     heads, notes = asyncio.run(heads_from(settings.nats_url or "", namespace))
     assert check(url, *heads).ok and not notes
     cut = positions[-10]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(as_owner(url)) as conn:
         conn.execute("SET LOCAL chronicle.maintenance = 'on'")
         conn.execute("DELETE FROM events WHERE notification_id >= %s", (cut,))
         conn.execute("DELETE FROM seals WHERE to_position >= %s", (cut,))
@@ -295,7 +298,7 @@ def test_an_auditors_kept_head_catches_a_cut_tail(
     head = Path(str(tmp_path)) / "head.json"
     head.write_bytes(anchored.stdout)
     assert cli("verify", "--against", str(head)).returncode == 0
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(as_owner(url)) as conn:
         conn.execute("SET LOCAL chronicle.maintenance = 'on'")
         conn.execute("DELETE FROM events WHERE notification_id >= %s", (positions[-10],))
         conn.execute("DELETE FROM seals WHERE to_position >= %s", (positions[-10],))

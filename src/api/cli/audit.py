@@ -223,6 +223,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
             raise CliError(f"the newest seal head in JetStream: {e}") from None
         report = verify(settings.require_database_url(), trusted, [*heads, *kept])
         report.notes.extend(notes)
+        report.add_snapshot_findings(chronicle.audit.check_snapshots())
     finally:
         chronicle.close()
     print_json(report)

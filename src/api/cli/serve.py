@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 from api.cli.common import (
@@ -23,6 +24,7 @@ from api.cli.common import (
     with_servers,
 )
 from infra.devstack.embedded import EmbeddedServers
+from infra.settings import Settings
 
 log = logging.getLogger("chronicle")
 
@@ -64,7 +66,7 @@ def register(sub: Any, add: Add) -> None:
 
 def cmd_dev(args: argparse.Namespace) -> None:
     from infra.devstack.supervisor import Supervisor
-    from infra.eventstore.migrate import migrate
+    from infra.eventstore.migrate import service_url
 
     settings = settings_from(args)
     stop = stop_on_signals()
@@ -73,10 +75,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if not settings.servers_configured:
             servers = EmbeddedServers(settings.data_dir)
             urls = servers.start()
-            settings = settings.with_servers(urls.database_url, urls.nats_url, urls.redis_url)
+            # The services connect as the service role (migration 0007); migrations run as the owner.
+            settings = settings.with_servers(service_url(urls.database_url), urls.nats_url, urls.redis_url)
+            settings = replace(settings, migrate_database_url=urls.database_url)
             log.info("embedded servers running under %s", settings.data_dir.resolve())
         settings = with_dev_secret(settings)
-        applied = migrate(settings.require_database_url())
+        applied = _migrate(settings)
         if applied:
             log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
         if args.servers_only:
@@ -161,11 +165,20 @@ def cmd_projector(args: argparse.Namespace) -> None:
     asyncio.run(until_signalled(lambda stop: run_projections(settings, chosen, stop)))
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+def _migrate(settings: Settings) -> list[Any]:
+    """As CHRONICLE_MIGRATE_DATABASE_URL (the owner) when set, making the login of
+    CHRONICLE_DATABASE_URL a member of the service role; else as CHRONICLE_DATABASE_URL."""
     from infra.eventstore.migrate import migrate
 
+    url = settings.require_database_url()
+    if settings.migrate_database_url and settings.migrate_database_url != url:
+        return migrate(settings.migrate_database_url, service=url)
+    return migrate(url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
     settings = with_servers(settings_from(args))
-    applied = migrate(settings.require_database_url())
+    applied = _migrate(settings)
     print("applied: " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "schema is up to date")
 
 

@@ -381,6 +381,21 @@ class ChronicleAggregateRecorder(AggregateRecorder):
                 conn.execute(self._insert, _columns(stored_events))
         return None
 
+    def report_ignored(self, stream_id: UUID, version: int, detail: str, found_by: str) -> None:
+        """Records a snapshot found to disagree with its stream's events (commands.snapshots)."""
+        with self.database.connection() as conn:
+            conn.execute(
+                "INSERT INTO ignored_snapshots (stream_id, version, detail, found_by) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (stream_id, version) DO UPDATE SET last_found_at = now()",
+                (stream_id, version, detail, found_by),
+            )
+
+    def snapshot_keys(self) -> Iterator[tuple[UUID, int]]:
+        """The (stream, version) of every snapshot, in order."""
+        with self.database.connection() as conn:
+            rows = conn.execute(f"SELECT stream_id, version FROM {self.table} ORDER BY stream_id, version").fetchall()
+        yield from ((r[0], r[1]) for r in rows)
+
     def select_events(
         self,
         originator_id: UUID | str,

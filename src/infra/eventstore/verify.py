@@ -32,6 +32,12 @@ class Problem(msgspec.Struct, omit_defaults=True):
     seal: int | None = None
 
 
+class SnapshotFinding(msgspec.Struct):
+    stream_id: str
+    version: int
+    detail: str
+
+
 class Verification(msgspec.Struct):
     ok: bool
     events_checked: int
@@ -42,7 +48,21 @@ class Verification(msgspec.Struct):
     """Which external heads the newest seals were compared with (`jetstream seal 12`, …)."""
     notes: list[str] = msgspec.field(default_factory=list)
     """What could not be checked (e.g. JetStream unreachable), which does not make `ok` false."""
+    ignored_snapshots: list[SnapshotFinding] = msgspec.field(default_factory=list)
+    """Snapshots that disagree with a replay of their stream: never used, and reported here."""
     first_problem: Problem | None = None
+
+    def add_snapshot_findings(self, found: Sequence[Any]) -> None:
+        """Folds in what checking every snapshot found (`commands.snapshots.IgnoredSnapshot`s)."""
+        self.ignored_snapshots = [SnapshotFinding(str(f.stream_id), f.version, f.detail) for f in found]
+        if found and self.ok:
+            first = found[0]
+            self.ok = False
+            self.first_problem = Problem(
+                "snapshot_ignored",
+                f"the snapshot of stream {first.stream_id} at version {first.version} disagrees with a replay of its"
+                f" events ({first.detail}); it is ignored",
+            )
 
 
 @dataclass(frozen=True)
