@@ -17,7 +17,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
-from api.commands.identity import AuthCommands, UserRoleCommands
+from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     HealthController,
                     AuthCommands,
                     UserRoleCommands,
+                    UserErasure,
                     ProjectCommands,
                     TaskCommands,
                     ProductCommands,

@@ -50,7 +50,7 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
         return Factory(env, database=database)
 
     keys = IdempotencyKeys(database)
-    identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
+    identity = IdentityApplication(make_factory, key_recorded=keys.recorded, forget=database.subject_keys.erase)
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)

@@ -62,6 +62,9 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument("email")
         p.add_argument("role")
         p.set_defaults(run=cmd_users, action=action)
+    erase = add(users, "erase", help="erase a user's personal data (crypto-shredding; the events stay)")
+    erase.add_argument("email")
+    erase.set_defaults(run=cmd_users_erase)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
@@ -180,6 +183,25 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     settings = with_servers(settings_from(args))
     applied = _migrate(settings)
     print("applied: " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "schema is up to date")
+
+
+def cmd_users_erase(args: argparse.Namespace) -> None:
+    from commands.base import Context
+    from domain.errors import DomainError
+    from infra.bootstrap import bootstrap
+
+    chronicle = bootstrap(with_servers(settings_from(args)))
+    try:
+        user = chronicle.identity.find_by_email(args.email)
+        if user is None:
+            raise CliError(f"no user registered with email {args.email}")
+        try:
+            chronicle.identity.erase(Context(command="users.erase", system_actor=operator_name()), user.id)
+        except DomainError as e:
+            raise CliError(e.reason) from None
+        print(f"erased user {user.id}")
+    finally:
+        chronicle.close()
 
 
 def cmd_users(args: argparse.Namespace) -> None:

@@ -43,6 +43,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
+    Mapper,
     Notification,
     OperationalError,
     PersistenceError,
@@ -52,10 +53,12 @@ from eventsourcing.persistence import (
     Subscription,
     Tracking,
     TrackingRecorder,
+    Transcoder,
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
 from commands.library import ListeningSubscription
+from infra.eventstore.personal import PersonalDataMapper, SubjectKeys
 from infra.eventstore.tamper import event_hash
 
 log = logging.getLogger(__name__)
@@ -235,6 +238,7 @@ class EventStoreDatabase:
         self._idle: collections.deque[_Pooled] = collections.deque()
         self._slots = threading.BoundedSemaphore(pool_size)
         self.notifier = AppendNotifier(url)
+        self.subject_keys = SubjectKeys(self.connection)
         self._closed = False
 
     def open(self) -> None:
@@ -812,6 +816,17 @@ class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
                 raise OSError("CHRONICLE_DATABASE_URL is not set")
             database = EventStoreDatabase(url)
         self.database = database
+
+    def mapper(
+        self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
+    ) -> Mapper[Any]:
+        """The library's mapper, but personal fields are sealed with their subject's key
+        (infra.eventstore.personal) unless another mapper class is asked for."""
+        if mapper_class is not None or self.env.get(self.MAPPER_TOPIC):
+            return super().mapper(transcoder, mapper_class)
+        mapper = cast(PersonalDataMapper, super().mapper(transcoder, PersonalDataMapper))
+        mapper.keys = self.database.subject_keys
+        return mapper
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose == "snapshots":
