@@ -40,6 +40,8 @@ class StreamState(msgspec.Struct):
     type: str
     version: int
     state: dict[str, Any]
+    erased: bool = False
+    """True when some of the person's data in the state was erased (those fields are null)."""
 
 
 def _cursor(value: str | None) -> int:

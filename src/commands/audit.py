@@ -44,9 +44,11 @@ class AuditApplication(ChronicleApplication):
         state = {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}
         for secret in SECRET_FIELDS & state.keys():
             state[secret] = REDACTED
+        erased_in = getattr(self.mapper, "erased_in", None)  # Chronicle's mapper (infra.eventstore.personal)
         return {
             "stream_id": str(stream_id),
             "type": type(aggregate).__qualname__,
             "version": aggregate.version,
             "state": msgspec.to_builtins(state, order="sorted"),
+            "erased": bool(erased_in and erased_in(self.recorder.select_events(stream_id, lte=version))),
         }

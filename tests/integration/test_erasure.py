@@ -103,6 +103,8 @@ def test_an_erased_user_leaves_no_personal_data_anywhere_and_history_still_verif
     registered = next(e for e in exported if e["stream_id"] == str(grace.id))
     assert registered["erased"] is True and registered["data"]["email"] is None and registered["data"]["name"] is None
 
+    state = api.http.get(f"/v1/audit/streams/{grace.id}/state", params={"version": 1}, headers=admin.auth).json()
+    assert state["erased"] is True and state["state"]["email"] is None and state["state"]["name"] is None
     needles = [email.encode(), name.encode(), payment_ref.encode()]
     found = _scan(settings, logs, needles)
     assert found == [], found

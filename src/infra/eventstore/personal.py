@@ -152,6 +152,15 @@ class PersonalDataMapper(Mapper[uuid.UUID]):
                     values[field] = open_value(self.keys.key_of(value[SUBJECT]), value, field)[0]
         return event
 
+    def erased_in(self, stored_events: Iterable[StoredEvent]) -> bool:
+        """Whether any of these stored events holds personal data whose subject was erased."""
+        for stored in stored_events:
+            if SUBJECT.encode() in stored.state:
+                data: dict[str, Any] = msgspec.json.decode(stored.state)
+                if any(is_token(v) and self.keys.key_of(v[SUBJECT]) is None for v in data.values()):
+                    return True
+        return False
+
 
 async def reveal(conn: psycopg.AsyncConnection[Any], datas: Iterable[dict[str, Any]]) -> list[bool]:
     """Opens the personal tokens of each event data in place (one query for all their subjects);
