@@ -206,3 +206,20 @@ async def _messages(settings: Settings) -> list[tuple[str, bytes]]:
     finally:
         await nc.close()
     return out
+
+
+def test_only_the_user_themselves_or_an_admin_may_erase_and_only_once(
+    api: Api, admin: User, settings: Settings
+) -> None:
+    ada, bob, cy = api.register("Ada Erasable"), api.register("Bob Bystander"), api.register("Cy Cli")
+    assert api.post(f"/v1/users/{ada.id}/erase", None, bob).status_code == 403
+    assert api.post(f"/v1/users/{uuid.uuid4()}/erase", None, admin).status_code == 404
+    assert api.post(f"/v1/users/{ada.id}/erase", None, ada).status_code == 200
+    assert api.post(f"/v1/users/{ada.id}/erase", None, admin).status_code == 409
+    assert api.post("/v1/auth/login", {"email": ada.email, "password": ada.password}).status_code == 401
+    erased = subprocess.run(
+        [sys.executable, "-m", "api.cli", "users", "erase", cy.email], env=api_env(settings), capture_output=True
+    )
+    assert erased.returncode == 0, erased.stderr
+    assert cy.email.encode() not in erased.stdout + erased.stderr
+    assert api.post("/v1/auth/login", {"email": cy.email, "password": cy.password}).status_code == 401
