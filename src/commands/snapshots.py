@@ -32,7 +32,7 @@ def _disagreement(app: Application[uuid.UUID], snapshot: Any, replayed: Aggregat
         return f"its stream has no version {snapshot.originator_version}"
     snapshot_class: Any = getattr(type(replayed), "Snapshot", type(app).snapshot_class)
     fresh = app.mapper.to_domain_event(app.mapper.to_stored_event(snapshot_class.take(replayed)))
-    for field in ("topic", "timestamp", "state"):
+    for field in ("topic", "state"):  # not the timestamp: a snapshot carries the time it was taken
         if getattr(fresh, field) != getattr(snapshot, field):
             return f"its {field} differs from a replay of its stream's events"
     return None

@@ -27,6 +27,8 @@ def test_an_edited_snapshot_is_ignored_reported_and_the_task_loads_by_replay(
     task = app.work.create_task(ctx, project, "edit 0").id
     for i in range(1, 105):
         app.work.edit_task(ctx, task, {"title": f"edit {i}"})
+    assert app.audit.check_snapshots() == []  # an untouched snapshot agrees with its replay
+    assert app.work.load_task(task, fresh=True).title == "edit 104" and not app.work.distrusted
     app.close()
     with psycopg.connect(as_owner(fresh_database_url)) as conn:
         assert conn.execute("SELECT version FROM snapshots WHERE stream_id = %s", (task,)).fetchall() == [(100,)]
