@@ -62,7 +62,7 @@ def owner_database_url(servers: ServerUrls) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(owner_database_url: str) -> str:
-    """The run's database as the services see it: logged in as the service role (migration 0007)."""
+    """The run's database as the services see it: logged in as the service role (migration 0008)."""
     return service_url(owner_database_url)
 
 
@@ -134,7 +134,7 @@ def pipeline(settings: Settings) -> Iterator[None]:
 
 
 def as_owner(url: str) -> str:
-    """`url` logged in as a member of the owner role (migration 0007): what an attacker with the
+    """`url` logged in as a member of the owner role (migration 0008): what an attacker with the
     database owner's rights, or an operator on the maintenance path, connects as."""
     import psycopg
 

@@ -19,6 +19,7 @@ from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
+from api.explorer import TEMPLATES, explorer_routers
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
@@ -72,8 +73,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     CatalogQueries,
                     OrderQueries,
                 ],
-            )
+            ),
+            *explorer_routers(settings),
         ],
+        template_config=TEMPLATES,
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

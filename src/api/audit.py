@@ -52,7 +52,23 @@ def _cursor(value: str | None) -> int:
     return int(value)
 
 
-async def _record(request: Request[Any, Any, Any], runtime: Runtime) -> None:
+async def full_verify(runtime: Runtime) -> Verification:
+    """`verify` with the deployment's seal key, JetStream's newest seal head, and every snapshot
+    checked: what the route and the explorer run."""
+    settings = runtime.settings
+    js = runtime.nats.jetstream(timeout=5) if runtime.nats is not None and runtime.nats.is_connected else None
+    try:
+        heads, notes = await external_heads(js, settings.namespace)
+    except MalformedHead as e:
+        return Verification(False, 0, 0, "0", 0, first_problem=Problem("head_forged", str(e)))
+    trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
+    report = await runtime.run(verify, settings.database_url or "", trusted, heads)
+    report.notes.extend(notes)
+    report.add_snapshot_findings(await runtime.run(runtime.chronicle.audit.check_snapshots))
+    return report
+
+
+async def record_access(request: Request[Any, Any, Any], runtime: Runtime) -> None:
     query = {k: v for k, v in request.query_params.items()}
     await runtime.run(runtime.chronicle.audit.record_access, context(request, "audit.access"), request.url.path, query)
 
@@ -77,7 +93,7 @@ class AuditQueries(Controller):
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> EventPage:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             items = await audit.stream_events(conn, stream_id, _cursor(cursor), limit + 1)
         more = len(items) > limit
@@ -100,7 +116,7 @@ class AuditQueries(Controller):
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> EventPage:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             items = await audit.log_events(conn, LogFilter(type, actor, since, until), _cursor(cursor), limit + 1)
         more = len(items) > limit
@@ -128,7 +144,7 @@ class AuditQueries(Controller):
             raise Invalid("give exactly one of version, at, position", field="version")
         if position is not None and not is_number(position):
             raise Invalid("position must be a position token", field="position")
-        await _record(request, runtime)
+        await record_access(request, runtime)
         if version is None:
             async with runtime.views.connection() as conn:
                 version = await audit.version_at(
@@ -148,7 +164,7 @@ class AuditQueries(Controller):
     async def correlation(
         self, request: Request[Any, Any, Any], runtime: Runtime, correlation_id: uuid.UUID
     ) -> CorrelationTree:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             tree = await audit.correlation(conn, correlation_id)
         if tree is None:
@@ -171,7 +187,7 @@ class AuditQueries(Controller):
         since: Since = None,
         until: Until = None,
     ) -> Stream:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         where = LogFilter(type, actor, since, until)
 
         async def lines() -> AsyncIterator[bytes]:
@@ -188,15 +204,5 @@ class AuditQueries(Controller):
         responses=problems(401, 403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
-        await _record(request, runtime)
-        settings = runtime.settings
-        js = runtime.nats.jetstream(timeout=5) if runtime.nats is not None and runtime.nats.is_connected else None
-        try:
-            heads, notes = await external_heads(js, settings.namespace)
-        except MalformedHead as e:
-            return Response(Verification(False, 0, 0, "0", 0, first_problem=Problem("head_forged", str(e))))
-        trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
-        report = await runtime.run(verify, settings.database_url or "", trusted, heads)
-        report.notes.extend(notes)
-        report.add_snapshot_findings(await runtime.run(runtime.chronicle.audit.check_snapshots))
-        return Response(report)
+        await record_access(request, runtime)
+        return Response(await full_verify(runtime))

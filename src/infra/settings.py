@@ -45,12 +45,17 @@ class Settings:
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    session_max_age_s: int = 30 * 24 * 3600
+    idempotency_key_ttl_s: int = 24 * 3600
+    explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
     stream_max_age_days: int = 30
     seal_key: str | None = None
     migrate_database_url: str | None = None
     snapshot_check_rate: float = 0.05
     seal_key_file: Path | None = None
+    partitions: int = 1
+    """P: how many JetStream partitions the relay makes and a partitioned projection runs as."""
 
     @property
     def servers_configured(self) -> bool:
@@ -99,6 +104,7 @@ class Settings:
             migrate_database_url=env.get("CHRONICLE_MIGRATE_DATABASE_URL") or None,
             snapshot_check_rate=_rate(env, "CHRONICLE_SNAPSHOT_CHECK_RATE", 0.05),
             seal_key_file=Path(env["CHRONICLE_SEAL_KEY_FILE"]) if env.get("CHRONICLE_SEAL_KEY_FILE") else None,
+            partitions=_int(env, "CHRONICLE_PARTITIONS", 1, low=1, high=64),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),
@@ -108,6 +114,9 @@ class Settings:
             refresh_token_ttl_s=_int(
                 env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
             ),
+            session_max_age_s=_int(env, "CHRONICLE_SESSION_MAX_AGE_S", 30 * 24 * 3600, low=60, high=365 * 24 * 3600),
+            idempotency_key_ttl_s=_int(env, "CHRONICLE_IDEMPOTENCY_KEY_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600),
+            explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
         )
 
     def require_jwt_secret(self) -> str:
@@ -116,10 +125,20 @@ class Settings:
         return self.jwt_secret
 
 
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "replace-me", "placeholder")
+"""A JWT secret containing any of these (in any case) is a documented placeholder, never a secret:
+it is refused, as the default compose.yaml once carried (`change-me-to-32-or-more-random-bytes!!`)
+was readable by anyone who could mint an admin token with it."""
+
+
 def _secret(value: str | None) -> str | None:
-    if value and len(value.encode()) < 32:
-        raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long")
-    return value or None
+    if not value:
+        return None
+    if len(value.encode()) < 32:
+        raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long; make one with `openssl rand -hex 32`")
+    if any(placeholder in value.lower() for placeholder in PLACEHOLDER_SECRETS):
+        raise SettingsError("CHRONICLE_JWT_SECRET is a placeholder, not a secret; make one with `openssl rand -hex 32`")
+    return value
 
 
 def _rate(env: Mapping[str, str], name: str, default: float) -> float:

@@ -20,7 +20,14 @@ class UserDirectory(SqlProjection):
     version = 2
     schema = "identity_views"
     description = "users: id, name, email, roles, erased"
-    handles = handled(User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged, User.Erased)
+    handles = handled(
+        User.Registered,
+        User.RoleGranted,
+        User.RoleRevoked,
+        User.PasswordHashChanged,
+        User.PasswordChanged,
+        User.Erased,
+    )
     tables = {
         "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text, email text,"
         " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL,"
@@ -55,7 +62,7 @@ class UserDirectory(SqlProjection):
             case User.RoleRevoked:
                 view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))
                 view.update("users", (user,), {"version": event.version})
-            case User.PasswordHashChanged:
+            case User.PasswordHashChanged | User.PasswordChanged:
                 view.update("users", (user,), {"version": event.version})
             case User.Erased:
                 view.update("users", (user,), {"name": None, "email": None, "erased": True, "version": event.version})

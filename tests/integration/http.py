@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -11,15 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from infra.settings import Settings
 from tests.waiting import eventually
 
-JWT_SECRET = "test-secret-" + "x" * 40
-SEAL_KEY = "dGVzdC1zZWFsLWtleS0tdGVzdC1zZWFsLWtleS0tISE="  # base64 of 32 bytes: the test runs' seal key
+JWT_SECRET = secrets.token_urlsafe(48)
+"""Made per test run: no secret is written in the repository, not even a test's."""
+SEAL_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+"""The test run's seal key (its 32 bytes, base64), made per run like the JWT secret."""
 
 
 def free_port() -> int:
@@ -46,8 +50,9 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[str]:
-    proc, base = _start_api(settings, args, extra_env)
+def running_api(settings: Settings, *args: str, log: IO[bytes] | None = None, **extra_env: str) -> Iterator[str]:
+    """`log`: where its output goes (else this process's)."""
+    proc, base = _start_api(settings, args, extra_env, log)
     try:
         yield base
     finally:
@@ -60,7 +65,7 @@ def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[st
 
 
 def _start_api(
-    settings: Settings, args: tuple[str, ...], extra_env: dict[str, str], attempts: int = 3
+    settings: Settings, args: tuple[str, ...], extra_env: dict[str, str], log: IO[bytes] | None, attempts: int = 3
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A started API; on another port if it exits at once (its port was taken after it was chosen)."""
     for attempt in range(1, attempts + 1):
@@ -69,6 +74,8 @@ def _start_api(
             [sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
             env=api_env(settings, **extra_env),
             start_new_session=True,
+            stdout=log,
+            stderr=log,
         )
         base = f"http://127.0.0.1:{port}"
         try:

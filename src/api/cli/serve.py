@@ -43,11 +43,14 @@ def register(sub: Any, add: Add) -> None:
     api.add_argument("--host")
     api.set_defaults(run=cmd_api)
 
+    partitions_help = "JetStream partitions P (default 1 or CHRONICLE_PARTITIONS); relay and projectors must agree"
     relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
+    relay.add_argument("--partitions", type=int, help=partitions_help)
     relay.set_defaults(run=cmd_relay)
 
     projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
     projector.add_argument("names", nargs="*", metavar="NAME")
+    projector.add_argument("--partitions", type=int, help=partitions_help)
     projector.set_defaults(run=cmd_projector)
 
     saga = add(sub, "saga", help="run the order saga: reserve, reject, release, commit stock; expire unpaid orders")
@@ -78,7 +81,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if not settings.servers_configured:
             servers = EmbeddedServers(settings.data_dir)
             urls = servers.start()
-            # The services connect as the service role (migration 0007); migrations run as the owner.
+            # The services connect as the service role (migration 0008); migrations run as the owner.
             settings = settings.with_servers(service_url(urls.database_url), urls.nats_url, urls.redis_url)
             settings = replace(settings, migrate_database_url=urls.database_url)
             log.info("embedded servers running under %s", settings.data_dir.resolve())
@@ -102,7 +105,11 @@ def cmd_dev(args: argparse.Namespace) -> None:
         try:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
-                print(f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nCtrl-C stops everything.", flush=True)
+                print(
+                    f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nExplorer       {base}/explorer\n"
+                    "Ctrl-C stops everything.",
+                    flush=True,
+                )
             supervisor.watch(stop)
         finally:
             supervisor.stop_all()
@@ -205,6 +212,8 @@ def cmd_users_erase(args: argparse.Namespace) -> None:
 
 
 def cmd_users(args: argparse.Namespace) -> None:
+    from redis.exceptions import RedisError
+
     from commands.base import Context
     from domain.errors import DomainError
     from domain.identity import Role
@@ -225,6 +234,8 @@ def cmd_users(args: argparse.Namespace) -> None:
             action(ctx, user.id, role)
         except DomainError as e:
             raise CliError(e.reason) from None
+        except RedisError as e:  # it must reach every API's access check (see infra.sessions)
+            raise CliError(f"Redis did not answer, so nothing was changed: {e}") from None
         print(f"{args.action}ed {role.value} {'to' if args.action == 'grant' else 'from'} {user.email} ({user.id})")
     finally:
         chronicle.close()

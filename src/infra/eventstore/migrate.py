@@ -89,7 +89,7 @@ def migrate(database_url: str, service: str | None = None) -> list[Migration]:
                 applied.append(migration)
             if current_version(conn) >= 4:
                 backfill_hashes(conn)
-            if service is not None and current_version(conn) >= 7:
+            if service is not None and current_version(conn) >= 8:
                 ensure_service_login(conn, service)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
@@ -119,7 +119,7 @@ def ensure_service_login(conn: psycopg.Connection[tuple[object, ...]], url: str)
 
 def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5000) -> int:
     """Gives events appended before event hashing (migration 0004) their hash; returns how many.
-    Takes the insert-only log's maintenance path (migration 0007)."""
+    Takes the insert-only log's maintenance path (migration 0008)."""
     from infra.eventstore.envelope import LOG_COLUMNS
     from infra.eventstore.tamper import hash_of_row
 
@@ -131,7 +131,7 @@ def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5
         if not rows:
             return done
         with conn.transaction(), conn.cursor() as cur:
-            if current_version(conn) >= 7:
+            if current_version(conn) >= 8:
                 cur.execute("SET LOCAL chronicle.maintenance = 'on'")
             cur.executemany(
                 "UPDATE events SET hash = %s WHERE notification_id = %s",
