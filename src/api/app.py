@@ -17,7 +17,7 @@ from api.admin import AdminQueries
 from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
-from api.commands.identity import AuthCommands, UserRoleCommands
+from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.explorer import TEMPLATES, explorer_routers
 from api.headers import cors, security_headers
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     HealthController,
                     AuthCommands,
                     UserRoleCommands,
+                    UserErasure,
                     ProjectCommands,
                     TaskCommands,
                     ProductCommands,

@@ -78,6 +78,7 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
         session_max_age=timedelta(seconds=settings.session_max_age_s),
         key_recorded=keys.recorded,
         access_states=access_states,
+        forget=database.subject_keys.erase,
     )
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
@@ -86,5 +87,6 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
     for app in (identity, work, audit, catalog, inventory, ordering):
         app.observe_load = observed_load
+        app.snapshot_check_rate = settings.snapshot_check_rate
     sample_pool(database)
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering, access_states)

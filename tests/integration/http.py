@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import socket
@@ -22,6 +23,8 @@ from tests.waiting import eventually
 
 JWT_SECRET = secrets.token_urlsafe(48)
 """Made per test run: no secret is written in the repository, not even a test's."""
+SEAL_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+"""The test run's seal key (its 32 bytes, base64), made per run like the JWT secret."""
 
 
 def free_port() -> int:
@@ -39,6 +42,7 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
             "CHRONICLE_REDIS_URL": settings.redis_url or "",
             "CHRONICLE_NAMESPACE": settings.namespace,
             "CHRONICLE_JWT_SECRET": JWT_SECRET,
+            "CHRONICLE_SEAL_KEY": settings.seal_key or SEAL_KEY,
             "CHRONICLE_LOG_LEVEL": "WARNING",
             # The suite registers and logs in hundreds of users from one address, and some tests drive
             # one user hard: the limits are raised here; test_http_limits tests them at small values.

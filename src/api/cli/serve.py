@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Any
 
 from api.cli.common import (
@@ -16,6 +17,7 @@ from api.cli.common import (
     CliError,
     check_schema,
     operator_name,
+    seal_key,
     server_env,
     settings_from,
     stop_on_signals,
@@ -25,6 +27,7 @@ from api.cli.common import (
     with_servers,
 )
 from infra.devstack.embedded import EmbeddedServers
+from infra.settings import Settings
 
 log = logging.getLogger("chronicle")
 
@@ -74,11 +77,14 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument("email")
         p.add_argument("role")
         p.set_defaults(run=cmd_users, action=action)
+    erase = add(users, "erase", help="erase a user's personal data (crypto-shredding; the events stay)")
+    erase.add_argument("email")
+    erase.set_defaults(run=cmd_users_erase)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
     from infra.devstack.supervisor import Supervisor
-    from infra.eventstore.migrate import migrate
+    from infra.eventstore.migrate import service_url
 
     settings = settings_from(args)
     stop = stop_on_signals()
@@ -87,10 +93,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if not settings.servers_configured:
             servers = EmbeddedServers(settings.data_dir)
             urls = servers.start()
-            settings = settings.with_servers(urls.database_url, urls.nats_url, urls.redis_url)
+            # The services connect as the service role (migration 0009); migrations run as the owner.
+            settings = settings.with_servers(service_url(urls.database_url), urls.nats_url, urls.redis_url)
+            settings = replace(settings, migrate_database_url=urls.database_url)
             log.info("embedded servers running under %s", settings.data_dir.resolve())
         settings = with_dev_secret(settings)
-        applied = migrate(settings.require_database_url())
+        applied = _migrate(settings)
         if applied:
             log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
         if args.servers_only:
@@ -178,9 +186,13 @@ def cmd_relay(args: argparse.Namespace) -> None:
     from infra.delivery.relay import Relay
     from infra.observe import metrics
 
-    settings = with_servers(settings_from(args))
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # joining a running `chronicle dev`: its seal key
     check_schema(settings)
     metrics.serve(args.metrics_port, "relay")
+    seal_key(settings)  # refuse to start without one
     asyncio.run(until_signalled(Relay(settings).run))
 
 
@@ -210,12 +222,40 @@ def cmd_projector(args: argparse.Namespace) -> None:
     asyncio.run(until_signalled(lambda stop: run_projections(settings, chosen, stop)))
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+def _migrate(settings: Settings) -> list[Any]:
+    """As CHRONICLE_MIGRATE_DATABASE_URL (the owner) when set, making the login of
+    CHRONICLE_DATABASE_URL a member of the service role; else as CHRONICLE_DATABASE_URL."""
     from infra.eventstore.migrate import migrate
 
+    url = settings.require_database_url()
+    if settings.migrate_database_url and settings.migrate_database_url != url:
+        return migrate(settings.migrate_database_url, service=url)
+    return migrate(url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
     settings = with_servers(settings_from(args))
-    applied = migrate(settings.require_database_url())
+    applied = _migrate(settings)
     print("applied: " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "schema is up to date")
+
+
+def cmd_users_erase(args: argparse.Namespace) -> None:
+    from commands.base import Context
+    from domain.errors import DomainError
+    from infra.bootstrap import bootstrap
+
+    chronicle = bootstrap(with_servers(settings_from(args)))
+    try:
+        user = chronicle.identity.find_by_email(args.email)
+        if user is None:
+            raise CliError(f"no user registered with email {args.email}")
+        try:
+            chronicle.identity.erase(Context(command="users.erase", system_actor=operator_name()), user.id)
+        except DomainError as e:
+            raise CliError(e.reason) from None
+        print(f"erased user {user.id}")
+    finally:
+        chronicle.close()
 
 
 def cmd_users(args: argparse.Namespace) -> None:

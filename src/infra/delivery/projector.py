@@ -327,7 +327,13 @@ class Projector:
                 return
             try:
                 js = nc.jetstream()
-                partitions = await ensure_stream(js, self.namespace, self.settings.stream_replicas, self.partitions)
+                partitions = await ensure_stream(
+                    js,
+                    self.namespace,
+                    self.settings.stream_replicas,
+                    self.partitions,
+                    max_age_days=self.settings.stream_max_age_days,
+                )
                 if part is not None and partitions != self.partitions:
                     # The relay makes the partitions; until it has, the lanes catch up from the log.
                     log.warning(

@@ -44,6 +44,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
+    Mapper,
     Notification,
     OperationalError,
     PersistenceError,
@@ -53,10 +54,12 @@ from eventsourcing.persistence import (
     Subscription,
     Tracking,
     TrackingRecorder,
+    Transcoder,
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
 from commands.library import ListeningSubscription
+from infra.eventstore.personal import PersonalDataMapper, SubjectKeys
 from infra.eventstore.tamper import event_hash
 from infra.observe import tracing
 from infra.observe.metrics import APPEND_SECONDS, APPENDED_EVENTS
@@ -242,6 +245,7 @@ class EventStoreDatabase:
         self._idle: collections.deque[_Pooled] = collections.deque()
         self._slots = threading.BoundedSemaphore(pool_size)
         self.notifier = AppendNotifier(url)
+        self.subject_keys = SubjectKeys(self.connection)
         self._closed = False
         # Connections checked out, and threads waiting for one (sampled into metrics; see infra.observe).
         self.in_use = 0
@@ -406,6 +410,21 @@ class ChronicleAggregateRecorder(AggregateRecorder):
             with self.database.connection() as conn:
                 conn.execute(self._insert, _columns(stored_events))
         return None
+
+    def report_ignored(self, stream_id: UUID, version: int, detail: str, found_by: str) -> None:
+        """Records a snapshot found to disagree with its stream's events (commands.snapshots)."""
+        with self.database.connection() as conn:
+            conn.execute(
+                "INSERT INTO ignored_snapshots (stream_id, version, detail, found_by) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (stream_id, version) DO UPDATE SET last_found_at = now()",
+                (stream_id, version, detail, found_by),
+            )
+
+    def snapshot_keys(self) -> Iterator[tuple[UUID, int]]:
+        """The (stream, version) of every snapshot, in order."""
+        with self.database.connection() as conn:
+            rows = conn.execute(f"SELECT stream_id, version FROM {self.table} ORDER BY stream_id, version").fetchall()
+        yield from ((r[0], r[1]) for r in rows)
 
     def select_events(
         self,
@@ -834,6 +853,17 @@ class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
                 raise OSError("CHRONICLE_DATABASE_URL is not set")
             database = EventStoreDatabase(url)
         self.database = database
+
+    def mapper(
+        self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
+    ) -> Mapper[Any]:
+        """The library's mapper, but personal fields are sealed with their subject's key
+        (infra.eventstore.personal) unless another mapper class is asked for."""
+        if mapper_class is not None or self.env.get(self.MAPPER_TOPIC):
+            return super().mapper(transcoder, mapper_class)
+        mapper = cast(PersonalDataMapper, super().mapper(transcoder, PersonalDataMapper))
+        mapper.keys = self.database.subject_keys
+        return mapper
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose == "snapshots":
