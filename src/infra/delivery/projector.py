@@ -180,7 +180,8 @@ class Lane:
 
     def __init__(self, consumer: EventConsumer, part: int | None = None, partitions: int = 1) -> None:
         self.consumer, self.part, self.partitions = consumer, part, partitions
-        self.role = f"projection {consumer.name}" + ("" if part is None else f" [{part}/{partitions}]")
+        self.partition = observed.partition_label(part, partitions)
+        self.role = f"projection {consumer.name}" + (f" [{self.partition}]" if self.partition else "")
         self.lock = asyncio.Lock()
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self.store: ViewStore | None = None
@@ -257,8 +258,10 @@ class Projector:
             raise TypeError(f"{consumer.name}: only SQL projections can be partitioned")
         return [Lane(consumer, part, self.partitions) for part in range(self.partitions)]
 
-    def _leading(self) -> dict[str, tuple[int, bool]]:
-        return {lane.consumer.name: (lane.checkpoint, lane.parked) for lane in self.lanes if lane.leading}
+    def _leading(self) -> observed.Lanes:
+        return {
+            (lane.consumer.name, lane.partition): (lane.checkpoint, lane.parked) for lane in self.lanes if lane.leading
+        }
 
     def leads(self, name: str) -> bool:
         return any(lane.leading for lane in self.lanes if lane.consumer.name == name)
@@ -582,11 +585,11 @@ class Projector:
                 except Exception as e:
                     await self._park(lane, event, e)
                 lane.checkpoint = event.position
-                observed.applied(lane.consumer.name, 1, started, lane.checkpoint)
+                observed.applied(lane.consumer.name, lane.partition, 1, started, lane.checkpoint)
                 started = time.perf_counter()
             return
         lane.checkpoint = events[-1].position
-        observed.applied(lane.consumer.name, len(events), started, lane.checkpoint)
+        observed.applied(lane.consumer.name, lane.partition, len(events), started, lane.checkpoint)
 
     async def _park(self, lane: Lane, event: EventEnvelope, error: Exception) -> None:
         log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)

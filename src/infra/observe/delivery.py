@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 SAMPLE_S = 2.0
 LAG_CAP = 1_000_000
 DEAD_LETTERS = (
-    "SELECT projection, count(*) FROM dead_letters WHERE resolved IS NULL AND projection = ANY(%s) GROUP BY projection"
+    "SELECT projection, part, count(*) FROM dead_letters WHERE resolved IS NULL AND projection = ANY(%s)"
+    " GROUP BY projection, part"
 )
 
 
@@ -53,23 +54,34 @@ async def watch_relay(url: str, position: Callable[[], int | None], stop: asynci
     await _every(url, stop, sample)
 
 
-async def watch_projections(url: str, leading: Callable[[], dict[str, tuple[int, bool]]], stop: asyncio.Event) -> None:
-    """Samples each projection this process leads (`leading()`: name → (checkpoint, parked)): its
-    checkpoint, lag, parked flag and open dead letters; forgets those it no longer leads."""
-    reported: set[str] = set()
+Lanes = dict[tuple[str, str], tuple[int, bool]]
+"""(projection, partition label) → (checkpoint, parked), for each lane a process leads."""
+
+
+def partition_label(part: int | None, partitions: int) -> str:
+    return "" if part is None else f"{part}/{partitions}"
+
+
+async def watch_projections(url: str, leading: Callable[[], Lanes], stop: asyncio.Event) -> None:
+    """Samples each projection (or partition of one) this process leads: its checkpoint, lag,
+    parked flag and open dead letters; forgets those it no longer leads."""
+    reported: set[tuple[str, str]] = set()
 
     async def sample(conn: psycopg.AsyncConnection[Any]) -> None:
         lanes = leading()
         found = await lags(conn, {checkpoint for checkpoint, _ in lanes.values()}, LAG_CAP) if lanes else {}
-        rows = await (await conn.execute(DEAD_LETTERS, (list(lanes),))).fetchall() if lanes else []
-        dead = {str(name): int(n) for name, n in rows}
-        for name, (checkpoint, parked) in lanes.items():
-            metrics.PROJECTION_CHECKPOINT.labels(name).set(checkpoint)
-            metrics.PROJECTION_LAG_EVENTS.labels(name).set(found[checkpoint].events)
-            metrics.PROJECTION_LAG_SECONDS.labels(name).set(found[checkpoint].seconds)
-            metrics.PROJECTION_PARKED.labels(name).set(1 if parked else 0)
-            metrics.PROJECTION_DEAD_LETTERS.labels(name).set(dead.get(name, 0))
-        for name in reported - lanes.keys():
+        names = sorted({name for name, _ in lanes})
+        rows = await (await conn.execute(DEAD_LETTERS, (names,))).fetchall() if lanes else []
+        dead = {(str(name), int(part)): int(n) for name, part, n in rows}
+        for (name, partition), (checkpoint, parked) in lanes.items():
+            labels = (name, partition)
+            metrics.PROJECTION_CHECKPOINT.labels(*labels).set(checkpoint)
+            metrics.PROJECTION_LAG_EVENTS.labels(*labels).set(found[checkpoint].events)
+            metrics.PROJECTION_LAG_SECONDS.labels(*labels).set(found[checkpoint].seconds)
+            metrics.PROJECTION_PARKED.labels(*labels).set(1 if parked else 0)
+            part = int(partition.split("/")[0]) if partition else -1
+            metrics.PROJECTION_DEAD_LETTERS.labels(*labels).set(dead.get((name, part), 0))
+        for labels in reported - lanes.keys():
             for gauge in (
                 metrics.PROJECTION_CHECKPOINT,
                 metrics.PROJECTION_LAG_EVENTS,
@@ -78,15 +90,15 @@ async def watch_projections(url: str, leading: Callable[[], dict[str, tuple[int,
                 metrics.PROJECTION_DEAD_LETTERS,
             ):
                 with contextlib.suppress(KeyError):
-                    gauge.remove(name)
+                    gauge.remove(*labels)
         reported.clear()
         reported.update(lanes)
 
     await _every(url, stop, sample)
 
 
-def applied(projection: str, events: int, started: float, checkpoint: int) -> None:
-    """One batch applied to a projection's view with its checkpoint."""
-    metrics.PROJECTION_APPLIED.labels(projection).inc(events)
-    metrics.PROJECTION_BATCH_SECONDS.labels(projection).observe(time.perf_counter() - started)
-    metrics.PROJECTION_CHECKPOINT.labels(projection).set(checkpoint)
+def applied(projection: str, partition: str, events: int, started: float, checkpoint: int) -> None:
+    """One batch applied to a projection's view (or partition of it) with its checkpoint."""
+    metrics.PROJECTION_APPLIED.labels(projection, partition).inc(events)
+    metrics.PROJECTION_BATCH_SECONDS.labels(projection, partition).observe(time.perf_counter() - started)
+    metrics.PROJECTION_CHECKPOINT.labels(projection, partition).set(checkpoint)

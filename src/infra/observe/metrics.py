@@ -47,7 +47,7 @@ RELAY_BATCHES = Counter("chronicle_relay_batches_total", "Batches the relay publ
 RELAY_LAG_EVENTS = Gauge("chronicle_relay_lag_events", "Events in the log the relay has not published yet")
 RELAY_LAG_SECONDS = Gauge("chronicle_relay_lag_seconds", "Age of the oldest event the relay has not published")
 
-_P = ["projection"]
+_P = ["projection", "partition"]  # partition: "k/P" for a partitioned projection's lane, else ""
 PROJECTION_CHECKPOINT = Gauge("chronicle_projection_checkpoint", "Position of the last event applied", _P)
 PROJECTION_LAG_EVENTS = Gauge("chronicle_projection_lag_events", "Events in the log not applied yet", _P)
 PROJECTION_LAG_SECONDS = Gauge("chronicle_projection_lag_seconds", "Age of the oldest event not applied yet", _P)
