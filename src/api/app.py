@@ -20,6 +20,7 @@ from api.commands.commerce import InventoryCommands, OrderCommands, ProductComma
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.explorer import TEMPLATES, explorer_routers
+from api.explorer.common import explorer_aware
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=explorer_aware(EXCEPTION_HANDLERS),
         request_max_body_size=MAX_BODY,
         before_request=refuse_nul_in_query,
         openapi_config=OpenAPIConfig(

@@ -8,8 +8,9 @@ template config. Its routes are not part of the API and stay out of the OpenAPI 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from litestar import Router
+from litestar import Response, Router
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -30,9 +31,19 @@ TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEng
 def explorer_routers(settings: Settings) -> list[Router]:
     """The pages, behind the explorer's session; and their stylesheet and script, public."""
     static = create_static_files_router(
-        "/explorer/static", directories=[HERE / "static"], opt=PUBLIC, include_in_schema=False
+        "/explorer/static",
+        directories=[HERE / "static"],
+        opt=PUBLIC,
+        include_in_schema=False,
+        after_request=_nosniff,
     )
     return [_pages(settings), static]
+
+
+async def _nosniff(response: Response[Any]) -> Response[Any]:
+    """Static files are what their name says, never sniffed as something else."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _pages(settings: Settings) -> Router:
@@ -40,7 +51,12 @@ def _pages(settings: Settings) -> Router:
         "/",
         route_handlers=[ExplorerSignIn, ExplorerPages, ExplorerIntegrity],
         middleware=[
-            DefineMiddleware(ByScheme, secret=settings.require_jwt_secret(), ttl_s=settings.explorer_session_ttl_s)
+            DefineMiddleware(
+                ByScheme,
+                secret=settings.require_jwt_secret(),
+                ttl_s=settings.explorer_session_ttl_s,
+                secure=settings.explorer_secure_cookies,
+            )
         ],
         opt=PUBLIC,  # not the API's bearer tokens: the explorer's own session (see api.explorer.session)
         exception_handlers=EXCEPTION_HANDLERS,
