@@ -4,6 +4,7 @@ tests/artifacts/explorer/ (git-ignored)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -407,15 +408,6 @@ def _to_sign_in(r: httpx.Response) -> bool:
     return r.status_code == 303 and r.headers["location"].startswith("/explorer/login?next=")
 
 
-def test_a_revoked_role_is_refused_on_the_next_request(api: Api, chronicle_app: Any) -> None:
-    user = _granted(api, chronicle_app, "Rory Revoked", Role.AUDITOR)
-    with explorer_client(api, user) as client:
-        assert client.get("/explorer/log").status_code == 200
-        chronicle_app.identity.revoke(Context("tests.revoke", system_actor="tests"), user.id, Role.AUDITOR)
-        r = client.get("/explorer/log")
-        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), r.text
-
-
 def test_signing_out_ends_the_account_session_so_its_cookie_no_longer_works(api: Api, auditor: User) -> None:
     with explorer_client(api, auditor) as client:
         kept = dict(client.cookies)
@@ -425,13 +417,19 @@ def test_signing_out_ends_the_account_session_so_its_cookie_no_longer_works(api:
         assert _to_sign_in(replay.get("/explorer/log"))
 
 
-def test_a_password_change_signs_the_explorer_out(api: Api, chronicle_app: Any) -> None:
+def test_a_password_change_signs_the_explorer_out_and_a_revoked_role_is_refused(api: Api, chronicle_app: Any) -> None:
+    """The account's current state applies on the explorer's next request, not at its next sign-in."""
     user = _granted(api, chronicle_app, "Pat Password", Role.AUDITOR)
     with explorer_client(api, user) as client:
         assert client.get("/explorer/log").status_code == 200
         changed = api.post("/v1/auth/password", {"current_password": user.password, "new_password": "n" * 12}, user)
         assert changed.status_code == 200, changed.text
         assert _to_sign_in(client.get("/explorer/log"))
+    with explorer_client(api, dataclasses.replace(user, password="n" * 12)) as client:
+        assert client.get("/explorer/log").status_code == 200
+        chronicle_app.identity.revoke(Context("tests.revoke", system_actor="tests"), user.id, Role.AUDITOR)
+        r = client.get("/explorer/log")
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), r.text
 
 
 def test_sign_in_replaces_the_csrf_token(api: Api, auditor: User) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from infra.eventstore.audit import LogFilter, parse_time
 
+
 def test_a_time_without_a_zone_filters_as_utc() -> None:
     _, params = LogFilter(since=datetime(2026, 11, 27, 10, 30), until=parse_time("2026-11-27T11:00")).sql()
     assert params["since"] == datetime(2026, 11, 27, 10, 30, tzinfo=UTC)
