@@ -50,6 +50,8 @@ class Settings:
     explorer_session_ttl_s: int = 1800
     explorer_secure_cookies: str = "auto"
     stream_replicas: int = 1
+    partitions: int = 1
+    """P: how many JetStream partitions the relay makes and a partitioned projection runs as."""
 
     @property
     def servers_configured(self) -> bool:
@@ -93,6 +95,7 @@ class Settings:
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
+            partitions=_int(env, "CHRONICLE_PARTITIONS", 1, low=1, high=64),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),

@@ -67,7 +67,9 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
         rows = await (
             await conn.execute(
                 "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
-                " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
+                # kept by partitions: the lowest of theirs (every event at or below it is applied)
+                " LEFT JOIN LATERAL (SELECT coalesce(min(position) FILTER (WHERE part >= 0), min(position)) AS position"
+                " FROM projection_checkpoints c WHERE c.projection = p.projection AND c.version = p.live_version) c ON true"
                 " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
                 " WHERE p.projection = ANY(%s)",
                 (names,),
