@@ -78,7 +78,7 @@ class AuthCommands(Controller):
         operation_id="Register",
         summary="Register a user (as a member)",
         status_code=201,
-        responses=problems(400, 409, 413, 422),
+        responses=problems(400, 409, 413, 422, 429, 503),
     )
     async def register(
         self,
@@ -87,17 +87,19 @@ class AuthCommands(Controller):
         data: Annotated[RegisterBody, Body()],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
-        return await run_command(
-            request,
-            runtime,
-            "auth.register",
-            runtime.chronicle.identity.register,
-            data.email,
-            data.name,
-            data.password,
-            status=201,
-            idempotency_key=idempotency_key,
-        )
+        async with runtime.guard.recording(request, "register", data.email):
+            return await run_command(
+                request,
+                runtime,
+                "auth.register",
+                runtime.chronicle.identity.register,
+                data.email,
+                data.name,
+                data.password,
+                status=201,
+                idempotency_key=idempotency_key,
+                hashing=True,
+            )
 
     @post(
         "/login",
@@ -105,14 +107,15 @@ class AuthCommands(Controller):
         operation_id="Login",
         summary="Exchange email and password for tokens",
         status_code=200,
-        responses=problems(400, 401, 413, 422),
+        responses=problems(400, 401, 413, 422, 429, 503),
     )
     async def login(
         self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[LoginBody, Body()]
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
-        )
+        async with runtime.guard.login(request, "login", data.email):  # 429 while the account is locked
+            result = await runtime.run_hashing(
+                runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
+            )
         return _pair(get_auth(request), runtime, result)
 
     @post(
@@ -121,14 +124,15 @@ class AuthCommands(Controller):
         operation_id="Refresh",
         summary="Exchange a refresh token for a new pair; the one sent is revoked",
         status_code=200,
-        responses=problems(400, 401, 413, 422),
+        responses=problems(400, 401, 413, 422, 429, 503),
     )
     async def refresh(
         self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[RefreshBody, Body()]
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
-        )
+        async with runtime.guard.recording(request, "refresh", session_named_by(data.refresh_token)):
+            result = await runtime.run(
+                runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
+            )
         return _pair(get_auth(request), runtime, result)
 
     @post(
@@ -136,7 +140,7 @@ class AuthCommands(Controller):
         operation_id="Logout",
         summary="End the session of the access token (its refresh token dies)",
         status_code=200,
-        responses=problems(401, 403),
+        responses=problems(401, 403, 429, 503),
     )
     async def logout(
         self,
@@ -176,6 +180,7 @@ class AuthCommands(Controller):
             data.current_password,
             data.new_password,
             idempotency_key=idempotency_key,
+            hashing=True,
         )
 
 
@@ -241,6 +246,16 @@ class UserRoleCommands(Controller):
             expected_version(if_match),
             idempotency_key=idempotency_key,
         )
+
+
+def session_named_by(refresh_token: str) -> str:
+    """Who a refresh attempt claims to be, fit for a log: the session id its token names (the part
+    before the dot), never the secret part."""
+    head = refresh_token.partition(".")[0]
+    try:
+        return f"session {uuid.UUID(hex=head)}"
+    except ValueError:
+        return "a malformed refresh token"
 
 
 def _pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:

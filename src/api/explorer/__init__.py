@@ -8,9 +8,8 @@ template config. Its routes are not part of the API and stay out of the OpenAPI 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from litestar import Response, Router
+from litestar import Router
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
@@ -35,15 +34,8 @@ def explorer_routers(settings: Settings) -> list[Router]:
         directories=[HERE / "static"],
         opt=PUBLIC,
         include_in_schema=False,
-        after_request=_nosniff,
     )
     return [_pages(settings), static]
-
-
-async def _nosniff(response: Response[Any]) -> Response[Any]:
-    """Static files are what their name says, never sniffed as something else."""
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def _pages(settings: Settings) -> Router:

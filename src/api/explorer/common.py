@@ -100,7 +100,9 @@ def on_not_signed_in(request: Request[Any, Any, Any], exc: NotAuthorizedExceptio
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
         return _logged(request, exc.status_code)
-    return _error_page(request, exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase)
+    return _error_page(
+        request, exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase, **(exc.headers or {})
+    )
 
 
 def _logged(request: Request[Any, Any, Any], status: int) -> Response[Any]:

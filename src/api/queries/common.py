@@ -91,12 +91,23 @@ async def wait_for_position(
 ) -> None:
     """Read-your-writes: returns once every projection has applied `token`'s position, woken by the
     projectors' checkpoint announcements, and reading the stores after 50 ms and every 200 ms
-    besides (an announcement is only a hint)."""
+    besides (an announcement is only a hint). At most `min_position_max_waiters` requests of this
+    process wait at once; one more is a 503 at once."""
     if token is None:
         return
     if not is_number(token):
         raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
     position = int(token)
+    if runtime.position_waiters >= runtime.settings.min_position_max_waiters:
+        raise ServiceUnavailable("too many requests are waiting for their views already; retry shortly", retry_after=1)
+    runtime.position_waiters += 1
+    try:
+        await _wait(runtime, position, projections)
+    finally:
+        runtime.position_waiters -= 1
+
+
+async def _wait(runtime: Runtime, position: int, projections: list[str]) -> None:
     watcher = runtime.checkpoints
     versions = {name: await runtime.live_versions.get(name) for name in projections}
 
