@@ -20,6 +20,7 @@ from api.commands.commerce import InventoryCommands, OrderCommands, ProductComma
 from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
 from api.explorer import TEMPLATES, explorer_routers
+from api.explorer.common import explorer_aware
 from api.headers import cors, security_headers
 from api.health import HealthController
 from api.limits import STORE, auth_limit, command_limit, rate_limit_store
@@ -109,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=explorer_aware(EXCEPTION_HANDLERS),
         request_max_body_size=MAX_BODY,
         before_request=refuse_nul_in_query,
         openapi_config=OpenAPIConfig(

@@ -50,6 +50,7 @@ class Settings:
     session_max_age_s: int = 30 * 24 * 3600
     idempotency_key_ttl_s: int = 24 * 3600
     explorer_session_ttl_s: int = 1800
+    explorer_secure_cookies: str = "auto"
     stream_replicas: int = 1
     stream_max_age_days: int = 30
     seal_key: str | None = None
@@ -144,6 +145,7 @@ class Settings:
             session_max_age_s=_int(env, "CHRONICLE_SESSION_MAX_AGE_S", 30 * 24 * 3600, low=60, high=365 * 24 * 3600),
             idempotency_key_ttl_s=_int(env, "CHRONICLE_IDEMPOTENCY_KEY_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600),
             explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
+            explorer_secure_cookies=_choice(env, "CHRONICLE_EXPLORER_SECURE_COOKIES", ("auto", "always", "never")),
         )
 
     def require_jwt_secret(self) -> str:
@@ -163,6 +165,14 @@ PLACEHOLDER_SECRETS = ("change-me", "changeme", "replace-me", "placeholder")
 """A JWT secret containing any of these (in any case) is a documented placeholder, never a secret:
 it is refused, as the default compose.yaml once carried (`change-me-to-32-or-more-random-bytes!!`)
 was readable by anyone who could mint an admin token with it."""
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (the first is the default)."""
+    value = (env.get(name) or allowed[0]).strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}: {value!r}")
+    return value
 
 
 def _secret(value: str | None) -> str | None:

@@ -4,11 +4,13 @@ tests/artifacts/explorer/ (git-ignored)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from commands.base import Context
+from api.explorer.integrity import SWAP
+from commands.base import Actor, Context
 from domain.identity import Role
 from infra.settings import Settings
 from tests.integration.commerce import product, wait_order
@@ -377,3 +380,121 @@ def test_unknown_ids_and_bad_versions_are_pages_that_say_so(page: Page, task_his
         assert response is not None and response.status == status, url
         assert response.headers["content-type"].startswith("text/html")
         expect(page.locator("[data-testid=error]")).to_contain_text(says)
+
+
+# -- the security review's findings ------------------------------------------------------------------
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="_csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+@contextmanager
+def explorer_client(api: Api, user: User) -> Iterator[httpx.Client]:
+    """An HTTP client signed in to the explorer through its form (cheaper than a browser)."""
+    with httpx.Client(base_url=api.base, timeout=15) as client:
+        form = client.get("/explorer/login")
+        r = client.post(
+            "/explorer/login",
+            data={"email": user.email, "password": user.password, "_csrf_token": _csrf(form.text)},
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/explorer/log", r.text
+        yield client
+
+
+def _to_sign_in(r: httpx.Response) -> bool:
+    return r.status_code == 303 and r.headers["location"].startswith("/explorer/login?next=")
+
+
+def test_signing_out_ends_the_account_session_so_its_cookie_no_longer_works(api: Api, auditor: User) -> None:
+    with explorer_client(api, auditor) as client:
+        kept = dict(client.cookies)
+        r = client.post("/explorer/logout", data={"_csrf_token": _csrf(client.get("/explorer/log").text)})
+        assert r.status_code == 303 and r.headers["location"] == "/explorer/login"
+    with httpx.Client(base_url=api.base, cookies=kept, timeout=15) as replay:  # the cookie a thief kept
+        assert _to_sign_in(replay.get("/explorer/log"))
+
+
+def test_a_password_change_signs_the_explorer_out_and_a_revoked_role_is_refused(api: Api, chronicle_app: Any) -> None:
+    """The account's current state applies on the explorer's next request, not at its next sign-in."""
+    user = _granted(api, chronicle_app, "Pat Password", Role.AUDITOR)
+    with explorer_client(api, user) as client:
+        assert client.get("/explorer/log").status_code == 200
+        changed = api.post("/v1/auth/password", {"current_password": user.password, "new_password": "n" * 12}, user)
+        assert changed.status_code == 200, changed.text
+        assert _to_sign_in(client.get("/explorer/log"))
+    with explorer_client(api, dataclasses.replace(user, password="n" * 12)) as client:
+        assert client.get("/explorer/log").status_code == 200
+        chronicle_app.identity.revoke(Context("tests.revoke", system_actor="tests"), user.id, Role.AUDITOR)
+        r = client.get("/explorer/log")
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), r.text
+
+
+def test_sign_in_replaces_the_csrf_token(api: Api, auditor: User) -> None:
+    with httpx.Client(base_url=api.base, timeout=15) as client:
+        before = _csrf(client.get("/explorer/login").text)
+        signed_in = client.post(
+            "/explorer/login", data={"email": auditor.email, "password": auditor.password, "_csrf_token": before}
+        )
+        assert signed_in.status_code == 303
+        after = _csrf(client.get("/explorer/integrity").text)
+        assert after != before
+        stale = client.post("/explorer/integrity/run", data={"_csrf_token": before})
+        assert stale.status_code == 403
+
+
+def test_sign_in_refuses_what_the_apis_login_refuses(api: Api) -> None:
+    with httpx.Client(base_url=api.base, timeout=15) as client:
+        token = _csrf(client.get("/explorer/login").text)
+        for email, password in (("a@example.com", "p" * 1025), ("a" * 250 + "@example.com", "password")):
+            r = client.post("/explorer/login", data={"email": email, "password": password, "_csrf_token": token})
+            assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), r.text
+
+
+def test_a_huge_correlation_is_drawn_truncated_with_a_link_to_its_log(
+    page: Page, chronicle_app: Any, auditor: User
+) -> None:
+    correlation = uuid.uuid4()
+    ctx = Context("tests.flood", Actor(auditor.id, frozenset({Role.AUDITOR})), correlation)
+    for _ in range(501):
+        chronicle_app.audit.record_access(ctx, "/tests/flood", {})
+    page.goto(f"/explorer/find?id={correlation}")
+    expect(page).to_have_url(re.compile(rf"/explorer/correlations/{correlation}$"))
+    expect(page.locator("[data-testid=truncated]")).to_contain_text("first 500")
+    assert page.locator("[data-testid=tree] .node a").count() == 500
+    page.locator("[data-testid=truncated] a").click()
+    expect(page).to_have_url(re.compile(rf"/explorer/log\?correlation={correlation}$"))
+    expect(page.locator("details.event").first).to_contain_text("AuditAccess.Recorded")
+
+
+def test_errors_before_the_explorers_routes_are_its_pages(api: Api) -> None:
+    with httpx.Client(base_url=api.base, timeout=15) as client:
+        for method, path, status in (
+            ("GET", "/explorer/no-such-page", 404),
+            ("GET", "/explorer/streams/not-a-uuid", 404),
+            ("DELETE", "/explorer/log", 405),
+        ):
+            r = client.request(method, path)
+            assert r.status_code == status, (path, r.status_code)
+            assert r.headers["content-type"].startswith("text/html"), path
+            assert "default-src 'none'" in r.headers["content-security-policy"], path
+        assert client.get("/v1/no-such-route").headers["content-type"] == "application/problem+json"
+        static = client.get("/explorer/static/explorer.css")
+        assert static.status_code == 200 and static.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_verify_run_never_releases_another_runs_lock(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "")
+    key = f"{settings.namespace}:explorer:verify:tests-lock"
+    swap = client.register_script(SWAP)
+    try:
+        client.set(key, b"second run", ex=60)
+        assert swap(keys=[key], args=[b"first run", b"", 60]) == 0  # the first run's lock expired meanwhile
+        assert client.get(key) == b"second run"
+        assert swap(keys=[key], args=[b"second run", b"", 60]) == 1
+        assert client.get(key) is None
+    finally:
+        client.delete(key)
+        client.close()

@@ -72,13 +72,12 @@ def _uuid(value: str) -> Any:
 
 
 def _datetime(value: str) -> Any:
-    from datetime import UTC, datetime
+    from infra.eventstore.audit import parse_time
 
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_time(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _audited(args: argparse.Namespace, route: str, query: dict[str, Any]) -> Any:

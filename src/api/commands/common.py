@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import hmac
 import re
@@ -25,6 +24,7 @@ from domain.errors import Conflict, DomainError
 from domain.identity import MAX_NAME
 from domain.work import MAX_DESCRIPTION
 from infra.eventstore.idempotency import RecordedResponse
+from infra.keys import derived_key
 from infra.observe import logs, tracing
 from infra.observe.metrics import COMMAND_SECONDS, COMMANDS
 
@@ -210,11 +210,10 @@ def _valid_key(key: str) -> str:
     return key
 
 
-@functools.cache
 def hash_key(jwt_secret: str) -> bytes:
-    """The server's key for request hashes, derived from the JWT secret (so an operator sets one
-    secret); a new secret makes earlier keys answer 422 if sent again, never replay wrongly."""
-    return hmac.new(jwt_secret.encode(), b"chronicle idempotency request hash", hashlib.sha256).digest()
+    """The server's key for request hashes, derived from the JWT secret (infra.keys); a new secret
+    makes earlier keys answer 422 if sent again, never replay wrongly."""
+    return derived_key(jwt_secret, "chronicle idempotency request hash")
 
 
 async def _request_hash(request: Request[Any, Any, Any], key: bytes) -> bytes:

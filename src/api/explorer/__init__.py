@@ -30,7 +30,10 @@ TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEng
 def explorer_routers(settings: Settings) -> list[Router]:
     """The pages, behind the explorer's session; and their stylesheet and script, public."""
     static = create_static_files_router(
-        "/explorer/static", directories=[HERE / "static"], opt=PUBLIC, include_in_schema=False
+        "/explorer/static",
+        directories=[HERE / "static"],
+        opt=PUBLIC,
+        include_in_schema=False,
     )
     return [_pages(settings), static]
 
@@ -40,7 +43,12 @@ def _pages(settings: Settings) -> Router:
         "/",
         route_handlers=[ExplorerSignIn, ExplorerPages, ExplorerIntegrity],
         middleware=[
-            DefineMiddleware(ByScheme, secret=settings.require_jwt_secret(), ttl_s=settings.explorer_session_ttl_s)
+            DefineMiddleware(
+                ByScheme,
+                secret=settings.require_jwt_secret(),
+                ttl_s=settings.explorer_session_ttl_s,
+                secure=settings.explorer_secure_cookies,
+            )
         ],
         opt=PUBLIC,  # not the API's bearer tokens: the explorer's own session (see api.explorer.session)
         exception_handlers=EXCEPTION_HANDLERS,

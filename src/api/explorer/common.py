@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -22,8 +23,10 @@ from redis.exceptions import RedisError
 
 from api.problems import ServiceUnavailable
 from domain.errors import DomainError, Forbidden, NotFound
+from infra.eventstore import audit
 
 log = logging.getLogger(__name__)
+PATH = "/explorer"
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
@@ -56,14 +59,13 @@ def as_pretty_json(value: Any) -> str:
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:
-    """ISO 8601, or what a datetime-local input sends (no zone: read as UTC)."""
+    """ISO 8601, or what a datetime-local input sends (no zone: UTC, as everywhere: audit.as_utc)."""
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return audit.parse_time(value)
     except ValueError:
         raise BadInput(f"{field}: not a date and time (e.g. 2026-11-27T10:30)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def local_input(value: datetime | None) -> str:
@@ -97,8 +99,18 @@ def on_not_signed_in(request: Request[Any, Any, Any], exc: NotAuthorizedExceptio
 
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code >= 500:
-        log.error("explorer %s %s: %s", request.method, request.url.path, exc.detail)
-    return _error_page(request, exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase)
+        return _logged(request, exc.status_code)
+    return _error_page(
+        request, exc.status_code, exc.detail or HTTPStatus(exc.status_code).phrase, **(exc.headers or {})
+    )
+
+
+def _logged(request: Request[Any, Any, Any], status: int) -> Response[Any]:
+    """A failure of our own: its text goes to the log only (it may name servers or accounts), under
+    an error id the page gives."""
+    error_id = uuid.uuid4()
+    log.exception("explorer: %s %s failed (error id %s)", request.method, request.url.path, error_id)
+    return _error_page(request, status, f"An unexpected error occurred; it is logged under error id {error_id}.")
 
 
 def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -122,8 +134,7 @@ def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("explorer: unhandled error on %s %s", request.method, request.url.path)
-    return _error_page(request, 500, "An unexpected error occurred; it has been logged.")
+    return _logged(request, 500)
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
@@ -139,3 +150,27 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     RedisError: on_unavailable,
     Exception: on_unexpected,
 }
+
+
+def is_explorer_path(path: str) -> bool:
+    return path == PATH or path.startswith(PATH + "/")
+
+
+def _handler(handlers: dict[type[Exception] | int, Any], exc: Exception) -> Any:
+    for cls in type(exc).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return handlers[Exception]
+
+
+def explorer_aware(api_handlers: dict[type[Exception] | int, Any]) -> dict[type[Exception] | int, Any]:
+    """The app's exception handlers, answering errors raised before the explorer's router (an
+    unknown /explorer path, a path parameter that does not parse, a method not allowed) on /explorer
+    paths with the explorer's error page and headers, and elsewhere as the API does."""
+
+    def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        handlers = EXCEPTION_HANDLERS if is_explorer_path(request.url.path) else api_handlers
+        answer: Response[Any] = _handler(handlers, exc)(request, exc)
+        return answer
+
+    return {key: on_error for key in api_handlers.keys() | EXCEPTION_HANDLERS.keys()}

@@ -2,13 +2,19 @@
 it again in the background while the page shows its progress.
 
 Runs and their results live in Redis under the deployment's namespace, so every API process shows
-the same ones and only one run goes at a time (a key taken with SET NX; it expires after
-`RUN_LIMIT_S` should the process running it die)."""
+the same ones and only one run goes at a time: a key taken with SET NX, which the run renews every
+`RENEW_S` while it goes (so it expires `LOCK_S` after the process running it dies, however long a
+run takes), and which a run changes or deletes only while it still holds its own value there (a
+compare-and-set script), never another run's.
+
+A run that fails is kept as failed, with an error id; what failed (which may name servers or
+accounts) goes only to the log, under that id."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,16 +27,27 @@ from api.auth import requires_role
 from api.explorer.common import HEADERS, page
 from api.explorer.session import READERS
 from api.runtime import RUNTIME, Runtime
+from infra.eventstore.audit import log_size
 from infra.eventstore.verify import Verification
 
 log = logging.getLogger(__name__)
-RUN_LIMIT_S = 3600
+LOCK_S = 60
+RENEW_S = 15
+
+SWAP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"""
+"""KEYS[1] := ARGV[2] for ARGV[3] seconds (deleted when ARGV[2] is empty), only if it holds ARGV[1]."""
 
 
 class Run(msgspec.Struct, omit_defaults=True):
     started_at: datetime
     by: str
-    events: int  # events in the log when the run started: what it has to check (and a few more)
+    events: int | None = None  # the log's last position when the run started: what it has to check
+    token: str = ""  # tells this run's lock from another's
     finished_at: datetime | None = None
     result: Verification | None = None
     error: str | None = None
@@ -52,18 +69,36 @@ async def _get(runtime: Runtime, key: str) -> Run | None:
     return msgspec.json.decode(raw, type=Run) if raw else None
 
 
-async def _run(runtime: Runtime, run: Run) -> None:
-    """Runs verify and keeps its result as the latest; a failure is kept (and logged) as the result."""
+async def _swap(runtime: Runtime, key: str, held: bytes, new: bytes | None) -> bool:
+    """Replaces (or, with None, deletes) `key` if it still holds `held`: this run's own lock."""
+    done = await runtime.script(SWAP)(keys=[key], args=[held, new or b"", LOCK_S])
+    return bool(done)
+
+
+async def _run(runtime: Runtime, run: Run, held: bytes) -> None:
+    """Runs verify, renewing its lock while it goes, and keeps its result as the latest; a failure is
+    kept as the result (with an error id) and logged under that id."""
     running, last = _keys(runtime)
     try:
-        run.result = await full_verify(runtime)
-    except Exception as e:
-        log.exception("explorer: verify failed")
-        run.error = f"{type(e).__name__}: {e}"[:500]
+        async with runtime.views.connection() as conn:
+            run.events = await log_size(conn)
+        counted = msgspec.json.encode(run)
+        if await _swap(runtime, running, held, counted):
+            held = counted
+        work = asyncio.ensure_future(full_verify(runtime))
+        while not work.done():
+            await asyncio.wait([work], timeout=RENEW_S)
+            if not work.done() and not await _swap(runtime, running, held, held):
+                log.warning("explorer: verify run %s lost its lock; another run may start", run.token)
+        run.result = work.result()
+    except Exception:
+        error_id = uuid.uuid4()
+        log.exception("explorer: verify run %s failed (error id %s)", run.token, error_id)
+        run.error = f"The run could not finish; its cause is in the server's log under error id {error_id}."
     finally:
         run.finished_at = datetime.now(UTC)
         await runtime.redis.set(last, msgspec.json.encode(run))
-        await runtime.redis.delete(running)
+        await _swap(runtime, running, held, None)
 
 
 class ExplorerIntegrity(Controller):
@@ -82,11 +117,10 @@ class ExplorerIntegrity(Controller):
         """Starts a run unless one is going; either way, back to the page, which shows it."""
         await record_access(request, runtime)
         running, _ = _keys(runtime)
-        async with runtime.views.connection() as conn:
-            row = await (await conn.execute("SELECT count(*) FROM events")).fetchone()
-        run = Run(datetime.now(UTC), str(request.user.user_id), int(row[0]) if row else 0)
-        if await runtime.redis.set(running, msgspec.json.encode(run), nx=True, ex=RUN_LIMIT_S):
-            task = asyncio.create_task(_run(runtime, run))
+        run = Run(datetime.now(UTC), str(request.user.user_id), token=uuid.uuid4().hex)
+        held = msgspec.json.encode(run)
+        if await runtime.redis.set(running, held, nx=True, ex=LOCK_S):
+            task = asyncio.create_task(_run(runtime, run, held))
             tasks: set[asyncio.Task[None]] = request.app.state.setdefault("explorer_verify_tasks", set())
             tasks.add(task)  # a reference, so the task is not collected while it runs
             task.add_done_callback(tasks.discard)

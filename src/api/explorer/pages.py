@@ -22,11 +22,12 @@ from api.runtime import RUNTIME, Runtime
 from domain.errors import NotFound
 from infra.eventstore import audit
 from infra.eventstore.audit import AuditEvent, LogFilter
-from infra.views.operations import statuses
+from infra.views.operations import parked_events, statuses_on
 
 STREAM_PAGE = 50  # events of a stream's timeline per page
 LAST_POSITION = 2**63 - 1
 LAG_CAP = 10_000  # events behind counted at most (each count scans them): the page stays fast far behind
+CORRELATION_CAP = 500  # events drawn in a correlation's tree at most (anyone can add events to one)
 PageSize = Annotated[int, Parameter(ge=1, le=200)]
 
 
@@ -74,13 +75,21 @@ class ExplorerPages(Controller):
         type: str | None = None,
         actor: str | None = None,
         stream: str | None = None,
+        correlation: str | None = None,
         since: Annotated[str | None, QueryParameter(name="from")] = None,
         until: Annotated[str | None, QueryParameter(name="to")] = None,
         cursor: str | None = None,
         limit: PageSize = 50,
     ) -> Template:
         await record_access(request, runtime)
-        filters = {"type": type, "actor": actor, "stream": stream, "from": since, "to": until}
+        filters = {
+            "type": type,
+            "actor": actor,
+            "stream": stream,
+            "correlation": correlation,
+            "from": since,
+            "to": until,
+        }
         filters = {k: v.strip() for k, v in filters.items() if v and v.strip()}
         try:
             where = LogFilter(
@@ -89,6 +98,7 @@ class ExplorerPages(Controller):
                 parse_time(filters.get("from"), "from"),
                 parse_time(filters.get("to"), "to"),
                 _uuid(filters.get("stream"), "stream"),
+                _uuid(filters.get("correlation"), "correlation"),
             )
             after = _position(cursor)
         except BadInput as e:
@@ -161,10 +171,10 @@ class ExplorerPages(Controller):
     ) -> Template:
         await record_access(request, runtime)
         async with runtime.views.connection() as conn:
-            tree = await audit.correlation(conn, correlation_id)
+            tree, truncated = await audit.correlation_truncated(conn, correlation_id, CORRELATION_CAP)
         if tree is None:
             raise NotFound(f"no events with correlation id {correlation_id}")
-        return page("correlation.html", tree=tree)
+        return page("correlation.html", tree=tree, truncated=truncated)
 
     @get("/positions/{position:str}", name="explorer:position")
     async def position(
@@ -195,24 +205,16 @@ class ExplorerPages(Controller):
         async with runtime.views.connection() as conn:
             if await audit.version_at(conn, wanted, position=LAST_POSITION) is not None:
                 return Redirect(f"/explorer/streams/{wanted}", status_code=303, headers=HEADERS)
-            if await audit.correlation(conn, wanted) is not None:
+            if await audit.correlation_exists(conn, wanted):
                 return Redirect(f"/explorer/correlations/{wanted}", status_code=303, headers=HEADERS)
         raise NotFound(f"no stream and no correlation has the id {wanted}")
 
     @get("/projections", name="explorer:projections")
     async def projections(self, request: Request[Any, Any, Any], runtime: Runtime) -> Template:
         await record_access(request, runtime)
-        rows = await statuses(runtime.settings, known_projections(), lag_cap=LAG_CAP)
         async with runtime.views.connection() as conn:
-            parked = await (
-                await conn.execute(
-                    "SELECT DISTINCT ON (projection) projection, event_id, position, type, error, parked_at"
-                    " FROM dead_letters WHERE resolved IS NULL ORDER BY projection, id DESC"
-                )
-            ).fetchall()
-        letters = {
-            r[0]: {"event_id": r[1], "position": str(r[2]), "type": r[3], "error": r[4], "at": r[5]} for r in parked
-        }
+            rows = await statuses_on(conn, runtime.redis, runtime.settings.namespace, known_projections(), LAG_CAP)
+            letters = await parked_events(conn)
         return page("projections.html", rows=rows, parked=letters, lag_cap=LAG_CAP)
 
 

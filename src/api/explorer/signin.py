@@ -14,16 +14,19 @@ from litestar.response import Redirect, Template
 from api.auth_guard import AccountLocked
 from api.commands.common import context
 from api.explorer.common import HEADERS, page, safe_next
-from api.explorer.session import PUBLIC, READERS, session_data, session_id
+from api.explorer.session import CSRF_COOKIE, PATH, PUBLIC, READERS, session_data, session_id
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor, Context
-from commands.identity import LoginResult, Unauthorized
+from commands.identity import MAX_PASSWORD, LoginResult, Unauthorized
+from domain.identity import MAX_EMAIL
 
 
 class SignInForm(msgspec.Struct):
-    email: str = ""
-    password: str = ""
-    next: str = ""
+    """Empty fields are answered on the form; longer ones than `POST /v1/auth/login` takes are refused (400)."""
+
+    email: Annotated[str, msgspec.Meta(max_length=MAX_EMAIL)] = ""
+    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD)] = ""
+    next: Annotated[str, msgspec.Meta(max_length=2048)] = ""
 
 
 class ExplorerSignIn(Controller):
@@ -57,7 +60,9 @@ class ExplorerSignIn(Controller):
             await runtime.run(runtime.chronicle.identity.logout, _as(request, login), login.session_id)
             return page("login.html", 403, next=target, error="The explorer is for auditors and admins only.")
         request.set_session(session_data(login))
-        return Redirect(target, status_code=303, headers=HEADERS)
+        signed_in = Redirect(target, status_code=303, headers=HEADERS)
+        signed_in.delete_cookie(CSRF_COOKIE, path=PATH)  # the next page sets a new token: none outlives sign-in
+        return signed_in
 
     @post("/logout", status_code=303)
     async def sign_out(self, request: Request[Any, Any, Any], runtime: Runtime) -> Redirect:

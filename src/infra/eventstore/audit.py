@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -53,6 +53,19 @@ class CorrelationTree(msgspec.Struct):
     requests: list[CausedBy]
 
 
+def as_utc(value: datetime) -> datetime:
+    """What a time given to the audit queries means: one without a zone is UTC. The API's audit
+    routes, the CLI and the explorer all pass their times through here (by LogFilter and version_at),
+    so one typed time selects the same events everywhere, whatever PostgreSQL's TimeZone."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as typed (a datetime-local input sends one without a zone: `as_utc`).
+    Raises ValueError."""
+    return as_utc(datetime.fromisoformat(text.strip()))
+
+
 @dataclass(frozen=True)
 class LogFilter:
     type: str | None = None
@@ -60,6 +73,7 @@ class LogFilter:
     since: datetime | None = None
     until: datetime | None = None
     stream: uuid.UUID | None = None
+    correlation: uuid.UUID | None = None
 
     def sql(self) -> tuple[str, dict[str, Any]]:
         where, params = [f"notification_id < {GATE}"], dict[str, Any]()
@@ -71,13 +85,16 @@ class LogFilter:
             params["actor"] = self.actor
         if self.since:
             where.append("recorded_at >= %(since)s")
-            params["since"] = self.since
+            params["since"] = as_utc(self.since)
         if self.until:
             where.append("recorded_at < %(until)s")
-            params["until"] = self.until
+            params["until"] = as_utc(self.until)
         if self.stream:
             where.append("stream_id = %(stream)s")
             params["stream"] = self.stream
+        if self.correlation:
+            where.append("correlation_id = %(correlation)s")
+            params["correlation"] = self.correlation
         return " AND ".join(where), params
 
 
@@ -148,17 +165,28 @@ async def export(conn: psycopg.AsyncConnection[Any], where: LogFilter, batch: in
             yield b"".join(encoder.encode(e) + b"\n" for e in events)
 
 
-async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID) -> CorrelationTree | None:
+async def correlation(
+    conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID, limit: int | None = None
+) -> CorrelationTree | None:
+    """The correlation's causation tree; with `limit`, of its first `limit` events only."""
+    return (await correlation_truncated(conn, correlation_id, limit))[0]
+
+
+async def correlation_truncated(
+    conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID, limit: int | None
+) -> tuple[CorrelationTree | None, bool]:
+    """The tree of the correlation's first `limit` events (all with None), and whether it has more."""
     rows = await (
         await conn.execute(
             f"SELECT {LOG_COLUMNS} FROM events WHERE correlation_id = %s AND notification_id < {GATE}"
-            " ORDER BY notification_id",
-            (correlation_id,),
+            " ORDER BY notification_id LIMIT %s",
+            (correlation_id, None if limit is None else limit + 1),
         )
     ).fetchall()
     if not rows:
-        return None
-    nodes = [CausationNode(e, []) for e in await opened(conn, [audit_event(r) for r in rows])]
+        return None, False
+    more = limit is not None and len(rows) > limit
+    nodes = [CausationNode(e, []) for e in await opened(conn, [audit_event(r) for r in rows[:limit]])]
     by_event = {node.event.event_id: node for node in nodes}
     requests: dict[uuid.UUID | None, CausedBy] = {}
     for node in nodes:
@@ -167,7 +195,25 @@ async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.U
             parent.caused.append(node)
         else:
             requests.setdefault(node.event.causation_id, CausedBy(node.event.causation_id, [])).events.append(node)
-    return CorrelationTree(correlation_id, len(nodes), list(requests.values()))
+    return CorrelationTree(correlation_id, len(nodes), list(requests.values())), more
+
+
+async def correlation_exists(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID) -> bool:
+    row = await (
+        await conn.execute(
+            f"SELECT 1 FROM events WHERE correlation_id = %s AND notification_id < {GATE} LIMIT 1", (correlation_id,)
+        )
+    ).fetchone()
+    return row is not None
+
+
+async def log_size(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The log's last position: an index lookup, at least the number of events (a few more when
+    some appends were rolled back)."""
+    row = await (
+        await conn.execute(f"SELECT max(notification_id) FROM events WHERE notification_id < {GATE}")
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 async def version_at(
@@ -176,7 +222,7 @@ async def version_at(
     """The stream's version as it stood at a time, or at a position of the total order."""
     value: datetime | int | None
     if at is not None:
-        sql, value = "recorded_at <= %s", at
+        sql, value = "recorded_at <= %s", as_utc(at)
     else:
         sql, value = "notification_id <= %s", position
     row = await (

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -175,47 +176,77 @@ async def statuses(
     settings: Settings, projections: list[EventConsumer], lag_cap: int = 1_000_000
 ) -> list[ProjectionStatus]:
     """`lag_cap` bounds the count of events behind each checkpoint (a count costs a scan of them)."""
-    url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
-    found = []
     try:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            for projection in projections:
-                live, state, position = await live_checkpoint(conn, client, settings.namespace, projection)
-                lag = (await lags(conn, [position], cap=lag_cap))[position]
-                error_row = await (
-                    await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
-                ).fetchone()
-                owner = await lock_holder(conn, lock_key(settings.namespace, "projection", projection.name))
-                partitions = await _partition_statuses(conn, settings.namespace, projection, live)
-                if partitions:
-                    owner = ", ".join(sorted({p.owner for p in partitions if p.owner})) or None
-                if state != "parked":
-                    if await lock_holder(conn, lock_key(settings.namespace, "rebuild", projection.name)):
-                        state = "rebuilding"
-                    else:
-                        state = "running" if owner else "stopped"
-                found.append(
-                    ProjectionStatus(
-                        projection.name,
-                        projection.kind,
-                        live,
-                        state,
-                        str(position),
-                        lag.events,
-                        lag.seconds,
-                        error_row[0] if error_row and state == "parked" else None,
-                        owner,
-                        partitions,
-                    )
-                )
+        async with await psycopg.AsyncConnection.connect(settings.require_database_url(), autocommit=True) as conn:
+            return await statuses_on(conn, client, settings.namespace, projections, lag_cap)
     finally:
         await client.aclose()
+
+
+async def statuses_on(
+    conn: psycopg.AsyncConnection[Any],
+    client: aioredis.Redis,
+    namespace: str,
+    projections: list[EventConsumer],
+    lag_cap: int = 1_000_000,
+) -> list[ProjectionStatus]:
+    """`statuses` over a connection and a client the caller has (a running API's pools)."""
+    found = []
+    for projection in projections:
+        live, state, position = await live_checkpoint(conn, client, namespace, projection)
+        lag = (await lags(conn, [position], cap=lag_cap))[position]
+        error_row = await (
+            await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
+        ).fetchone()
+        owner = await lock_holder(conn, lock_key(namespace, "projection", projection.name))
+        partitions = await _partition_statuses(conn, namespace, projection, live, lag_cap)
+        if partitions:
+            owner = ", ".join(sorted({p.owner for p in partitions if p.owner})) or None
+        if state != "parked":
+            if await lock_holder(conn, lock_key(namespace, "rebuild", projection.name)):
+                state = "rebuilding"
+            else:
+                state = "running" if owner else "stopped"
+        found.append(
+            ProjectionStatus(
+                projection.name,
+                projection.kind,
+                live,
+                state,
+                str(position),
+                lag.events,
+                lag.seconds,
+                error_row[0] if error_row and state == "parked" else None,
+                owner,
+                partitions,
+            )
+        )
     return found
 
 
+class ParkedEvent(msgspec.Struct):
+    """The latest unresolved dead letter of a projection: the event it is parked on."""
+
+    event_id: str
+    position: str
+    type: str
+    error: str  # the projection's recorded error (its traceback stays in the table)
+    at: datetime
+
+
+async def parked_events(conn: psycopg.AsyncConnection[Any]) -> dict[str, ParkedEvent]:
+    rows = await (
+        await conn.execute(
+            "SELECT DISTINCT ON (projection) projection, event_id, position, type, error, parked_at"
+            " FROM dead_letters WHERE resolved IS NULL ORDER BY projection, id DESC"
+        )
+    ).fetchall()
+    return {r[0]: ParkedEvent(str(r[1]), str(r[2]), r[3], r[4], r[5]) for r in rows}
+
+
 async def _partition_statuses(
-    conn: psycopg.AsyncConnection[Any], namespace: str, projection: EventConsumer, version: int
+    conn: psycopg.AsyncConnection[Any], namespace: str, projection: EventConsumer, version: int, lag_cap: int
 ) -> list[PartitionStatus]:
     rows = await (
         await conn.execute(
@@ -224,7 +255,7 @@ async def _partition_statuses(
             (projection.name, version),
         )
     ).fetchall()
-    found_lags = await lags(conn, [int(r[1]) for r in rows], cap=1_000_000)
+    found_lags = await lags(conn, [int(r[1]) for r in rows], cap=lag_cap)
     return [
         PartitionStatus(
             int(part),
