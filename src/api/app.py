@@ -19,6 +19,7 @@ from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.work import ProjectCommands, TaskCommands
+from api.contract import finish_document
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     auth = jwt_auth(settings)
-    return Litestar(
+    app = Litestar(
         # One router for all controllers: registering two controllers with a common path (commands and
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
         route_handlers=[
@@ -88,3 +89,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    finish_document(app)
+    return app

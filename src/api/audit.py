@@ -14,7 +14,8 @@ from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import requires_role
-from api.commands.common import context, is_number, problems
+from api.commands.common import context, is_number
+from api.contract import query
 from api.queries.common import Cursor
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
@@ -63,7 +64,7 @@ class AuditQueries(Controller):
         "/streams/{stream_id:uuid}",
         operation_id="AuditStream",
         summary="A stream's events, in order, with all metadata",
-        responses=problems(401, 403, 422),
+        responses=query(403),
     )
     async def stream(
         self,
@@ -83,7 +84,7 @@ class AuditQueries(Controller):
         "/events",
         operation_id="AuditLog",
         summary="The global log in its total order, filtered",
-        responses=problems(401, 403, 422),
+        responses=query(403),
     )
     async def events(
         self,
@@ -106,7 +107,7 @@ class AuditQueries(Controller):
         "/streams/{stream_id:uuid}/state",
         operation_id="AuditStreamState",
         summary="The aggregate as it was at a version, a time or a position (exactly one)",
-        responses=problems(401, 403, 404, 422),
+        responses=query(403, 404),
     )
     async def state(
         self,
@@ -139,7 +140,7 @@ class AuditQueries(Controller):
         "/correlations/{correlation_id:uuid}",
         operation_id="AuditCorrelation",
         summary="Every event caused by one request, as a causation tree",
-        responses=problems(401, 403, 404),
+        responses=query(403, 404),
     )
     async def correlation(
         self, request: Request[Any, Any, Any], runtime: Runtime, correlation_id: uuid.UUID
@@ -155,7 +156,7 @@ class AuditQueries(Controller):
         "/export",
         operation_id="AuditExport",
         summary="The (filtered) log as NDJSON, streamed",
-        responses=problems(401, 403, 422),
+        responses=query(403),
         media_type="application/x-ndjson",
     )
     async def export(
@@ -181,7 +182,7 @@ class AuditQueries(Controller):
         "/verify",
         operation_id="AuditVerify",
         summary="Recompute every event hash and seal; the first broken place",
-        responses=problems(401, 403),
+        responses=query(403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
         await _record(request, runtime)

@@ -12,6 +12,7 @@ from litestar import Controller, Response, get
 from litestar.openapi import ResponseSpec
 
 from api.auth import PUBLIC
+from api.contract import public
 from api.queries.common import checkpoints
 from api.runtime import RUNTIME, Runtime
 from infra.delivery.saga import OrderSagaProcess
@@ -29,7 +30,7 @@ class ProjectionHealth(msgspec.Struct):
     name: str
     kind: str
     version: int
-    state: Literal["running", "parked"] | str
+    state: Literal["running", "parked"]
     checkpoint: str
     lag_events: int
     lag_seconds: float
@@ -119,7 +120,10 @@ class HealthController(Controller):
     @get(
         operation_id="GetHealth",
         summary="Reachability of the servers; relay and projections' lag",
-        responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")},
+        responses={
+            **public(rate_limited=False),
+            503: ResponseSpec(data_container=Health, description="A server is unreachable", generate_examples=False),
+        },
     )
     async def health(self, runtime: Runtime) -> Response[Health]:
         database, redis_check, nats_check = await asyncio.gather(

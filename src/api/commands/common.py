@@ -11,10 +11,8 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
-from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter
 
-from api.problems import Problem
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
 from domain.identity import MAX_NAME
@@ -36,18 +34,6 @@ Key = Annotated[str | None, IDEMPOTENCY_KEY]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 
-_DESCRIPTIONS = {
-    400: "Malformed JSON or header",
-    401: "No valid access token",
-    403: "Not allowed to do this",
-    404: "Unknown id",
-    409: "Conflicts with the current state",
-    412: "If-Match does not match the version",
-    413: "Body larger than 1 MiB",
-    422: "Unknown field, bad value, or a rule of the domain refused it",
-    503: "A storage server is unavailable",
-}
-
 
 class CommandAccepted(msgspec.Struct):
     """`position` is an opaque token of the command's last event in the global order (null when the
@@ -56,18 +42,6 @@ class CommandAccepted(msgspec.Struct):
     id: uuid.UUID
     version: int
     position: str | None
-
-
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            description=_DESCRIPTIONS[status],
-            media_type="application/problem+json",
-            generate_examples=False,
-        )
-        for status in statuses
-    }
 
 
 def position_token(position: int | None) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request
@@ -15,8 +15,6 @@ from api.commands.common import is_number
 from api.problems import ServiceUnavailable
 from api.runtime import Runtime
 
-T = TypeVar("T")
-
 MIN_POSITION = HeaderParameter(
     name="X-Min-Position",
     required=False,
@@ -26,11 +24,6 @@ MIN_POSITION = HeaderParameter(
 MinPosition = Annotated[str | None, MIN_POSITION]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
 Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
-
-
-class Page(msgspec.Struct, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
 
 
 def encode_cursor(values: list[Any]) -> str:

@@ -16,7 +16,7 @@ from infra.eventstore.tamper import GENESIS, hash_of_row, merkle_root, seal_hash
 _EVENTS = f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s{{upto}} ORDER BY notification_id"
 
 
-class Problem(msgspec.Struct, omit_defaults=True):
+class Breach(msgspec.Struct, omit_defaults=True):
     kind: str
     detail: str
     position: str | None = None
@@ -30,7 +30,7 @@ class Verification(msgspec.Struct):
     seals_checked: int
     sealed_through: str
     unsealed_events: int
-    first_problem: Problem | None = None
+    first_problem: Breach | None = None
 
 
 @dataclass
@@ -90,11 +90,11 @@ def verify(database_url: str) -> Verification:
     return Verification(True, checked, seals_checked, str(sealed_to), unsealed)
 
 
-def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes) -> Problem | None:
+def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes) -> Breach | None:
     if seal.seq != expected_seq:
-        return Problem("seal_missing", f"seal {expected_seq} is missing (next is {seal.seq})", seal=expected_seq)
+        return Breach("seal_missing", f"seal {expected_seq} is missing (next is {seal.seq})", seal=expected_seq)
     if seal.from_position != sealed_to or seal.previous_hash != previous:
-        return Problem(
+        return Breach(
             "seal_altered",
             f"seal {seal.seq} does not chain to seal {seal.seq - 1}",
             seal=seal.seq,
@@ -104,7 +104,7 @@ def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes)
         seal.seq, seal.from_position, seal.to_position, seal.event_count, seal.merkle_root, seal.previous_hash
     )
     if recomputed != seal.seal_hash:
-        return Problem(
+        return Breach(
             "seal_altered",
             f"seal {seal.seq} was altered (its hash does not match its content)",
             seal=seal.seq,
@@ -113,10 +113,10 @@ def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes)
     return None
 
 
-def _check_event(row: tuple[Any, ...]) -> Problem | None:
+def _check_event(row: tuple[Any, ...]) -> Breach | None:
     stored = row[-1]
     if stored is None or hash_of_row(row[1:-1]) != bytes(stored):
-        return Problem(
+        return Breach(
             "event_altered",
             f"event {row[1]} at position {row[0]} does not match its hash "
             "(its content was changed after it was written)",
@@ -126,24 +126,24 @@ def _check_event(row: tuple[Any, ...]) -> Problem | None:
     return None
 
 
-def _check_range(seal: _Seal, hashes: list[bytes]) -> Problem | None:
+def _check_range(seal: _Seal, hashes: list[bytes]) -> Breach | None:
     where = f"positions after {seal.from_position} up to {seal.to_position}"
     if len(hashes) < seal.event_count:
-        return Problem(
+        return Breach(
             "event_missing",
             f"{seal.event_count - len(hashes)} event(s) missing from seal {seal.seq} ({where})",
             seal=seal.seq,
             position=str(seal.from_position),
         )
     if len(hashes) > seal.event_count:
-        return Problem(
+        return Breach(
             "event_inserted",
             f"{len(hashes) - seal.event_count} event(s) added inside seal {seal.seq} ({where})",
             seal=seal.seq,
             position=str(seal.from_position),
         )
     if merkle_root(hashes) != seal.merkle_root:
-        return Problem(
+        return Breach(
             "order_changed",
             f"the events of seal {seal.seq} ({where}) were reordered or replaced",
             seal=seal.seq,
