@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -16,7 +15,7 @@ from litestar.response import Stream
 from api.auth import requires_role
 from api.commands.common import context, is_number
 from api.contract import query
-from api.queries.common import Cursor
+from api.queries.common import INSTANT, Cursor, instant
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
@@ -25,8 +24,9 @@ from infra.eventstore.audit import AuditEvent, CorrelationTree, LogFilter
 from infra.eventstore.verify import Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
-Since = Annotated[datetime | None, QueryParameter(name="from", description="recorded at or after")]
-Until = Annotated[datetime | None, QueryParameter(name="to", description="recorded before")]
+Since = Annotated[str | None, QueryParameter(name="from", description="recorded at or after", schema_extra=INSTANT)]
+Until = Annotated[str | None, QueryParameter(name="to", description="recorded before", schema_extra=INSTANT)]
+At = Annotated[str | None, QueryParameter(description="the state as it was at this time", schema_extra=INSTANT)]
 
 
 class EventPage(msgspec.Struct):
@@ -64,7 +64,7 @@ class AuditQueries(Controller):
         "/streams/{stream_id:uuid}",
         operation_id="AuditStream",
         summary="A stream's events, in order, with all metadata",
-        responses=query(403),
+        responses=query(403, 404),
     )
     async def stream(
         self,
@@ -99,7 +99,8 @@ class AuditQueries(Controller):
     ) -> EventPage:
         await _record(request, runtime)
         async with runtime.views.connection() as conn:
-            items = await audit.log_events(conn, LogFilter(type, actor, since, until), _cursor(cursor), limit + 1)
+            where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
+            items = await audit.log_events(conn, where, _cursor(cursor), limit + 1)
         more = len(items) > limit
         return EventPage(items[:limit], items[limit - 1].position if more else None)
 
@@ -115,7 +116,7 @@ class AuditQueries(Controller):
         runtime: Runtime,
         stream_id: uuid.UUID,
         version: Annotated[int | None, Parameter(ge=1)] = None,
-        at: datetime | None = None,
+        at: At = None,
         position: str | None = None,
     ) -> StreamState:
         given = [
@@ -125,11 +126,12 @@ class AuditQueries(Controller):
             raise Invalid("give exactly one of version, at, position", field="version")
         if position is not None and not is_number(position):
             raise Invalid("position must be a position token", field="position")
+        moment = instant(at, "at")
         await _record(request, runtime)
         if version is None:
             async with runtime.views.connection() as conn:
                 version = await audit.version_at(
-                    conn, stream_id, at=at, position=int(position) if position is not None else None
+                    conn, stream_id, at=moment, position=int(position) if position is not None else None
                 )
             if version is None:
                 raise NotFound(f"stream {stream_id} had no events then")
@@ -169,7 +171,7 @@ class AuditQueries(Controller):
         until: Until = None,
     ) -> Stream:
         await _record(request, runtime)
-        where = LogFilter(type, actor, since, until)
+        where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
 
         async def lines() -> AsyncIterator[bytes]:
             async with runtime.views.connection() as conn:

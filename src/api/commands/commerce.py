@@ -18,7 +18,7 @@ from api.commands.common import (
     expected_version,
     run_command,
 )
-from api.contract import COMMAND_HEADERS, command, example
+from api.contract import COMMAND_HEADERS, command, example, links
 from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE
 from domain.errors import Invalid
@@ -269,6 +269,11 @@ class OrderCommands(Controller):
 
     @post(
         operation_id="PlaceOrder",
+        opt=links(
+            GetOrder={"order_id": "$response.body#/id"},
+            PayOrder={"order_id": "$response.body#/id"},
+            CancelOrder={"order_id": "$response.body#/id"},
+        ),
         summary="Place an order at today's prices; the saga then reserves its stock or rejects it",
         status_code=201,
         responses=command(404, 409),

@@ -23,11 +23,13 @@ IF_MATCH = HeaderParameter(
     name="If-Match",
     required=False,
     description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.",
+    schema_extra={"type": "string", "oneOf": None, "pattern": r'^ *(\*|(W/)?"?[0-9]{1,19}"?) *$', "examples": ['"3"']},
 )
 IDEMPOTENCY_KEY = HeaderParameter(
     name="Idempotency-Key",
     required=False,
     description="1-255 printable ASCII characters; send the same key again to get the first response again.",
+    schema_extra={"type": "string", "oneOf": None, "pattern": "^[ -~]{1,255}$", "examples": ["order-2026-11-27-0001"]},
 )
 IfMatch = Annotated[str | None, IF_MATCH]
 Key = Annotated[str | None, IDEMPOTENCY_KEY]

@@ -24,7 +24,7 @@ from api.commands.common import (
     expected_version,
     run_command,
 )
-from api.contract import COMMAND_HEADERS, command, example, public
+from api.contract import COMMAND_HEADERS, command, example, links, public
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult, Unauthorized
@@ -118,7 +118,7 @@ class AuthCommands(Controller):
 
     @post(
         "/register",
-        opt=PUBLIC,
+        opt={**PUBLIC, **links(GetUser={"user_id": "$response.body#/id"})},
         operation_id="Register",
         summary="Register a user (as a member)",
         status_code=201,

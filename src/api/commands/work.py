@@ -18,7 +18,7 @@ from api.commands.common import (
     expected_version,
     run_command,
 )
-from api.contract import COMMAND_HEADERS, command, example
+from api.contract import COMMAND_HEADERS, command, example, links
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid
 from domain.work import MAX_TITLE, Priority
@@ -70,6 +70,14 @@ class ProjectCommands(Controller):
 
     @post(
         operation_id="CreateProject",
+        opt=links(
+            GetProject={"project_id": "$response.body#/id"},
+            ListProjectTasks={"project_id": "$response.body#/id"},
+            GetProjectBoard={"project_id": "$response.body#/id"},
+            CreateTask={"project_id": "$response.body#/id"},
+            RenameProject={"project_id": "$response.body#/id"},
+            ArchiveProject={"project_id": "$response.body#/id"},
+        ),
         summary="Create a project; the caller owns it",
         status_code=201,
         responses=command(),
@@ -206,6 +214,14 @@ class ProjectCommands(Controller):
     @post(
         "/{project_id:uuid}/tasks",
         operation_id="CreateTask",
+        opt=links(
+            GetTask={"task_id": "$response.body#/id"},
+            EditTask={"task_id": "$response.body#/id"},
+            StartTask={"task_id": "$response.body#/id"},
+            CompleteTask={"task_id": "$response.body#/id"},
+            ReopenTask={"task_id": "$response.body#/id"},
+            UnassignTask={"task_id": "$response.body#/id"},
+        ),
         summary="Create a task in a project",
         status_code=201,
         responses=command(403, 404, 409),
