@@ -19,6 +19,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import ParameterKwarg
+from psycopg.errors import UndefinedTable
 
 from commands.base import PreconditionFailed
 from commands.identity import Unauthorized
@@ -158,5 +159,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: on_http_error,
     ServiceUnavailable: on_unavailable,
     OperationalError: on_unavailable,
+    UndefinedTable: on_unavailable,  # a view no projector has built yet
     Exception: on_unexpected,
 }
