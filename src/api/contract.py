@@ -17,7 +17,16 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import ResponseHeader
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, Link, OpenAPIHeader, OpenAPIResponse, Operation, Schema
+from litestar.openapi.spec import (
+    Example,
+    Link,
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Body, BodyKwarg
 from litestar.routes import HTTPRoute
@@ -142,6 +151,9 @@ def _finish(operation: Operation, opt: dict[str, Any]) -> None:
             continue
         if status in HEADERS_BY_STATUS:
             response.headers = {**(response.headers or {}), **HEADERS_BY_STATUS[status]}
+        if status == "503" and response.content is not None and PROBLEM_JSON not in response.content:
+            # A route with its own 503 body (health) still answers a failure of the server as a problem.
+            response.content[PROBLEM_JSON] = OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
         for header in (response.headers or {}).values():
             if isinstance(header, OpenAPIHeader) and header.schema is None and header.content is None:
                 header.schema = Schema(type=OpenAPIType.STRING)  # a documentation-only header of a route
