@@ -111,7 +111,7 @@ COMMAND_HEADERS = [
     ),
     ResponseHeader(
         name="Idempotent-Replayed",
-        description="`true` when this is the first response to this Idempotency-Key, sent again",
+        description="`true`: a replay, the first response to this Idempotency-Key sent again",
         required=False,
         documentation_only=True,
     ),
