@@ -18,6 +18,7 @@ from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserRoleCommands
+from api.commands.oauth2 import OAuth2Token
 from api.commands.work import ProjectCommands, TaskCommands
 from api.contract import finish_document
 from api.health import HealthController
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 route_handlers=[
                     HealthController,
                     AuthCommands,
+                    OAuth2Token,
                     UserRoleCommands,
                     ProjectCommands,
                     TaskCommands,
