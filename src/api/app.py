@@ -21,6 +21,7 @@ from api.commands.identity import AuthCommands, UserRoleCommands
 from api.commands.oauth2 import OAuth2Token
 from api.commands.work import ProjectCommands, TaskCommands
 from api.contract import finish_document
+from api.explorer import TEMPLATES, explorer_routers
 from api.health import HealthController
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
@@ -74,8 +75,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     CatalogQueries,
                     OrderQueries,
                 ],
-            )
+            ),
+            *explorer_routers(settings),
         ],
+        template_config=TEMPLATES,
         on_app_init=[auth.on_app_init],
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],

@@ -49,7 +49,7 @@ def _cursor(value: str | None) -> int:
     return int(value)
 
 
-async def _record(request: Request[Any, Any, Any], runtime: Runtime) -> None:
+async def record_access(request: Request[Any, Any, Any], runtime: Runtime) -> None:
     query = {k: v for k, v in request.query_params.items()}
     await runtime.run(runtime.chronicle.audit.record_access, context(request, "audit.access"), request.url.path, query)
 
@@ -74,7 +74,7 @@ class AuditQueries(Controller):
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> EventPage:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             items = await audit.stream_events(conn, stream_id, _cursor(cursor), limit + 1)
         more = len(items) > limit
@@ -97,7 +97,7 @@ class AuditQueries(Controller):
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> EventPage:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
             items = await audit.log_events(conn, where, _cursor(cursor), limit + 1)
@@ -127,7 +127,7 @@ class AuditQueries(Controller):
         if position is not None and not is_number(position):
             raise Invalid("position must be a position token", field="position")
         moment = instant(at, "at")
-        await _record(request, runtime)
+        await record_access(request, runtime)
         if version is None:
             async with runtime.views.connection() as conn:
                 version = await audit.version_at(
@@ -147,7 +147,7 @@ class AuditQueries(Controller):
     async def correlation(
         self, request: Request[Any, Any, Any], runtime: Runtime, correlation_id: uuid.UUID
     ) -> CorrelationTree:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         async with runtime.views.connection() as conn:
             tree = await audit.correlation(conn, correlation_id)
         if tree is None:
@@ -170,7 +170,7 @@ class AuditQueries(Controller):
         since: Since = None,
         until: Until = None,
     ) -> Stream:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
 
         async def lines() -> AsyncIterator[bytes]:
@@ -187,6 +187,6 @@ class AuditQueries(Controller):
         responses=query(403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
-        await _record(request, runtime)
+        await record_access(request, runtime)
         report = await runtime.run(verify, runtime.settings.database_url or "")
         return Response(report)

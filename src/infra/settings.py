@@ -45,6 +45,7 @@ class Settings:
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
 
     @property
@@ -98,6 +99,7 @@ class Settings:
             refresh_token_ttl_s=_int(
                 env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
             ),
+            explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
         )
 
     def require_jwt_secret(self) -> str:

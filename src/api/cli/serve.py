@@ -94,7 +94,11 @@ def cmd_dev(args: argparse.Namespace) -> None:
         try:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
-                print(f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nCtrl-C stops everything.", flush=True)
+                print(
+                    f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nExplorer       {base}/explorer\n"
+                    "Ctrl-C stops everything.",
+                    flush=True,
+                )
             supervisor.watch(stop)
         finally:
             supervisor.stop_all()

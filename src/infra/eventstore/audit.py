@@ -56,6 +56,7 @@ class LogFilter:
     actor: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    stream: uuid.UUID | None = None
 
     def sql(self) -> tuple[str, dict[str, Any]]:
         where, params = [f"notification_id < {GATE}"], dict[str, Any]()
@@ -71,6 +72,9 @@ class LogFilter:
         if self.until:
             where.append("recorded_at < %(until)s")
             params["until"] = self.until
+        if self.stream:
+            where.append("stream_id = %(stream)s")
+            params["stream"] = self.stream
         return " AND ".join(where), params
 
 
@@ -167,3 +171,13 @@ async def version_at(
         await conn.execute(f"SELECT max(version) FROM events WHERE stream_id = %s AND {sql}", (stream_id, value))
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+async def hashes(conn: psycopg.AsyncConnection[Any], positions: list[str]) -> dict[str, str]:
+    """The stored hash (hex) of each event at `positions`: the one `verify` recomputes."""
+    rows = await (
+        await conn.execute(
+            "SELECT notification_id, hash FROM events WHERE notification_id = ANY(%s)", ([int(p) for p in positions],)
+        )
+    ).fetchall()
+    return {str(position): bytes(digest).hex() for position, digest in rows if digest is not None}

@@ -158,7 +158,10 @@ async def checkpoints(settings: Settings, consumers: list[EventConsumer]) -> dic
         await client.aclose()
 
 
-async def statuses(settings: Settings, projections: list[EventConsumer]) -> list[ProjectionStatus]:
+async def statuses(
+    settings: Settings, projections: list[EventConsumer], lag_cap: int = 1_000_000
+) -> list[ProjectionStatus]:
+    """`lag_cap` bounds the count of events behind each checkpoint (a count costs a scan of them)."""
     url = settings.require_database_url()
     client = aioredis.from_url(settings.redis_url or "")
     found = []
@@ -166,7 +169,7 @@ async def statuses(settings: Settings, projections: list[EventConsumer]) -> list
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             for projection in projections:
                 live, state, position = await live_checkpoint(conn, client, settings.namespace, projection)
-                lag = (await lags(conn, [position], cap=1_000_000))[position]
+                lag = (await lags(conn, [position], cap=lag_cap))[position]
                 error_row = await (
                     await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
                 ).fetchone()
