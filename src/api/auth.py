@@ -1,6 +1,8 @@
-"""Authentication: short-lived JWT access tokens (roles and session id in their extras) and
-rotating refresh tokens (see commands.identity). Authorization by role is a route guard; by
-project membership it is the commands' business."""
+"""Authentication: short-lived JWT access tokens (issuer, audience, user and session id; HS256
+only) and rotating refresh tokens (see commands.identity). Every request checks its session and
+reads its user's current roles (`api.access`), so a logout, a role change or a password change
+takes effect on the next request. Authorization by role is a route guard; by project membership
+it is the commands' business."""
 
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.security.jwt import JWTAuth, Token
 
+from api.access import AccessCheck
 from commands.base import Actor
 from commands.identity import LoginResult
 from domain.identity import Role
 from infra.settings import Settings
 
 PUBLIC = {"exclude_from_auth": True}
+ISSUER = "chronicle"
+AUDIENCE = "chronicle-api"
+ALGORITHM = "HS256"
 
 
 class VerifiedTokens:
@@ -51,16 +57,17 @@ class RememberedToken(Token):
     PyJWT spends about a tenth of a millisecond on every HS256 decode (it checks, each time, that
     the secret is not a PEM/SSH/DER key) and a client sends the same bearer token with every
     request. Only a byte-identical token that already passed verification skips it; expiry is
-    still checked on every use.
+    still checked on every use. Issuer and audience were checked when it was verified: every
+    decode through one auth's class passes that auth's same options.
     """
 
     verified: ClassVar[VerifiedTokens]
 
     @classmethod
     def decode(cls, encoded_token: str, secret: str, algorithm: str, *args: Any, **kwargs: Any) -> Self:
-        key = (encoded_token, secret, algorithm)
+        key = (encoded_token, secret, algorithm)  # the other options (issuer, audience…) are the auth's own
         known = cls.verified.get(key)
-        if known is not None and known.exp > datetime.now(UTC) and not args and not kwargs.get("audience"):
+        if known is not None and known.exp > datetime.now(UTC):
             return cast(Self, known)
         token = super().decode(encoded_token, secret, algorithm, *args, **kwargs)
         cls.verified.put(key, token)
@@ -73,12 +80,13 @@ def remembering(verified: VerifiedTokens) -> type[RememberedToken]:
 
 
 async def _actor_of(token: Token, connection: ASGIConnection[Any, Any, Any, Any]) -> Actor:
+    """The caller with the roles they have now, if their session is alive (else 401)."""
     try:
         user_id = uuid.UUID(token.sub)
-        roles = frozenset(Role(r) for r in token.extras.get("roles", ()))
     except ValueError:
         raise NotAuthorizedException("the access token is malformed") from None
-    return Actor(user_id, roles)
+    access: AccessCheck = connection.app.state.runtime.access
+    return await access.actor(user_id, session_of(token))
 
 
 TOKEN_URL = "/v1/auth/token"
@@ -101,6 +109,11 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
     return PasswordFlowJWTAuth(
         retrieve_user_handler=_actor_of,
         token_secret=settings.require_jwt_secret(),
+        algorithm=ALGORITHM,
+        accepted_issuers=[ISSUER],
+        accepted_audiences=[AUDIENCE],
+        strict_audience=True,
+        require_claims=["iss", "aud", "exp", "iat", "sub"],
         default_token_expiration=timedelta(seconds=settings.access_token_ttl_s),
         exclude=["^/schema"],
         exclude_opt_key="exclude_from_auth",
@@ -114,6 +127,8 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
 def access_token(auth: JWTAuth[Actor, Token], login: LoginResult) -> str:
     return auth.create_token(
         identifier=str(login.user_id),
+        token_issuer=ISSUER,
+        token_audience=AUDIENCE,
         token_extras={"roles": sorted(r.value for r in login.roles), "sid": login.session_id.hex},
         token_unique_jwt_id=uuid.uuid4().hex,
     )

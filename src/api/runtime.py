@@ -24,6 +24,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.commands.core import AsyncScript
 
+from api.access import AccessCheck
 from api.live_versions import LiveVersions
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
@@ -44,10 +45,14 @@ class Runtime:
     checkpoints: CheckpointWatcher
     nats: NATS | None = None
     live_versions: LiveVersions = field(init=False)
+    access: AccessCheck = field(init=False)
     scripts: dict[str, AsyncScript] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.live_versions = LiveVersions(self.views, self.settings.namespace)
+        self.access = AccessCheck(
+            self.settings.redis_url or "", self.settings.namespace, self.chronicle.identity, self.run
+        )
 
     def script(self, source: str) -> AsyncScript:
         """The Lua script `source`, registered once on this process's Redis client (its SHA is
@@ -61,6 +66,21 @@ class Runtime:
         """Runs the synchronous write side in one of a few worker threads (a plain executor: the hop
         costs less than half of anyio's, measured with `chronicle bench commands`)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+
+PURGE_EVERY_S = 600.0
+
+
+async def purge_idempotency_keys(runtime: Runtime) -> None:
+    """Forgets expired Idempotency-Keys now and then (a key past its time is ignored already: this
+    only keeps the table small)."""
+    while True:
+        try:
+            while await runtime.run(runtime.chronicle.idempotency.purge_expired) > 0:
+                pass
+        except Exception as e:
+            log.warning("could not purge expired idempotency keys (will try again): %s", e)
+        await asyncio.sleep(PURGE_EVERY_S)
 
 
 async def keep_nats(runtime: Runtime, url: str) -> None:
@@ -88,16 +108,19 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
     runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
+    purge_task = asyncio.create_task(purge_idempotency_keys(runtime))
     try:
         yield
     finally:
-        nats_task.cancel()
-        with contextlib.suppress(BaseException):
-            await nats_task
+        for task in (nats_task, purge_task):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         if runtime.nats is not None:
             with contextlib.suppress(Exception):
                 await runtime.nats.close()
         await watcher.stop()
+        await runtime.access.close()
         await redis_client.aclose()
         await views.close()
         executor.shutdown(wait=True)

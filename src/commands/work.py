@@ -1,5 +1,6 @@
 """Work's write side: projects and tasks. Each command loads, checks who may act, checks the
-caller's expected version, decides, and records."""
+caller's expected version, decides, and records. A project or task the caller may not see is
+unknown to them (404), as the query routes answer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from commands.base import (
     command,
 )
 from domain import access
-from domain.errors import Forbidden, Invalid
+from domain.errors import Forbidden, Invalid, NotFound
 from domain.work import Priority, Project, Task
 
 
@@ -145,6 +146,8 @@ class WorkApplication(ChronicleApplication):
         """Renaming, archiving and membership: the owner, managers and admins."""
         actor = ctx.authenticated()
         project = self.load(Project, project_id, "project")
+        if not access.may_see_project(actor, is_member=project.is_member(actor.user_id)):
+            raise NotFound(f"project {project_id} not found")
         if not access.may_manage_project(actor, owner_id=project.owner_id):
             raise Forbidden("only the project's owner, a manager or an admin may do this")
         check_version(project, expected_version)
@@ -155,11 +158,14 @@ class WorkApplication(ChronicleApplication):
         actor = ctx.authenticated()
         project = self.load(Project, project_id, "project", for_update=False)
         if not access.may_see_project(actor, is_member=project.is_member(actor.user_id)):
-            raise Forbidden("only members of the project may command its tasks")
+            raise NotFound(f"project {project_id} not found")
         return project
 
     def _task(self, ctx: Context, task_id: uuid.UUID, expected_version: int | None) -> tuple[Task, Project]:
         task = self.load(Task, task_id, "task")
-        project = self._member_project(ctx, task.project_id)
+        try:
+            project = self._member_project(ctx, task.project_id)
+        except NotFound:
+            raise NotFound(f"task {task_id} not found") from None
         check_version(task, expected_version)
         return task, project

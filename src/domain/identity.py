@@ -70,6 +70,9 @@ class User(Aggregate):
         self.name = name
         self.password_hash = password_hash
         self.roles: set[Role] = {Role.MEMBER}
+        self.credential_epoch = 0
+        """Counts password changes: a session started (or re-authenticated) under an older epoch is
+        over (see `Session.epoch`)."""
 
     @classmethod
     def register(cls, email: str, name: str, password_hash: str) -> User:
@@ -112,6 +115,19 @@ class User(Aggregate):
     def _password_hash_changed(self, password_hash: str) -> None:
         self.password_hash = password_hash
 
+    def change_password(self, password_hash: str) -> None:
+        """A new password chosen by the user: every session started before it is over, but the one
+        that changed it (see `Session.reauthenticate`)."""
+        self._password_changed(password_hash=password_hash)
+
+    class PasswordChanged(Aggregate.Event):
+        password_hash: str
+
+    @event(PasswordChanged)
+    def _password_changed(self, password_hash: str) -> None:
+        self.password_hash = password_hash
+        self.credential_epoch += 1
+
 
 class EmailClaim(Aggregate):
     """One per registered email, keyed by the normalized email: a second registration of the same
@@ -135,36 +151,62 @@ def email_claim_id(email: str) -> uuid.UUID:
     return uuid.uuid5(EMAIL_NAMESPACE, normalize_email(email))
 
 
-class Session(Aggregate):
-    """A login session. Its refresh token rotates on every use; a used token is dead.
+class RefreshTokenReplayed(Conflict):
+    """A refresh token that was already rotated away was presented again: someone holds a copy."""
 
-    Only a digest of the current refresh token is kept: whoever presents a token whose digest
-    matches may refresh once, and the session then expects the next token.
+
+class Session(Aggregate):
+    """A login session. Its refresh token rotates on every use; a used token is dead, and presenting
+    a used token again ends the session (whoever holds a copy and the owner alike).
+
+    Only digests of refresh tokens are kept: whoever presents a token whose digest is the current
+    one may refresh once, and the session then expects the next token. The session ends for good at
+    `ends_at` (its absolute lifetime, which rotation never extends) and when its user's password
+    changes in another session (`epoch` below the user's `credential_epoch`).
     """
 
     class Started(Aggregate.Created):
+        """Version 1 had no `ends_at` and `epoch`: such a session ends when its refresh token of the
+        time expired, and belongs to epoch 0."""
+
         user_id: uuid.UUID
         token_digest: str
         expires_at: datetime
+        ends_at: datetime
+        epoch: int
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["ends_at"] = state["expires_at"]
+            state["epoch"] = 0
 
     @event(Started)
-    def __init__(self, user_id: uuid.UUID, token_digest: str, expires_at: datetime) -> None:
+    def __init__(
+        self, user_id: uuid.UUID, token_digest: str, expires_at: datetime, ends_at: datetime, epoch: int
+    ) -> None:
         self.user_id = user_id
         self.token_digest = token_digest
-        self.expires_at = expires_at
+        self.expires_at = min(expires_at, ends_at)
+        self.ends_at = ends_at
+        self.epoch = epoch
+        self.used_digests: set[str] = set()
         self.ended = False
 
     def check_usable(self, token_digest: str, now: datetime) -> None:
         if self.ended:
             raise Conflict("the session has ended")
+        if token_digest in self.used_digests:
+            raise RefreshTokenReplayed("the refresh token has already been used")
         if token_digest != self.token_digest:
-            raise Conflict("the refresh token has already been used")
+            raise Conflict("the refresh token is not this session's")
         if now >= self.expires_at:
             raise Conflict("the refresh token has expired")
 
     def rotate(self, presented_digest: str, next_digest: str, expires_at: datetime, now: datetime) -> None:
         self.check_usable(presented_digest, now)
-        self._rotated(token_digest=next_digest, expires_at=expires_at)
+        self._rotated(token_digest=next_digest, expires_at=min(expires_at, self.ends_at))
 
     class Rotated(Aggregate.Event):
         token_digest: str
@@ -172,6 +214,7 @@ class Session(Aggregate):
 
     @event(Rotated)
     def _rotated(self, token_digest: str, expires_at: datetime) -> None:
+        self.used_digests.add(self.token_digest)
         self.token_digest = token_digest
         self.expires_at = expires_at
 
@@ -186,3 +229,31 @@ class Session(Aggregate):
     @event(Ended)
     def _ended(self, reason: str) -> None:
         self.ended = True
+
+    def refresh_token_reused(self) -> None:
+        """Ends the session: a used refresh token came back, so a copy of it is out there. The event
+        is the security record of it (it names the session, and through it the user)."""
+        if self.ended:
+            raise Conflict("the session has already ended")
+        self._refresh_token_reused()
+
+    class RefreshTokenReused(Aggregate.Event):
+        pass
+
+    @event(RefreshTokenReused)
+    def _refresh_token_reused(self) -> None:
+        self.ended = True
+
+    def reauthenticate(self, epoch: int) -> None:
+        """The user proved their password in this session (changing it): the session lives on
+        into the new epoch while every other session of the user ends."""
+        if self.ended:
+            raise Conflict("the session has ended")
+        self._reauthenticated(epoch=epoch)
+
+    class Reauthenticated(Aggregate.Event):
+        epoch: int
+
+    @event(Reauthenticated)
+    def _reauthenticated(self, epoch: int) -> None:
+        self.epoch = epoch

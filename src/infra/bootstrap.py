@@ -6,6 +6,7 @@ The Litestar app and the CLI both call `bootstrap`. Nothing here runs at import 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from eventsourcing.utils import Environment
 
@@ -17,6 +18,7 @@ from commands.work import WorkApplication
 from infra.eventstore.idempotency import IdempotencyKeys
 from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
+from infra.sessions import RedisAccessStates
 from infra.settings import Settings
 
 
@@ -33,9 +35,12 @@ class Chronicle:
     catalog: CatalogApplication
     inventory: InventoryApplication
     ordering: OrderingApplication
+    access_states: RedisAccessStates | None = None
 
     def close(self) -> None:
         self.database.close()
+        if self.access_states is not None:
+            self.access_states.close()
 
 
 def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
@@ -49,11 +54,18 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     def make_factory(env: Environment) -> Factory:
         return Factory(env, database=database)
 
-    keys = IdempotencyKeys(database)
-    identity = IdentityApplication(make_factory, key_recorded=keys.recorded)
+    keys = IdempotencyKeys(database, ttl_s=settings.idempotency_key_ttl_s)
+    access_states = RedisAccessStates(settings.redis_url, settings.namespace) if settings.redis_url else None
+    identity = IdentityApplication(
+        make_factory,
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+        session_max_age=timedelta(seconds=settings.session_max_age_s),
+        key_recorded=keys.recorded,
+        access_states=access_states,
+    )
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
     inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
-    return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering)
+    return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering, access_states)

@@ -45,6 +45,8 @@ class Settings:
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
+    session_max_age_s: int = 30 * 24 * 3600
+    idempotency_key_ttl_s: int = 24 * 3600
     explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
 
@@ -99,6 +101,8 @@ class Settings:
             refresh_token_ttl_s=_int(
                 env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
             ),
+            session_max_age_s=_int(env, "CHRONICLE_SESSION_MAX_AGE_S", 30 * 24 * 3600, low=60, high=365 * 24 * 3600),
+            idempotency_key_ttl_s=_int(env, "CHRONICLE_IDEMPOTENCY_KEY_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600),
             explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),
         )
 
@@ -108,10 +112,20 @@ class Settings:
         return self.jwt_secret
 
 
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "replace-me", "placeholder")
+"""A JWT secret containing any of these (in any case) is a documented placeholder, never a secret:
+it is refused, as the default compose.yaml once carried (`change-me-to-32-or-more-random-bytes!!`)
+was readable by anyone who could mint an admin token with it."""
+
+
 def _secret(value: str | None) -> str | None:
-    if value and len(value.encode()) < 32:
-        raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long")
-    return value or None
+    if not value:
+        return None
+    if len(value.encode()) < 32:
+        raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long; make one with `openssl rand -hex 32`")
+    if any(placeholder in value.lower() for placeholder in PLACEHOLDER_SECRETS):
+        raise SettingsError("CHRONICLE_JWT_SECRET is a placeholder, not a secret; make one with `openssl rand -hex 32`")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

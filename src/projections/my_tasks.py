@@ -4,6 +4,7 @@ is the user's open task count."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -57,16 +58,12 @@ class MyTasks(RedisProjection):
 
 
 # -- queries ------------------------------------------------------------------------------------------
-# `prefix` is the live version's key prefix (the API's LiveVersions knows it). The tasks' fields are
-# the task list's (`projections.tasks.tasks_by_id`).
+# `prefix` is the live version's key prefix (the API's LiveVersions knows it). The tasks' fields, and
+# whether the caller may still see each task's project, are the task list's
+# (`projections.tasks.visible_tasks_in_order`).
 
 
-async def open_tasks(redis: aioredis.Redis, prefix: str, user_id: uuid.UUID, limit: int) -> tuple[int, list[uuid.UUID]]:
-    """How many open tasks are assigned to the user, and the ids of the oldest `limit` of them,
-    oldest first. One round trip."""
-    key = f"{prefix}open:{user_id}"
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(key)
-        pipe.zrange(key, 0, limit - 1)
-        count, members = await pipe.execute()
-    return int(count), [uuid.UUID(m.decode() if isinstance(m, bytes) else m) for m in members]
+async def open_task_ids(redis: aioredis.Redis, prefix: str, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the open tasks assigned to the user, oldest first. One round trip."""
+    members: list[Any] = await redis.zrange(f"{prefix}open:{user_id}", 0, -1)
+    return [uuid.UUID(m.decode()) for m in members]

@@ -197,10 +197,19 @@ async def task_row(
     return row
 
 
-async def tasks_by_id(views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[uuid.UUID]) -> Rows:
-    """TASK_COLUMNS of those of `ids` that exist, in no particular order."""
+async def visible_tasks_in_order(
+    views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[uuid.UUID], actor: Actor, limit: int
+) -> tuple[int, Rows]:
+    """How many of `ids` exist in projects `actor` may see, and TASK_COLUMNS of the first `limit` of
+    them, in the order of `ids`. One statement."""
     async with views.connection() as conn:
         rows: Rows = await (
-            await conn.execute(f"SELECT {TASK_COLUMNS} FROM work_views.tasks WHERE id = ANY(%s)", (ids,))
+            await conn.execute(
+                f"SELECT {TASK_COLUMNS}, count(*) OVER () FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS x(id, ord)"
+                " JOIN work_views.tasks t USING (id) WHERE "
+                + VISIBLE.format(project="t.project_id")
+                + " ORDER BY x.ord LIMIT %(limit)s",
+                {"ids": ids, "limit": limit, **visibility(actor)},
+            )
         ).fetchall()
-    return rows
+    return (int(rows[0][-1]) if rows else 0), [row[:-1] for row in rows]

@@ -19,7 +19,9 @@ class UserDirectory(SqlProjection):
     version = 1
     schema = "identity_views"
     description = "users: id, name, email, roles"
-    handles = handled(User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged)
+    handles = handled(
+        User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged, User.PasswordChanged
+    )
     tables = {
         "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text NOT NULL, email text NOT NULL,"
         " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
@@ -52,7 +54,7 @@ class UserDirectory(SqlProjection):
             case User.RoleRevoked:
                 view.execute("UPDATE {users} SET roles = array_remove(roles, %s) WHERE id = %s", (data["role"], user))
                 view.update("users", (user,), {"version": event.version})
-            case User.PasswordHashChanged:
+            case User.PasswordHashChanged | User.PasswordChanged:
                 view.update("users", (user,), {"version": event.version})
             case _:
                 pass  # not one of `handles`: the projector never sends it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -11,14 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from infra.settings import Settings
 from tests.waiting import eventually
 
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = secrets.token_urlsafe(48)
+"""Made per test run: no secret is written in the repository, not even a test's."""
 
 
 def free_port() -> int:
@@ -44,8 +46,9 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[str]:
-    proc, base = _start_api(settings, args, extra_env)
+def running_api(settings: Settings, *args: str, log: IO[bytes] | None = None, **extra_env: str) -> Iterator[str]:
+    """`log`: where its output goes (else this process's)."""
+    proc, base = _start_api(settings, args, extra_env, log)
     try:
         yield base
     finally:
@@ -58,7 +61,7 @@ def running_api(settings: Settings, *args: str, **extra_env: str) -> Iterator[st
 
 
 def _start_api(
-    settings: Settings, args: tuple[str, ...], extra_env: dict[str, str], attempts: int = 3
+    settings: Settings, args: tuple[str, ...], extra_env: dict[str, str], log: IO[bytes] | None, attempts: int = 3
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A started API; on another port if it exits at once (its port was taken after it was chosen)."""
     for attempt in range(1, attempts + 1):
@@ -67,6 +70,8 @@ def _start_api(
             [sys.executable, "-m", "api.cli", "api", "--port", str(port), *args],
             env=api_env(settings, **extra_env),
             start_new_session=True,
+            stdout=log,
+            stderr=log,
         )
         base = f"http://127.0.0.1:{port}"
         try:

@@ -49,12 +49,14 @@ def test_project_commands_reject_bad_input(api: Api, team: tuple[User, User, Use
     assert_problem(api.post(f"/v1/projects/{project}/rename", {"name": "x"}, owner, if_match="abc"), 400)
 
 
-def test_only_owners_managers_and_admins_manage_a_project(api: Api, team: tuple[User, User, User], admin: User) -> None:
+def test_only_owners_managers_and_admins_manage_a_project_and_outsiders_do_not_see_it(
+    api: Api, team: tuple[User, User, User], admin: User
+) -> None:
     owner, member, outsider = team
     project = api.project(owner, "Managed", member)
     assert_problem(api.post(f"/v1/projects/{project}/rename", {"name": "Mine now"}, member), 403)
-    assert_problem(api.post(f"/v1/projects/{project}/archive", user=outsider), 403)
-    assert_problem(api.post(f"/v1/projects/{project}/members", {"user_id": str(outsider.id)}, outsider), 403)
+    assert_problem(api.post(f"/v1/projects/{project}/archive", user=outsider), 404)
+    assert_problem(api.post(f"/v1/projects/{project}/members", {"user_id": str(outsider.id)}, outsider), 404)
     manager = api.register("Mae Manager")
     assert api.post(f"/v1/users/{manager.id}/roles", {"role": "manager"}, admin).status_code == 200
     manager = api.relogin(manager)
@@ -118,17 +120,19 @@ def test_task_commands_reject_bad_input(api: Api, team: tuple[User, User, User])
     assert_problem(api.post(f"/v1/tasks/{project}/start", user=owner), 404)  # a project id is not a task id
 
 
-def test_only_members_managers_and_admins_command_tasks(api: Api, team: tuple[User, User, User], admin: User) -> None:
+def test_only_members_managers_and_admins_command_tasks_and_outsiders_do_not_see_them(
+    api: Api, team: tuple[User, User, User], admin: User
+) -> None:
     owner, member, outsider = team
     project = api.project(owner, "Members only", member)
     task = api.task(member, project)
-    assert_problem(api.post(f"/v1/projects/{project}/tasks", {"title": "sneaky"}, outsider), 403)
-    assert_problem(api.post(f"/v1/tasks/{task}/start", user=outsider), 403)
-    assert_problem(api.post(f"/v1/tasks/{task}/edit", {"title": "mine"}, outsider), 403)
+    assert_problem(api.post(f"/v1/projects/{project}/tasks", {"title": "sneaky"}, outsider), 404)
+    assert_problem(api.post(f"/v1/tasks/{task}/start", user=outsider), 404)
+    assert_problem(api.post(f"/v1/tasks/{task}/edit", {"title": "mine"}, outsider), 404)
     assert api.post(f"/v1/tasks/{task}/start", user=admin).status_code == 200
     assert api.post(f"/v1/projects/{project}/tasks", {"title": "by admin"}, admin).status_code == 201
     assert api.delete(f"/v1/projects/{project}/members/{member.id}", owner).status_code == 200
-    assert_problem(api.post(f"/v1/tasks/{task}/complete", user=member), 403)
+    assert_problem(api.post(f"/v1/tasks/{task}/complete", user=member), 404)
 
 
 def test_an_archived_projects_tasks_are_frozen(api: Api, team: tuple[User, User, User]) -> None:

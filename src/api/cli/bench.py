@@ -38,6 +38,9 @@ def register(sub: Any, add: Add) -> None:
     pipeline = add(bench, "pipeline", help="write side alone vs read side alone (relay, JetStream, every projection)")
     pipeline.add_argument("--events", type=int, default=20_000)
     pipeline.set_defaults(run=cmd_bench_pipeline)
+    explorer = add(bench, "explorer", help="the explorer's pages on N generated events vs its sign-in page")
+    explorer.add_argument("--events", type=int, default=100_000)
+    explorer.set_defaults(run=cmd_bench_explorer)
 
 
 def cmd_bench_appends(args: argparse.Namespace) -> None:
@@ -82,3 +85,9 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> None:
     from infra.bench.pipeline import bench_pipeline
 
     print(json.dumps(bench_pipeline(with_servers(settings_from(args)), args.events)))
+
+
+def cmd_bench_explorer(args: argparse.Namespace) -> None:
+    from infra.bench.explorer import bench_explorer
+
+    print(json.dumps(bench_explorer(with_servers(settings_from(args)), args.events)))

@@ -169,6 +169,8 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_users(args: argparse.Namespace) -> None:
+    from redis.exceptions import RedisError
+
     from commands.base import Context
     from domain.errors import DomainError
     from domain.identity import Role
@@ -189,6 +191,8 @@ def cmd_users(args: argparse.Namespace) -> None:
             action(ctx, user.id, role)
         except DomainError as e:
             raise CliError(e.reason) from None
+        except RedisError as e:  # it must reach every API's access check (see infra.sessions)
+            raise CliError(f"Redis did not answer, so nothing was changed: {e}") from None
         print(f"{args.action}ed {role.value} {'to' if args.action == 'grant' else 'from'} {user.email} ({user.id})")
     finally:
         chronicle.close()

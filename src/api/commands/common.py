@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import re
 import uuid
 from collections.abc import Callable
@@ -31,6 +33,9 @@ IDEMPOTENCY_KEY = HeaderParameter(
     description="1-255 printable ASCII characters; send the same key again to get the first response again.",
     schema_extra={"type": "string", "oneOf": None, "pattern": "^[ -~]{1,255}$", "examples": ["order-2026-11-27-0001"]},
 )
+SECRET_BODY_FIELDS = frozenset({"password", "current_password", "new_password", "refresh_token"})
+"""Body fields an Idempotency-Key's request hash never covers: the hash is stored, and must not
+let anyone test guesses of a password against it."""
 IfMatch = Annotated[str | None, IF_MATCH]
 Key = Annotated[str | None, IDEMPOTENCY_KEY]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
@@ -102,7 +107,8 @@ async def run_command(
     ctx = context(request, command)
     if idempotency_key is None:
         return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
-    key = IdempotencyKey(_scope(ctx), _valid_key(idempotency_key), await _request_hash(request), status)
+    request_hash = await _request_hash(request, hash_key(runtime.settings.require_jwt_secret()))
+    key = IdempotencyKey(_scope(ctx), _valid_key(idempotency_key), request_hash, status)
     replay = await _replay(runtime, key, ctx)
     if replay is not None:
         return replay
@@ -136,13 +142,25 @@ def _valid_key(key: str) -> str:
     return key
 
 
-async def _request_hash(request: Request[Any, Any, Any]) -> bytes:
+@functools.cache
+def hash_key(jwt_secret: str) -> bytes:
+    """The server's key for request hashes, derived from the JWT secret (so an operator sets one
+    secret); a new secret makes earlier keys answer 422 if sent again, never replay wrongly."""
+    return hmac.new(jwt_secret.encode(), b"chronicle idempotency request hash", hashlib.sha256).digest()
+
+
+async def _request_hash(request: Request[Any, Any, Any], key: bytes) -> bytes:
+    """An HMAC of the method, path and canonical body without its secret fields."""
     body = await request.body()
     try:
-        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted") if body else b""
+        decoded = msgspec.json.decode(body) if body else None
     except msgspec.DecodeError:
-        canonical = body
-    return hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical)).digest()
+        decoded = None  # the route decoded it already, so this does not happen; never hash raw secrets
+    if isinstance(decoded, dict):
+        decoded = {k: v for k, v in decoded.items() if k not in SECRET_BODY_FIELDS}
+    canonical = msgspec.json.encode(decoded, order="sorted")
+    message = b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical)
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def _uuid_header(request: Request[Any, Any, Any], name: str) -> uuid.UUID | None:

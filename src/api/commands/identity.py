@@ -1,4 +1,5 @@
-"""Command routes of the identity context: register, log in, refresh, log out, grant, revoke."""
+"""Command routes of the identity context: register, log in, refresh, log out, change the password,
+grant, revoke."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class RefreshBody(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class PasswordChangeBody(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD)]
+    new_password: Password
 
 
 class TokenPair(msgspec.Struct):
@@ -152,6 +158,34 @@ class AuthCommands(Controller):
             "auth.logout",
             runtime.chronicle.identity.logout,
             session_of(request.auth),
+            idempotency_key=idempotency_key,
+        )
+
+    @post(
+        "/password",
+        operation_id="ChangePassword",
+        summary="Change the caller's password; every other session of the user ends",
+        status_code=200,
+        responses=command(403, 409),
+        response_headers=COMMAND_HEADERS,
+    )
+    async def change_password(
+        self,
+        request: Request[Actor, Token, Any],
+        runtime: Runtime,
+        data: Annotated[
+            PasswordChangeBody, example({"current_password": "correct horse", "new_password": "correct horse battery"})
+        ],
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request,
+            runtime,
+            "auth.change_password",
+            runtime.chronicle.identity.change_password,
+            session_of(request.auth),
+            data.current_password,
+            data.new_password,
             idempotency_key=idempotency_key,
         )
 

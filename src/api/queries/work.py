@@ -31,9 +31,9 @@ from domain import access
 from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
 from projections.board import UNASSIGNED, TaskBoard, board_counts
-from projections.my_tasks import MyTasks, open_tasks
+from projections.my_tasks import MyTasks, open_task_ids
 from projections.projects import ProjectCatalog, project_row, project_rows
-from projections.tasks import TaskFilter, TaskList, task_row, task_rows, tasks_by_id
+from projections.tasks import TaskFilter, TaskList, task_row, task_rows, visible_tasks_in_order
 
 PROJECT_VIEWS = [ProjectCatalog.name]
 TASK_VIEWS = [ProjectCatalog.name, TaskList.name]
@@ -281,18 +281,17 @@ class TaskQueries(Controller):
     @get(
         "/v1/me/tasks",
         operation_id="GetMyTasks",
-        summary="The caller's open assigned tasks, oldest first (ids from Redis, details from SQL)",
+        summary="The caller's open assigned tasks in projects they can see, oldest first (ids from Redis, details from SQL)",
         responses=query(),
     )
     async def my_tasks(
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None
     ) -> MyTaskList:
-        await wait_for_position(runtime, request, min_position, [MyTasks.name, TaskList.name])
+        await wait_for_position(runtime, request, min_position, [MyTasks.name, *TASK_VIEWS])
         prefix = await runtime.live_versions.prefix(MyTasks.name)
-        count, ids = await open_tasks(runtime.redis, prefix, request.user.user_id, limit)
-        rows = await tasks_by_id(runtime.views, ids)
-        by_id = {row[0]: TaskView(*row) for row in rows}
-        return MyTaskList(count, [by_id[i] for i in ids if i in by_id])
+        ids = await open_task_ids(runtime.redis, prefix, request.user.user_id)
+        count, rows = await visible_tasks_in_order(runtime.views, ids, request.user, limit)
+        return MyTaskList(count, [TaskView(*row) for row in rows])
 
 
 def _assignee(value: str | None) -> uuid.UUID | Literal["none"] | None:
