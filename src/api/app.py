@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
+from api.admin import AdminQueries
 from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
@@ -22,7 +23,9 @@ from api.commands.oauth2 import OAuth2Token
 from api.commands.work import ProjectCommands, TaskCommands
 from api.contract import finish_document
 from api.explorer import TEMPLATES, explorer_routers
+from api.headers import cors, security_headers
 from api.health import HealthController
+from api.limits import STORE, auth_limit, command_limit, rate_limit_store
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
 from api.queries.identity import UserQueries
@@ -42,16 +45,32 @@ async def refuse_nul_in_query(request: Request[Any, Any, Any]) -> None:
         raise HTTPException(status_code=422, detail="query parameters must not contain NUL characters")
 
 
+async def is_auth_route(request: Request[Any, Any, Any]) -> bool:
+    """The API's auth routes, and the explorer's sign-in (the same passwords)."""
+    path = request.url.path
+    return path.startswith("/v1/auth/") or (path == "/explorer/login" and request.method == "POST")
+
+
+async def is_command_route(request: Request[Any, Any, Any]) -> bool:
+    """Every route that changes something, apart from /v1/auth (limited per address instead)."""
+    return request.method not in ("GET", "HEAD", "OPTIONS") and not request.url.path.startswith("/v1/auth/")
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    limits_store = rate_limit_store(settings)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with runtime_lifespan(app, settings):
+        async with limits_store, runtime_lifespan(app, settings):
             yield
 
     auth = jwt_auth(settings)
+    by_address, by_user = auth_limit(settings), command_limit(settings)
+    by_address.check_throttle_handler = is_auth_route
+    by_user.check_throttle_handler = is_command_route
     app = Litestar(
         # One router for all controllers: registering two controllers with a common path (commands and
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
@@ -74,12 +93,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     AuditQueries,
                     CatalogQueries,
                     OrderQueries,
+                    AdminQueries,
                 ],
             ),
             *explorer_routers(settings),
         ],
         template_config=TEMPLATES,
         on_app_init=[auth.on_app_init],
+        # After the authentication middleware (which on_app_init puts first), so a limit per user
+        # knows the user.
+        middleware=[by_address.middleware, by_user.middleware],
+        before_send=[security_headers],
+        stores={STORE: limits_store},
+        cors_config=cors(settings),
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -141,6 +141,24 @@ def session_of(token: Token) -> uuid.UUID:
         raise NotAuthorizedException("the access token names no session") from None
 
 
+async def _unreachable(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("only used to authenticate")
+
+
+async def optional_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> Actor | None:
+    """The caller of a public route, if it sent a valid access token: checked exactly as the
+    authentication middleware checks it (the same middleware, built from the app's JWTAuth)."""
+    if not connection.headers.get("Authorization"):
+        return None
+    define = connection.app.state.jwt_auth.middleware
+    middleware = define.middleware(app=_unreachable, **define.kwargs)
+    try:
+        result = await middleware.authenticate_request(connection)
+    except NotAuthorizedException:
+        return None
+    return result.user if isinstance(result.user, Actor) else None
+
+
 def requires_role(*roles: Role) -> Any:
     """A guard by role. `OPTIONS` passes: Litestar answers it (with `Allow`) for every path, before
     and without authentication, and it tells nothing a role should hide."""

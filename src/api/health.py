@@ -1,4 +1,8 @@
-"""`GET /v1/health`: whether this process can reach what it needs."""
+"""`GET /v1/health`: whether this process can reach what it needs.
+
+Anyone may ask; an anonymous caller gets the overall status and each check's ok only, from a
+measurement at most a second old that one request at a time makes (so a flood of health requests
+costs one measurement a second). Admins and auditors get the whole measurement, made for them."""
 
 from __future__ import annotations
 
@@ -8,16 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.openapi import ResponseSpec
 
-from api.auth import PUBLIC
+from api.auth import PUBLIC, optional_actor
 from api.contract import public
 from api.queries.common import checkpoints
 from api.runtime import RUNTIME, Runtime
+from domain.identity import Role
 from infra.delivery.saga import OrderSagaProcess
 from infra.eventstore.recorder import head_position, lags
 from projections import all_projections
+
+PUBLIC_HEALTH_MAX_AGE_S = 1.0
 
 
 class Check(msgspec.Struct, omit_defaults=True):
@@ -56,6 +63,26 @@ class Health(msgspec.Struct):
 
 
 LAG_CAP = 100_000
+
+
+class PublicCheck(msgspec.Struct):
+    ok: bool
+
+
+class PublicHealth(msgspec.Struct):
+    """What anyone may know: the status, and which checks pass."""
+
+    status: Literal["ok", "degraded"]
+    checks: dict[str, PublicCheck]
+
+
+class HealthCache:
+    """The last measurement and when it was made; one measurement at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.measured_at = -1e9
+        self.health: Health | None = None
 
 
 async def _pipeline(runtime: Runtime, health: Health) -> None:
@@ -111,6 +138,9 @@ async def _nats_ping(runtime: Runtime) -> None:
     await runtime.nats.flush(timeout=1)
 
 
+ANY_HEALTH: Any = Health | PublicHealth  # the body of a 503: detailed for admins and auditors
+
+
 class HealthController(Controller):
     path = "/v1/health"
     tags = ["health"]
@@ -119,23 +149,53 @@ class HealthController(Controller):
 
     @get(
         operation_id="GetHealth",
-        summary="Reachability of the servers; relay and projections' lag",
+        summary="Reachability of the servers; for admins and auditors, relay and projections' lag",
         responses={
             **public(rate_limited=False),
-            503: ResponseSpec(data_container=Health, description="A server is unreachable", generate_examples=False),
+            503: ResponseSpec(
+                data_container=ANY_HEALTH, description="A server is unreachable", generate_examples=False
+            ),
         },
     )
-    async def health(self, runtime: Runtime) -> Response[Health]:
-        database, redis_check, nats_check = await asyncio.gather(
-            _timed(lambda: runtime.run(_database_ping, runtime)),
-            _timed(lambda: runtime.redis.ping()),
-            _timed(lambda: _nats_ping(runtime)),
-        )
-        checks = {"database": database, "redis": redis_check, "nats": nats_check}
-        reachable = all(c.ok for c in checks.values())
-        health = Health(status="ok" if reachable else "degraded", checks=checks)
-        if database.ok and redis_check.ok:
-            await _pipeline(runtime, health)
-        if any(p.state != "running" for p in health.projections):
-            health.status = "degraded"
-        return Response(health, status_code=200 if reachable else 503)
+    async def health(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Health | PublicHealth]:
+        actor = await optional_actor(request)
+        if actor is not None and actor.roles & {Role.ADMIN, Role.AUDITOR}:
+            return _answer(await measure(runtime), detailed=True)
+        return _answer(await _recent(runtime), detailed=False)
+
+
+def _answer(health: Health, *, detailed: bool) -> Response[Health | PublicHealth]:
+    reachable = all(c.ok for c in health.checks.values())
+    body: Health | PublicHealth = (
+        health
+        if detailed
+        else PublicHealth(health.status, {name: PublicCheck(c.ok) for name, c in health.checks.items()})
+    )
+    return Response(body, status_code=200 if reachable else 503, headers=None if reachable else {"Retry-After": "1"})
+
+
+async def _recent(runtime: Runtime) -> Health:
+    if runtime.health_cache is None:
+        runtime.health_cache = HealthCache()
+    cache: HealthCache = runtime.health_cache
+    async with cache.lock:
+        if cache.health is None or time.monotonic() - cache.measured_at > PUBLIC_HEALTH_MAX_AGE_S:
+            cache.health = await measure(runtime)
+            cache.measured_at = time.monotonic()
+        return cache.health
+
+
+async def measure(runtime: Runtime) -> Health:
+    database, redis_check, nats_check = await asyncio.gather(
+        _timed(lambda: runtime.run(_database_ping, runtime)),
+        _timed(lambda: runtime.redis.ping()),
+        _timed(lambda: _nats_ping(runtime)),
+    )
+    checks = {"database": database, "redis": redis_check, "nats": nats_check}
+    reachable = all(c.ok for c in checks.values())
+    health = Health(status="ok" if reachable else "degraded", checks=checks)
+    if database.ok and redis_check.ok:
+        await _pipeline(runtime, health)
+    if any(p.state != "running" for p in health.projections):
+        health.status = "degraded"
+    return health

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
+import psycopg
+import redis.exceptions
 from eventsourcing.persistence import OperationalError
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -145,9 +148,37 @@ def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return problem(request, 503, detail, headers={"Retry-After": str(retry)})
 
 
+def correlation_id(request: Request[Any, Any, Any]) -> uuid.UUID:
+    """The request's correlation id: the client's `X-Correlation-Id` if it sent a UUID, else one made
+    here; the same for the whole request (the events it appends carry it, a 500's log line too)."""
+    known = request.scope.get("chronicle_correlation_id")
+    if isinstance(known, uuid.UUID):
+        return known
+    try:
+        chosen = uuid.UUID(request.headers.get("X-Correlation-Id") or "")
+    except ValueError:
+        chosen = uuid.uuid4()
+    request.scope["chronicle_correlation_id"] = chosen  # type: ignore[typeddict-unknown-key]  # our own scope key
+    return chosen
+
+
 def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(request, 500, "an unexpected error occurred; it has been logged")
+    """The body says nothing of the exception; the log has its traceback under the correlation id,
+    which the response carries so a report can be matched with the log."""
+    correlation = correlation_id(request)
+    log.error(
+        "unhandled error on %s %s (correlation id %s)",
+        request.method,
+        request.url.path,
+        correlation,
+        exc_info=exc,
+    )
+    return problem(
+        request,
+        500,
+        f"an unexpected error occurred; it has been logged under correlation id {correlation}",
+        headers={"X-Correlation-Id": str(correlation)},
+    )
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
@@ -160,5 +191,14 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ServiceUnavailable: on_unavailable,
     OperationalError: on_unavailable,
     UndefinedTable: on_unavailable,  # a view no projector has built yet
+    # The views' pool (PoolTimeout is one), a connection that broke, a server shutting down.
+    psycopg.OperationalError: on_unavailable,
+    psycopg.InterfaceError: on_unavailable,
+    redis.exceptions.ConnectionError: on_unavailable,
+    redis.exceptions.TimeoutError: on_unavailable,
+    redis.exceptions.ReadOnlyError: on_unavailable,
+    redis.exceptions.BusyLoadingError: on_unavailable,
+    ConnectionError: on_unavailable,
+    TimeoutError: on_unavailable,
     Exception: on_unexpected,
 }

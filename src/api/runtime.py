@@ -25,7 +25,9 @@ from psycopg_pool import AsyncConnectionPool
 from redis.commands.core import AsyncScript
 
 from api.access import AccessCheck
+from api.auth_guard import AuthGuard
 from api.live_versions import LiveVersions
+from api.problems import ServiceUnavailable
 from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
 from infra.delivery.relay import connect_nats
@@ -43,13 +45,19 @@ class Runtime:
     executor: ThreadPoolExecutor
     views: AsyncConnectionPool[AsyncConnection[Any]]
     checkpoints: CheckpointWatcher
+    hash_executor: ThreadPoolExecutor
     nats: NATS | None = None
     live_versions: LiveVersions = field(init=False)
+    guard: AuthGuard = field(init=False)
     access: AccessCheck = field(init=False)
     scripts: dict[str, AsyncScript] = field(init=False, default_factory=dict)
+    position_waiters: int = 0
+    hashing: int = 0
+    health_cache: Any = None
 
     def __post_init__(self) -> None:
         self.live_versions = LiveVersions(self.views, self.settings.namespace)
+        self.guard = AuthGuard(self.redis, self.settings)
         self.access = AccessCheck(
             self.settings.redis_url or "", self.settings.namespace, self.chronicle.identity, self.run
         )
@@ -66,6 +74,19 @@ class Runtime:
         """Runs the synchronous write side in one of a few worker threads (a plain executor: the hop
         costs less than half of anyio's, measured with `chronicle bench commands`)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def run_hashing(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs a command that hashes a password (register, login, refresh) on the few threads kept for
+        that, so a flood of logins queues behind them and never takes the command threads. At most
+        `password_hash_queue` of them wait or run at once; beyond that one is refused at once (503)."""
+        if self.hashing >= self.settings.password_hash_queue:
+            raise ServiceUnavailable("too many logins at once; retry shortly", retry_after=1)
+        self.hashing += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.hash_executor, functools.partial(fn, *args, **kwargs))
+        finally:
+            self.hashing -= 1
 
 
 PURGE_EVERY_S = 600.0
@@ -92,20 +113,26 @@ async def keep_nats(runtime: Runtime, url: str) -> None:
 @contextlib.asynccontextmanager
 async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[None]:
     chronicle = await asyncio.to_thread(bootstrap, settings)
-    redis_client = aioredis.from_url(settings.redis_url or "", decode_responses=False)
+    timeout = settings.dependency_timeout_s
+    redis_client = aioredis.from_url(
+        settings.redis_url or "", decode_responses=False, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
     executor = ThreadPoolExecutor(min(settings.command_threads, settings.db_pool_size), thread_name_prefix="command")
+    hash_executor = ThreadPoolExecutor(settings.password_hash_threads, thread_name_prefix="password-hash")
     views: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
         settings.database_url or "",
         min_size=2,
         max_size=settings.query_pool_size,
         open=False,
-        kwargs={"autocommit": True},
+        # A query waits at most `timeout` for a connection (then 503), also while the server is away.
+        timeout=timeout,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
         name="chronicle-queries",
     )
     await views.open(wait=True, timeout=30)
     watcher = CheckpointWatcher(settings.redis_url or "", settings.namespace)
     watcher.start()
-    runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher)
+    runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher, hash_executor)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
     purge_task = asyncio.create_task(purge_idempotency_keys(runtime))
@@ -124,6 +151,7 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
         await redis_client.aclose()
         await views.close()
         executor.shutdown(wait=True)
+        hash_executor.shutdown(wait=True)
         await asyncio.to_thread(chronicle.close)
 
 

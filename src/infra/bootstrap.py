@@ -48,7 +48,10 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     if require_schema:
         check_schema(url)
     database = EventStoreDatabase(
-        url, pool_size=settings.db_pool_size, idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms
+        url,
+        pool_size=settings.db_pool_size,
+        idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms,
+        connect_timeout=settings.dependency_timeout_s,
     )
 
     def make_factory(env: Environment) -> Factory:

@@ -49,6 +49,19 @@ class Settings:
     idempotency_key_ttl_s: int = 24 * 3600
     explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
+    partitions: int = 1
+    """P: how many JetStream partitions the relay makes and a partitioned projection runs as."""
+    # Abuse and failure limits (see the README's "Limits and failure answers").
+    auth_rate_limit_per_minute: int = 300
+    command_rate_limit_per_second: int = 200
+    login_lockout_after: int = 10
+    login_lockout_s: int = 30
+    login_lockout_max_s: int = 3600
+    password_hash_threads: int = 2
+    password_hash_queue: int = 64
+    min_position_max_waiters: int = 256
+    dependency_timeout_s: float = 5.0
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def servers_configured(self) -> bool:
@@ -92,6 +105,7 @@ class Settings:
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
+            partitions=_int(env, "CHRONICLE_PARTITIONS", 1, low=1, high=64),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),
@@ -101,6 +115,18 @@ class Settings:
             refresh_token_ttl_s=_int(
                 env, "CHRONICLE_REFRESH_TOKEN_TTL_S", 14 * 24 * 3600, low=60, high=365 * 24 * 3600
             ),
+            auth_rate_limit_per_minute=_int(env, "CHRONICLE_AUTH_RATE_LIMIT_PER_MINUTE", 300, low=1, high=10_000_000),
+            command_rate_limit_per_second=_int(
+                env, "CHRONICLE_COMMAND_RATE_LIMIT_PER_SECOND", 200, low=1, high=10_000_000
+            ),
+            login_lockout_after=_int(env, "CHRONICLE_LOGIN_LOCKOUT_AFTER", 10, low=1, high=1000),
+            login_lockout_s=_int(env, "CHRONICLE_LOGIN_LOCKOUT_S", 30, low=1, high=86_400),
+            login_lockout_max_s=_int(env, "CHRONICLE_LOGIN_LOCKOUT_MAX_S", 3600, low=1, high=30 * 86_400),
+            password_hash_threads=_int(env, "CHRONICLE_PASSWORD_HASH_THREADS", 2, low=1, high=64),
+            password_hash_queue=_int(env, "CHRONICLE_PASSWORD_HASH_QUEUE", 64, low=1, high=100_000),
+            min_position_max_waiters=_int(env, "CHRONICLE_MIN_POSITION_MAX_WAITERS", 256, low=1, high=100_000),
+            dependency_timeout_s=_int(env, "CHRONICLE_DEPENDENCY_TIMEOUT_S", 5, low=1, high=120),
+            cors_origins=tuple(o.strip() for o in (env.get("CHRONICLE_CORS_ORIGINS") or "").split(",") if o.strip()),
             session_max_age_s=_int(env, "CHRONICLE_SESSION_MAX_AGE_S", 30 * 24 * 3600, low=60, high=365 * 24 * 3600),
             idempotency_key_ttl_s=_int(env, "CHRONICLE_IDEMPOTENCY_KEY_TTL_S", 24 * 3600, low=60, high=30 * 24 * 3600),
             explorer_session_ttl_s=_int(env, "CHRONICLE_EXPLORER_SESSION_TTL_S", 1800, low=60, high=12 * 3600),

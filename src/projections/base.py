@@ -75,6 +75,9 @@ class EventConsumer(ABC):
     kind: ClassVar[Literal["sql", "redis", "process"]]
     handles: ClassVar[frozenset[str]]
     description: ClassVar[str] = ""
+    partitioned: ClassVar[bool] = False
+    """True when every row of the view depends on the events of one aggregate only: the view can
+    then be kept by P partitions of the log (by stream id), in several processes at once."""
 
 
 class Projection(EventConsumer):

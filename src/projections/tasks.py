@@ -24,6 +24,7 @@ NO_DUE_DATE = "9999-12-31"  # tasks without a due date sort after every date
 
 class TaskList(SqlProjection):
     name = "task_list"
+    partitioned = True  # a row is one task, made from that task's events only
     version = 1
     schema = "work_views"
     description = "tasks: all fields, status, assignee, dates"

@@ -152,7 +152,8 @@ async def _stream(settings: Settings) -> tuple[str | None, list[str]]:
         ids = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream_name(settings.namespace), seq)
-            ids.append((msg.headers or {})["Nats-Msg-Id"])
+            if not (msg.headers or {})["Nats-Msg-Id"].startswith("mark-"):  # partitions' marks
+                ids.append((msg.headers or {})["Nats-Msg-Id"])
         return (info.cluster.leader if info.cluster else None), ids
     finally:
         await nc.close()

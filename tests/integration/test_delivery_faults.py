@@ -4,12 +4,13 @@ restarted. Afterwards every view equals one built from scratch from the log."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,11 +26,15 @@ from infra.devstack.embedded import EmbeddedServers
 from infra.devstack.scratch import create_database, drop_database
 from infra.eventstore.migrate import migrate
 from infra.settings import Settings
+from infra.views.operations import ProjectionStatus
+from projections import all_projections
 from tests.integration.http import Api, running_api
 from tests.integration.pipeline import (
     all_roles,
     assert_stream_is_the_log,
+    checkpoints,
     differences_from_scratch,
+    head,
     running,
     wait_active,
     wait_caught_up,
@@ -154,9 +159,12 @@ def _run_with_chaos(
     commands: int,
     seed: int,
     processes_run: tuple[str, ...] = ("relay", "projector"),
+    then: Callable[[], object] | None = None,
+    **extra_env: str,
 ) -> list[str]:
+    """Runs the workload under chaos, then (all processes up again) `then`, until the views catch up."""
     workload = Workload(settings, commands)
-    with running(settings, *processes_run) as processes:
+    with running(settings, *processes_run, **extra_env) as processes:
         workload.start()
         done = _chaos(processes, servers, settings, workload, actions, random.Random(seed))
         workload.join()
@@ -164,6 +172,8 @@ def _run_with_chaos(
         for name in processes_run:
             if name not in processes.procs:
                 processes.start(name)
+        if then is not None:
+            then()
         wait_caught_up(settings, timeout=120)
     return done
 
@@ -199,13 +209,54 @@ def test_two_projector_processes_share_the_projections_and_survive_sigkills(
         ReadYourWrites(Api(base)) as reader,
     ):
         done = _run_with_chaos(
-            fault_settings, own_servers, ["projector#a", "projector#b"], 2500, seed=4, processes_run=two
+            fault_settings,
+            own_servers,
+            ["projector#a", "projector#b"],
+            2500,
+            seed=4,
+            processes_run=two,
+            then=reader.some_checked,
         )
     assert {"projector#a", "projector#b"} <= set(done), done
-    # How many reads answer depends on the machine (a restarted projector takes seconds to start
-    # under load, and reads meanwhile answer 503); every one that answered must show its write.
-    assert reader.checked >= 3, f"too few reads to mean anything: {reader.checked}"
     assert reader.stale == [], f"X-Min-Position answered before its write was visible: {reader.stale[:5]}"
+    _assert_views_equal_the_log(fault_settings)
+
+
+@pytest.mark.timeout(400)
+def test_two_projector_processes_share_a_partitioned_projection_and_survive_sigkills(
+    fault_settings: Settings, own_servers: EmbeddedServers
+) -> None:
+    """With P = 4, task_list runs as four lanes, which the two processes share; either is killed
+    and restarted at random while commands flow and a reader checks its writes."""
+    with running(fault_settings, "projector#a", CHRONICLE_PARTITIONS="4") as processes:
+        wait_active(fault_settings, *(f"projection task_list [{k}/4]" for k in range(4)))
+        processes.start("projector#b")
+        pids = {p.pid for p in processes.procs.values()}
+
+        def shared() -> bool:
+            owners = {int(o.rsplit("pid=", 1)[1]) for o in _partition_owners(fault_settings, "task_list")}
+            assert owners == pids, f"the partitions' owners are {owners}, not both processes {pids}"
+            return True
+
+        eventually(shared, what="both processes to keep some of task_list's partitions", timeout=60)
+    two = ("relay", "projector#a", "projector#b")
+    with (
+        running_api(fault_settings, CHRONICLE_MIN_POSITION_WAIT_MS="10000") as base,
+        ReadYourWrites(Api(base)) as reader,
+    ):
+        done = _run_with_chaos(
+            fault_settings,
+            own_servers,
+            ["projector#a", "projector#b", "relay"],
+            2000,
+            seed=9,
+            processes_run=two,
+            then=reader.some_checked,
+            CHRONICLE_PARTITIONS="4",
+        )
+    assert {"projector#a", "projector#b"} <= set(done), done
+    assert reader.stale == [], f"X-Min-Position answered before its write was visible: {reader.stale[:5]}"
+    assert [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1, 2, 3]
     _assert_views_equal_the_log(fault_settings)
 
 
@@ -223,6 +274,19 @@ def test_two_projector_processes_spread_the_projections(fault_settings: Settings
             return True
 
         eventually(spread, what="the two projectors to share the projections", timeout=60)
+
+
+def _status(settings: Settings, name: str) -> ProjectionStatus:
+    import asyncio
+
+    from infra.views.operations import statuses
+    from projections import all_projections
+
+    return next(r for r in asyncio.run(statuses(settings, list(all_projections()))) if r.name == name)
+
+
+def _partition_owners(settings: Settings, name: str) -> list[str]:
+    return [p.owner for p in _status(settings, name).partitions if p.owner]
 
 
 def _projection_owners(settings: Settings) -> list[int]:
@@ -256,6 +320,18 @@ class ReadYourWrites(threading.Thread):
         self.halt.set()
         self.join()
         assert self.error is None, self.error
+
+    def some_checked(self) -> None:
+        """Until a few reads have answered. Under chaos most may answer 503 (a restarted projector
+        takes seconds to start on a loaded machine); the ones after it has calmed down count too.
+        Every one that answered must show its write."""
+
+        def checked() -> bool:
+            assert self.error is None, self.error
+            assert self.checked >= 3, f"only {self.checked} reads answered"
+            return True
+
+        eventually(checked, what="a few reads with X-Min-Position to answer", timeout=60)
 
     def run(self) -> None:
         try:
@@ -388,3 +464,55 @@ def test_a_poison_event_parks_its_projection_and_leaves_the_others_running(fault
         assert points["project_catalog"] >= (after or 0) and points["user_directory"] >= (after or 0)
         assert state["project_catalog"] == "running"
     app.close()
+
+
+def _run_workload(settings: Settings, commands: int, partitions: int) -> None:
+    workload = Workload(settings, commands)
+    with running(settings, "relay", "projector", CHRONICLE_PARTITIONS=str(partitions)):
+        workload.start()
+        workload.join()
+        assert workload.error is None, workload.error
+        wait_caught_up(settings, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_partitions_start_from_a_whole_view_and_another_number_takes_a_rebuild(fault_settings: Settings) -> None:
+    """Unpartitioned → P needs nothing; P → another number refuses (the partitions' checkpoints
+    would mean something else) until a blue/green rebuild gives a version to start from."""
+    import asyncio
+
+    from infra.views.operations import rebuild
+    from projections.tasks import TaskList
+
+    _run_workload(fault_settings, 60, partitions=1)
+    _run_workload(fault_settings, 60, partitions=2)
+    assert [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1]
+    _assert_views_equal_the_log(fault_settings)
+
+    three = dataclasses.replace(fault_settings, partitions=3)
+    workload = Workload(fault_settings, 60)
+    with running(fault_settings, "relay", "projector", CHRONICLE_PARTITIONS="3"):
+        workload.start()
+        workload.join()
+        assert workload.error is None, workload.error
+        others = [p.name for p in all_projections() if p.name != "task_list"]
+        eventually(lambda: _caught_up(fault_settings, others), what="the other views to catch up", timeout=120)
+        status = _status(fault_settings, "task_list")
+        assert [p.part for p in status.partitions] == [0, 1], "a lane of three started on a view of two"
+        assert int(status.checkpoint) < head(fault_settings.database_url or "")
+        report = asyncio.run(rebuild(three, TaskList()))
+        assert report.switched, report
+        wait_caught_up(fault_settings, timeout=120)
+        eventually(
+            lambda: [p.part for p in _status(fault_settings, "task_list").partitions] == [0, 1, 2],
+            what="the rebuilt version to run as three partitions",
+            timeout=60,
+        )
+    _assert_views_equal_the_log(fault_settings)
+
+
+def _caught_up(settings: Settings, names: list[str]) -> bool:
+    target = head(settings.database_url or "")
+    behind = {n: p for n, p in checkpoints(settings.database_url or "", settings).items() if n in names and p < target}
+    assert not behind, f"behind {target}: {behind}"
+    return True

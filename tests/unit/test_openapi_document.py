@@ -15,7 +15,8 @@ PUBLIC = {"Register", "Login", "Refresh", "IssueToken", "GetHealth"}
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return create_app(Settings(jwt_secret="unit-test-secret-" + "x" * 32)).openapi_schema.to_schema()
+    settings = Settings(jwt_secret="unit-test-secret-" + "x" * 32, redis_url="redis://127.0.0.1:1/0")  # never dialled
+    return create_app(settings).openapi_schema.to_schema()
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.delivery.projector import Lane, Projector
+from infra.delivery.partitions import partition_of
+from infra.delivery.projector import Lane, PartitionLog, Projector, mark
 from infra.eventstore.envelope import EventEnvelope
 from infra.settings import Settings
 from infra.views.base import Fingerprint, StaleCheckpoint
@@ -76,13 +78,14 @@ class MemoryLog:
         return self.relayed
 
 
-def envelopes(types: list[str], gaps: list[int]) -> list[EventEnvelope]:
+def envelopes(types: list[str], gaps: list[int], streams: list[uuid.UUID] | None = None) -> list[EventEnvelope]:
     found, previous = [], 0
-    for kind, gap in zip(types, gaps, strict=False):
+    for i, (kind, gap) in enumerate(zip(types, gaps, strict=False)):
         position = previous + gap
+        stream = streams[i] if streams else uuid.uuid4()
         found.append(
             EventEnvelope(
-                event_id=uuid.uuid4(), position=position, previous=previous, stream_id=uuid.uuid4(), version=1,
+                event_id=uuid.uuid4(), position=position, previous=previous, stream_id=stream, version=1,
                 type=kind, context="work", data={}, recorded_at=datetime.now(UTC),
             )
         )  # fmt: skip
@@ -134,6 +137,7 @@ async def _run(log: list[EventEnvelope], batches: list[tuple[list[int], set[int]
         await projector.deliver([log[i] for i in indices])
         for i in busy:
             projector.lanes[i].lock.release()
+        await projector.settle()  # what came while they were busy
         if failing is not None:
             stores[failing].fail_next = False  # the server is back (a busy lane never met the failure)
         source.relayed = max([source.relayed, *(log[i].position for i in indices)])
@@ -156,3 +160,106 @@ def test_any_delivery_leaves_every_view_equal_to_a_one_pass_replay(
     case: tuple[list[EventEnvelope], list[tuple[list[int], set[int], int | None, bool]]],
 ) -> None:
     asyncio.run(_run(*case))
+
+
+# -- with partitions ------------------------------------------------------------------------------
+
+PARTITIONS = 3
+Feed = list[EventEnvelope]  # what JetStream holds for one consumer, in stream order
+
+
+def partition_feeds(log: list[EventEnvelope], relay_batches: list[int]) -> dict[int | None, Feed]:
+    """What the relay publishes: the whole log, and per partition its events (each naming the
+    partition's previous event) followed, after each relay batch, by a mark."""
+    feeds: dict[int | None, Feed] = {None: list(log), **{k: [] for k in range(PARTITIONS)}}
+    heads = [0] * PARTITIONS
+    ends = {log[min(i, len(log) - 1)].position for i in relay_batches} | {log[-1].position}
+    for event in log:
+        k = partition_of(event.stream_id, PARTITIONS)
+        feeds[k].append(msgspec.structs.replace(event, previous=heads[k]))
+        heads[k] = event.position
+        if event.position in ends:
+            for part in range(PARTITIONS):
+                if heads[part] != event.position:
+                    feeds[part].append(mark(event.position, heads[part]))
+    return feeds
+
+
+@st.composite
+def partitioned_deliveries(
+    draw: st.DrawFn,
+) -> tuple[list[EventEnvelope], dict[int | None, Feed], list[tuple[int | None, list[int], bool]]]:
+    """A log of a few aggregates, the feeds the relay makes of it, and what the subscriptions
+    deliver of them, interleaved: per batch its feed, the indices of its messages (a slice, some
+    lost, some earlier ones again, shuffled) and whether that feed then goes quiet."""
+    n = draw(st.integers(1, 40))
+    streams = [uuid.UUID(int=i + 1) for i in range(draw(st.integers(1, 6)))]
+    log = envelopes(
+        draw(st.lists(st.sampled_from(TYPES), min_size=n, max_size=n)),
+        draw(st.lists(st.integers(1, 4), min_size=n, max_size=n)),
+        draw(st.lists(st.sampled_from(streams), min_size=n, max_size=n)),
+    )
+    feeds = partition_feeds(log, draw(st.lists(st.integers(0, n - 1), max_size=8)))
+    plans = {}
+    for part, feed in feeds.items():
+        plan, start = [], 0
+        while start < len(feed):
+            size = draw(st.integers(1, 8))
+            indices = [
+                i for i in range(start, min(len(feed), start + size)) if not draw(st.booleans()) or draw(st.booleans())
+            ]
+            if start and draw(st.booleans()):
+                indices += draw(st.lists(st.integers(0, start - 1), max_size=3))
+            plan.append((part, draw(st.permutations(indices)), draw(st.booleans())))
+            start += size
+        plans[part] = plan
+    order = draw(st.permutations([part for part, plan in plans.items() for _ in plan]))
+    taken = {part: iter(plan) for part, plan in plans.items()}
+    return log, feeds, [next(taken[part]) for part in order]
+
+
+async def _run_partitioned(
+    log: list[EventEnvelope], feeds: dict[int | None, Feed], batches: list[tuple[int | None, list[int], bool]]
+) -> None:
+    settings = Settings(database_url="postgresql://unused", namespace="t", partitions=PARTITIONS)
+    projector = Projector(settings, all_projections())
+    assert sum(lane.part is not None for lane in projector.lanes) == PARTITIONS  # task_list is partitioned
+    source = MemoryLog(log)
+    stores = [RecordingStore(lane.consumer) for lane in projector.lanes]
+
+    def lead(lane: Lane, store: RecordingStore, checkpoint: int) -> None:
+        lane_log = source if lane.part is None else PartitionLog(source, lane.part, PARTITIONS)
+        lane.lead(store, lane_log, 1, checkpoint)
+
+    for lane, store in zip(projector.lanes, stores, strict=True):
+        lead(lane, store, 0)
+    for part, indices, quiet in batches:
+        await projector.deliver([feeds[part][i] for i in indices], part)
+        await projector.settle()
+        source.relayed = max([source.relayed, *(feeds[part][i].position for i in indices)])
+        for lane, store in zip(projector.lanes, stores, strict=True):
+            if quiet and lane.part == part:
+                await projector.catch_up(lane)
+            _check_part(lane, store, log)
+    source.relayed = log[-1].position
+    for lane, store in zip(projector.lanes, stores, strict=True):
+        await projector.catch_up(lane)
+        assert store.position == log[-1].position
+        _check_part(lane, store, log)
+
+
+def _check_part(lane: Lane, store: RecordingStore, log: list[EventEnvelope]) -> None:
+    mine = [e for e in log if lane.part is None or partition_of(e.stream_id, PARTITIONS) == lane.part]
+    handled = [e.position for e in mine if e.type in lane.consumer.handles and e.position <= store.position]
+    applied = [p for p in store.applied if p in {e.position for e in mine}]
+    assert applied == store.applied, f"{lane.role} was given another partition's events"
+    assert store.applied == handled, f"{lane.role}: applied {store.applied}, log has {handled}"
+    assert lane.checkpoint == store.position
+
+
+@settings(max_examples=100, deadline=None)
+@given(partitioned_deliveries())
+def test_with_partitions_any_delivery_leaves_every_view_equal_to_a_one_pass_replay(
+    case: tuple[list[EventEnvelope], dict[int | None, Feed], list[tuple[int | None, list[int], bool]]],
+) -> None:
+    asyncio.run(_run_partitioned(*case))

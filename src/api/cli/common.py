@@ -34,6 +34,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         settings = replace(settings, port=args.port)
     if getattr(args, "host", None):
         settings = replace(settings, host=args.host)
+    if getattr(args, "partitions", None) is not None:
+        if not 1 <= args.partitions <= 64:
+            raise CliError(f"--partitions must be between 1 and 64, got {args.partitions}")
+        settings = replace(settings, partitions=args.partitions)
     return settings
 
 

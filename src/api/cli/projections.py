@@ -79,6 +79,12 @@ def cmd_projections_status(args: argparse.Namespace) -> None:
             f"{r.name:16} {r.kind:6} {r.version:>4} {r.state:11} {r.checkpoint:>20} {r.lag_events:>8}"
             f" {r.lag_seconds:>8.1f}  {r.owner or '-'}" + (f"  parked: {r.error}" if r.error else "")
         )
+        for p in r.partitions:
+            part = f"  [{p.part}/{len(r.partitions)}]"
+            print(
+                f"{part:16} {'':6} {'':>4} {'':11} {p.checkpoint:>20} {p.lag_events:>8}"
+                f" {p.lag_seconds:>8.1f}  {p.owner or '-'}"
+            )
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> None:

@@ -40,11 +40,14 @@ def register(sub: Any, add: Add) -> None:
     api.add_argument("--host")
     api.set_defaults(run=cmd_api)
 
+    partitions_help = "JetStream partitions P (default 1 or CHRONICLE_PARTITIONS); relay and projectors must agree"
     relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
+    relay.add_argument("--partitions", type=int, help=partitions_help)
     relay.set_defaults(run=cmd_relay)
 
     projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
     projector.add_argument("names", nargs="*", metavar="NAME")
+    projector.add_argument("--partitions", type=int, help=partitions_help)
     projector.set_defaults(run=cmd_projector)
 
     saga = add(sub, "saga", help="run the order saga: reserve, reject, release, commit stock; expire unpaid orders")

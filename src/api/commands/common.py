@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter
 
+from api.problems import correlation_id
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
 from domain.identity import MAX_NAME
@@ -82,7 +83,8 @@ def accepted(result: CommandResult, status: int, ctx: Context, replayed: bool = 
 
 def context(request: Request[Any, Any, Any], command: str) -> Context:
     actor = request.scope.get("user")
-    correlation = _uuid_header(request, "X-Correlation-Id") or uuid.uuid4()
+    _uuid_header(request, "X-Correlation-Id")  # a malformed one is a 400
+    correlation = correlation_id(request)
     return Context(
         command=command,
         actor=actor if isinstance(actor, Actor) else None,
@@ -99,14 +101,17 @@ async def run_command(
     *args: Any,
     status: int = 200,
     idempotency_key: str | None = None,
+    hashing: bool = False,
     **kwargs: Any,
 ) -> Response[CommandAccepted]:
     """Runs one command in a worker thread, honouring Idempotency-Key: a key seen before with the
     same request returns the first response; with a different request it is a 422. Two identical
-    requests at once: one appends, the other finds the key when its own append collides."""
+    requests at once: one appends, the other finds the key when its own append collides. A
+    `hashing` command hashes a password and runs on the threads kept for that."""
     ctx = context(request, command)
+    run = runtime.run_hashing if hashing else runtime.run
     if idempotency_key is None:
-        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+        return accepted(await run(handler, ctx, *args, **kwargs), status, ctx)
     request_hash = await _request_hash(request, hash_key(runtime.settings.require_jwt_secret()))
     key = IdempotencyKey(_scope(ctx), _valid_key(idempotency_key), request_hash, status)
     replay = await _replay(runtime, key, ctx)
@@ -114,7 +119,7 @@ async def run_command(
         return replay
     ctx = Context(ctx.command, ctx.actor, ctx.correlation_id, ctx.causation_id, idempotency=key)
     try:
-        return accepted(await runtime.run(handler, ctx, *args, **kwargs), status, ctx)
+        return accepted(await run(handler, ctx, *args, **kwargs), status, ctx)
     except ConcurrentUpdate:
         replay = await _replay(runtime, key, ctx)
         if replay is not None:

@@ -88,17 +88,19 @@ class AuthCommands(Controller):
         ],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
-        return await run_command(
-            request,
-            runtime,
-            "auth.register",
-            runtime.chronicle.identity.register,
-            data.email,
-            data.name,
-            data.password,
-            status=201,
-            idempotency_key=idempotency_key,
-        )
+        async with runtime.guard.recording(request, "register", data.email):
+            return await run_command(
+                request,
+                runtime,
+                "auth.register",
+                runtime.chronicle.identity.register,
+                data.email,
+                data.name,
+                data.password,
+                status=201,
+                idempotency_key=idempotency_key,
+                hashing=True,
+            )
 
     @post(
         "/login",
@@ -114,9 +116,10 @@ class AuthCommands(Controller):
         runtime: Runtime,
         data: Annotated[LoginBody, example({"email": "ada@example.com", "password": "correct horse"})],
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
-        )
+        async with runtime.guard.login(request, "login", data.email):  # 429 while the account is locked
+            result = await runtime.run_hashing(
+                runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
+            )
         return token_pair(get_auth(request), runtime, result)
 
     @post(
@@ -133,9 +136,10 @@ class AuthCommands(Controller):
         runtime: Runtime,
         data: Annotated[RefreshBody, example({"refresh_token": "<refresh_token from login>"})],
     ) -> TokenPair:
-        result = await runtime.run(
-            runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
-        )
+        async with runtime.guard.recording(request, "refresh", session_named_by(data.refresh_token)):
+            result = await runtime.run(
+                runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
+            )
         return token_pair(get_auth(request), runtime, result)
 
     @post(
@@ -187,6 +191,7 @@ class AuthCommands(Controller):
             data.current_password,
             data.new_password,
             idempotency_key=idempotency_key,
+            hashing=True,
         )
 
 
@@ -254,6 +259,16 @@ class UserRoleCommands(Controller):
             expected_version(if_match),
             idempotency_key=idempotency_key,
         )
+
+
+def session_named_by(refresh_token: str) -> str:
+    """Who a refresh attempt claims to be, fit for a log: the session id its token names (the part
+    before the dot), never the secret part."""
+    head = refresh_token.partition(".")[0]
+    try:
+        return f"session {uuid.UUID(hex=head)}"
+    except ValueError:
+        return "a malformed refresh token"
 
 
 def token_pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:

@@ -16,7 +16,7 @@ from litestar.params import Body
 
 from api.auth import PUBLIC
 from api.commands.common import context
-from api.commands.identity import TokenPair, get_auth, token_pair
+from api.commands.identity import TokenPair, get_auth, session_named_by, token_pair
 from api.contract import public
 from api.runtime import RUNTIME, Runtime
 from commands.identity import Unauthorized
@@ -122,9 +122,11 @@ class OAuth2Token(Controller):
             raise OAuth2Failure("invalid_request", "the refresh_token grant needs refresh_token")
         try:
             if data.grant_type == "password":
-                result = await runtime.run(identity.login, ctx, data.username, data.password)
+                async with runtime.guard.login(request, "login", data.username or ""):  # 429 while locked
+                    result = await runtime.run_hashing(identity.login, ctx, data.username, data.password)
             else:
-                result = await runtime.run(identity.refresh, ctx, data.refresh_token)
+                async with runtime.guard.recording(request, "refresh", session_named_by(data.refresh_token or "")):
+                    result = await runtime.run(identity.refresh, ctx, data.refresh_token)
         except (Unauthorized, DomainError):
             raise OAuth2Failure("invalid_grant", "invalid credentials or refresh token") from None
         return Response(token_pair(get_auth(request), runtime, result), headers=_NO_STORE)

@@ -11,6 +11,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
 
+from api.auth_guard import AccountLocked
 from api.commands.common import context
 from api.explorer.common import HEADERS, page, safe_next
 from api.explorer.session import PUBLIC, READERS, session_data, session_id
@@ -44,11 +45,14 @@ class ExplorerSignIn(Controller):
         if not data.email or not data.password:
             return page("login.html", 401, next=target, error="Give your email and password.")
         try:
-            login = await runtime.run(
-                runtime.chronicle.identity.login, context(request, "explorer.login"), data.email, data.password
-            )
+            async with runtime.guard.login(request, "explorer login", data.email):  # the API's lockout
+                login = await runtime.run_hashing(
+                    runtime.chronicle.identity.login, context(request, "explorer.login"), data.email, data.password
+                )
         except Unauthorized:
             return page("login.html", 401, next=target, error="That email and password do not match an account.")
+        except AccountLocked:
+            return page("login.html", 429, next=target, error="Too many failed sign-ins for this account; try later.")
         if not login.roles & set(READERS):
             await runtime.run(runtime.chronicle.identity.logout, _as(request, login), login.session_id)
             return page("login.html", 403, next=target, error="The explorer is for auditors and admins only.")

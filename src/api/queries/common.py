@@ -81,7 +81,9 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
         rows = await (
             await conn.execute(
                 "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
-                " LEFT JOIN projection_checkpoints c ON c.projection = p.projection AND c.version = p.live_version"
+                # kept by partitions: the lowest of theirs (every event at or below it is applied)
+                " LEFT JOIN LATERAL (SELECT coalesce(min(position) FILTER (WHERE part >= 0), min(position)) AS position"
+                " FROM projection_checkpoints c WHERE c.projection = p.projection AND c.version = p.live_version) c ON true"
                 " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
                 " WHERE p.projection = ANY(%s)",
                 (names,),
@@ -110,12 +112,23 @@ async def wait_for_position(
 ) -> None:
     """Read-your-writes: returns once every projection has applied `token`'s position, woken by the
     projectors' checkpoint announcements, and reading the stores after 50 ms and every 200 ms
-    besides (an announcement is only a hint)."""
+    besides (an announcement is only a hint). At most `min_position_max_waiters` requests of this
+    process wait at once; one more is a 503 at once."""
     if token is None:
         return
     if not is_number(token):
         raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
     position = int(token)
+    if runtime.position_waiters >= runtime.settings.min_position_max_waiters:
+        raise ServiceUnavailable("too many requests are waiting for their views already; retry shortly", retry_after=1)
+    runtime.position_waiters += 1
+    try:
+        await _wait(runtime, position, projections)
+    finally:
+        runtime.position_waiters -= 1
+
+
+async def _wait(runtime: Runtime, position: int, projections: list[str]) -> None:
     watcher = runtime.checkpoints
     versions = {name: await runtime.live_versions.get(name) for name in projections}
 

@@ -20,15 +20,17 @@ def channel(namespace: str) -> str:
     return f"{namespace}:checkpoints"
 
 
-def announcement(projection: str, version: int, position: int) -> str:
-    """One line of an announcement; a message carries one line per checkpoint a batch moved."""
-    return f"{projection} {version} {position}"
+def announcement(projection: str, version: int, position: int, part: int | None = None, partitions: int = 1) -> str:
+    """One line of an announcement; a message carries one line per checkpoint a batch moved. A
+    partition's line names it (`3/4`)."""
+    return f"{projection} {version} {position}" + ("" if part is None else f" {part}/{partitions}")
 
 
 class CheckpointWatcher:
     def __init__(self, redis_url: str, namespace: str) -> None:
         self.redis_url, self.namespace = redis_url, namespace
         self.positions: dict[tuple[str, int], int] = {}
+        self.parts: dict[tuple[str, int], dict[int, int]] = {}
         self.changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -47,6 +49,14 @@ class CheckpointWatcher:
         position it had before. A late, lower hint only makes a wait read the stores again."""
         self.positions[(projection, version)] = position
 
+    def learn_part(self, projection: str, version: int, position: int, part: int, partitions: int) -> None:
+        """One partition's checkpoint; the view's is the lowest of all its partitions', once every
+        one has been heard of (until then, waits read the stores)."""
+        known = self.parts.setdefault((projection, version), {})
+        known[part] = position
+        if len(known) == partitions and all(p < partitions for p in known):
+            self.learn(projection, version, min(known.values()))
+
     async def wait(self, timeout: float) -> None:
         async with self.changed:
             with contextlib.suppress(TimeoutError):
@@ -62,8 +72,12 @@ class CheckpointWatcher:
                         if message.get("type") != "message":
                             continue
                         for line in message["data"].decode().splitlines():
-                            name, version, position = line.split()
-                            self.learn(name, int(version), int(position))
+                            name, version, position, *part = line.split()
+                            if part:
+                                index, partitions = part[0].split("/")
+                                self.learn_part(name, int(version), int(position), int(index), int(partitions))
+                            else:
+                                self.learn(name, int(version), int(position))
                         async with self.changed:
                             self.changed.notify_all()
             except asyncio.CancelledError:

@@ -23,9 +23,11 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[Any] | None:
+async def try_lock(url: str, key: int, role: str, shared: int | None = None) -> psycopg.AsyncConnection[Any] | None:
     """A connection holding the lock, named for the role and this process; None if another
-    process holds it (or PostgreSQL cannot be reached)."""
+    process holds it (or PostgreSQL cannot be reached). With `shared`, the connection also holds
+    that lock in shared mode (the partitions of one projection share its lock, which an
+    unpartitioned lane of it would hold alone)."""
     try:
         conn = await psycopg.AsyncConnection.connect(
             url, autocommit=True, application_name=f"chronicle {role} pid={os.getpid()}"
@@ -33,7 +35,12 @@ async def try_lock(url: str, key: int, role: str) -> psycopg.AsyncConnection[Any
     except psycopg.OperationalError as e:
         log.warning("cannot reach PostgreSQL to take the lock (%s); retrying", e)
         return None
-    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+    if shared is not None:
+        row = await (
+            await conn.execute("SELECT pg_try_advisory_lock_shared(%s) AND pg_try_advisory_lock(%s)", (shared, key))
+        ).fetchone()
+    else:
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
     if row and row[0]:
         return conn
     await conn.close()

@@ -21,6 +21,11 @@ What each lane is guaranteed, and how:
   others stand by), and its writes are fenced by the checkpoint they expect.
 A server going away costs a lane its lock and its place, never an event: it takes the lock again
 and resumes from its stored checkpoint. NATS going away only restarts the subscription.
+
+With P partitions (infra.delivery.partitions), a projection that declares `partitioned` runs as P
+lanes, one per partition; the process then has one subscription per partition as well (filtered to
+it), beside the one for its whole-log lanes. A partition's lane follows its partition's chain of
+previous positions and the relay's marks instead of the log's; the rest is the same.
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ import logging
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 import psycopg
 import redis.asyncio as aioredis
 from eventsourcing import persistence as es_persistence
@@ -43,16 +51,18 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from infra.delivery import partitions as parts
 from infra.delivery.checkpoints import announcement, channel
 from infra.delivery.leadership import lock_key, pause, try_lock
-from infra.delivery.relay import connect_nats, ensure_stream, stream_name, subjects
+from infra.delivery.relay import connect_nats, ensure_stream, stream_name
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
 from infra.eventstore.recorder import GATE
 from infra.settings import Settings
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
+from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
-from projections.base import EventConsumer, RedisProjection
+from projections.base import EventConsumer, RedisProjection, SqlProjection
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ MEMBERS = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s 
 BALANCE_S = 2.0  # how often a process compares its share of the lanes with the other members'
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
+DEFER_MAX = 20_000  # events kept for a busy lane; past it, the lane reads them from the log
 
 
 class EventLog(Protocol):
@@ -107,6 +118,40 @@ class PostgresLog:
         return int(row[0]) if row else 0
 
 
+class PartitionLog:
+    """One partition's share of the log: the events of `part` only. So that a lane reading a
+    range with none of its events still moves through it, a range read that ends on another
+    partition's event ends with a mark at that position."""
+
+    def __init__(self, log: EventLog, part: int, partitions: int) -> None:
+        self.log, self.part, self.partitions = log, part, partitions
+
+    async def between(self, after: int, until: int, limit: int) -> list[EventEnvelope]:
+        events = await self.log.between(after, until, limit)
+        mine = [e for e in events if parts.partition_of(e.stream_id, self.partitions) == self.part]
+        if events and (not mine or mine[-1] is not events[-1]):
+            mine.append(mark(events[-1].position, mine[-1].position if mine else after))
+        return mine
+
+    async def published(self) -> int:
+        return await self.log.published()
+
+
+def mark(position: int, previous: int) -> EventEnvelope:
+    """A mark as a partition's lane sees it: no projection handles it, so it only moves a checkpoint."""
+    return EventEnvelope(
+        event_id=uuid.UUID(int=position),
+        position=position,
+        previous=previous,
+        stream_id=uuid.UUID(int=0),
+        version=0,
+        type=parts.MARK_TYPE,
+        context="",
+        data={},
+        recorded_at=datetime.fromtimestamp(0, UTC),
+    )
+
+
 StoreFactory = Callable[[psycopg.AsyncConnection[Any], aioredis.Redis | None, EventConsumer, int], ViewStore]
 
 
@@ -131,9 +176,9 @@ class Lane:
     carries its SQL writes) while this process leads it; `lock` keeps the subscription's batches
     and the lane's own upkeep (catching up, checks) from running at once."""
 
-    def __init__(self, consumer: EventConsumer) -> None:
-        self.consumer = consumer
-        self.role = f"projection {consumer.name}"
+    def __init__(self, consumer: EventConsumer, part: int | None = None, partitions: int = 1) -> None:
+        self.consumer, self.part, self.partitions = consumer, part, partitions
+        self.role = f"projection {consumer.name}" + ("" if part is None else f" [{part}/{partitions}]")
         self.lock = asyncio.Lock()
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self.store: ViewStore | None = None
@@ -142,6 +187,7 @@ class Lane:
         self.checkpoint = 0
         self.parked = False
         self.retry_at = 0.0
+        self.deferred: list[EventEnvelope] = []  # batches that came while the lane was busy
 
     def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
         """From now on this lane applies events to `store`, from `checkpoint` on."""
@@ -155,6 +201,25 @@ class Lane:
     def live(self) -> bool:
         """Takes batches from the subscription."""
         return self.store is not None and not self.parked
+
+
+def _in_order(events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+    """Each position once (a redelivery; a mark where its partition's event is: the event wins), in
+    the log's order."""
+    unique: dict[int, EventEnvelope] = {}
+    for e in events:
+        if e.position not in unique or unique[e.position].type == parts.MARK_TYPE:
+            unique[e.position] = e
+    return sorted(unique.values(), key=lambda e: e.position)
+
+
+def _surplus(leading: list[Lane], members: int) -> Lane:
+    """The lane to hand over: a partition of a projection this process keeps more than its share
+    of partitions of (so that the processes share it), else the last."""
+    for lane in reversed(leading):
+        if sum(other.consumer is lane.consumer for other in leading) > -(-lane.partitions // members):
+            return lane
+    return leading[-1]
 
 
 class Projector:
@@ -172,13 +237,23 @@ class Projector:
         self.settings = settings
         self.url = settings.require_database_url()
         self.namespace = settings.namespace
-        self.lanes = [Lane(c) for c in consumers]
+        self.partitions = settings.partitions
+        self.lanes = [lane for c in consumers for lane in self._lanes_of(c)]
+        self.feeds = sorted({lane.part for lane in self.lanes}, key=lambda part: -1 if part is None else part)
         self.store_factory = store_factory
         self.batch_size = batch_size
         self.backfill_chunk = backfill_chunk
         self.reader = EnvelopeReader()
         self.redis: aioredis.Redis | None = None
-        self.last_message = time.monotonic()
+        self.last_message = dict.fromkeys(self.feeds, time.monotonic())
+        self.drains: set[asyncio.Task[None]] = set()
+
+    def _lanes_of(self, consumer: EventConsumer) -> list[Lane]:
+        if not consumer.partitioned or self.partitions == 1:
+            return [Lane(consumer)]
+        if not isinstance(consumer, SqlProjection):
+            raise TypeError(f"{consumer.name}: only SQL projections can be partitioned")
+        return [Lane(consumer, part, self.partitions) for part in range(self.partitions)]
 
     def leads(self, name: str) -> bool:
         return any(lane.leading for lane in self.lanes if lane.consumer.name == name)
@@ -190,9 +265,13 @@ class Projector:
             for lane in self.lanes:  # before subscribing, so the subscription starts where they are
                 await self._tend_once(lane)
             await asyncio.gather(
-                self._subscribe(stop), self._balance(stop), *(self._tend(lane, stop) for lane in self.lanes)
+                *(self._subscribe(stop, part) for part in self.feeds),
+                self._balance(stop),
+                *(self._tend(lane, stop) for lane in self.lanes),
             )
         finally:
+            for task in list(self.drains):
+                task.cancel()
             for lane in self.lanes:
                 await self._release(lane)
             await self.redis.aclose()
@@ -214,7 +293,7 @@ class Projector:
                         members = max(1, int(row[0]) if row else 1)
                         leading = [lane for lane in self.lanes if lane.leading]
                         if len(leading) > -(-len(self.lanes) // members):
-                            await self._hand_over(leading[-1])
+                            await self._hand_over(_surplus(leading, members))
             except psycopg.Error as e:  # PostgreSQL away: the lanes notice too; balance again later
                 log.debug("%s: balancing paused (%s)", self.group, e)
                 await pause(stop, 1.0)
@@ -228,23 +307,32 @@ class Projector:
 
     # -- the subscription ------------------------------------------------------------------------
 
-    async def _subscribe(self, stop: asyncio.Event) -> None:
-        """Reads the stream and hands each batch to every live lane; starts over after any failure
-        (NATS away, the consumer gone). Lanes fill whatever passed meanwhile from the log."""
+    async def _subscribe(self, stop: asyncio.Event, part: int | None) -> None:
+        """Reads the stream (or one partition of it) and hands each batch to every live lane of
+        it; starts over after any failure (NATS away, the consumer gone). Lanes fill whatever
+        passed meanwhile from the log."""
+        feed = "" if part is None else f" [{part}/{self.partitions}]"
         while not stop.is_set():
             try:
-                nc = await connect_nats(self.settings.nats_url or "", f"chronicle-projector-{os.getpid()}", stop)
+                nc = await connect_nats(self.settings.nats_url or "", f"chronicle-projector-{os.getpid()}{feed}", stop)
             except Exception as e:  # told to stop while NATS was away
                 log.debug("projector: no NATS connection (%s)", e)
                 return
             try:
                 js = nc.jetstream()
-                await ensure_stream(js, self.namespace, self.settings.stream_replicas)
+                partitions = await ensure_stream(js, self.namespace, self.settings.stream_replicas, self.partitions)
+                if part is not None and partitions != self.partitions:
+                    # The relay makes the partitions; until it has, the lanes catch up from the log.
+                    log.warning(
+                        "projector%s: the stream has %d partition(s), not %d", feed, partitions, self.partitions
+                    )
+                    await pause(stop, 5.0)
+                    continue
                 # An ephemeral consumer (the server removes it once this process is gone), starting
-                # at the first event some live lane lacks.
-                start = await self._start_sequence(js)
+                # at the first event some live lane of the feed lacks.
+                start = await self._start_sequence(js, part)
                 sub = await js.pull_subscribe(
-                    subjects(self.namespace),
+                    parts.events_filter(self.namespace, part),
                     stream=stream_name(self.namespace),
                     config=ConsumerConfig(
                         ack_policy=AckPolicy.ALL,
@@ -261,16 +349,18 @@ class Projector:
                     except (NatsTimeout, TimeoutError):
                         continue
                     if msgs:
-                        await self._dispatch(msgs)
+                        await self._dispatch(msgs, part)
                         await msgs[-1].ack()  # AckPolicy.ALL: the whole batch at once
             except Exception as e:  # supervised: start over with a new subscription
-                log.warning("projector: subscription failed (%s: %s); subscribing again in 1s", type(e).__name__, e)
+                log.warning(
+                    "projector%s: subscription failed (%s: %s); subscribing again in 1s", feed, type(e).__name__, e
+                )
                 await pause(stop, 1.0)
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
 
-    async def _start_sequence(self, js: JetStreamContext) -> int:
+    async def _start_sequence(self, js: JetStreamContext, part: int | None) -> int:
         """The stream sequence of the first event after the lowest live checkpoint, found by binary
         search over the positions the relay puts in each message's headers (the relay publishes in
         the log's order); past the stream's end when no live lane lacks anything. Starting early
@@ -278,7 +368,7 @@ class Projector:
         `previous` then shows the hole, which the lane reads from the log."""
         info = await js.stream_info(stream_name(self.namespace))
         first, last = max(1, info.state.first_seq), info.state.last_seq
-        checkpoints = [lane.checkpoint for lane in self.lanes if lane.live]
+        checkpoints = [lane.checkpoint for lane in self.lanes if lane.live and lane.part == part]
         if not checkpoints:
             return last + 1
         lowest = min(checkpoints)
@@ -305,20 +395,51 @@ class Projector:
             msgs += await sub.fetch(self.batch_size - 1, timeout=0.0005)
         return msgs
 
-    async def _dispatch(self, msgs: list[Msg]) -> None:
-        self.last_message = time.monotonic()
-        decoded = [event for msg in msgs if (event := await self._decode(msg)) is not None]
-        await self.deliver(decoded)
+    async def _dispatch(self, msgs: list[Msg], part: int | None) -> None:
+        self.last_message[part] = time.monotonic()
+        decode = self._decode if part is None else self._decode_partition
+        decoded = [event for msg in msgs if (event := await decode(msg)) is not None]
+        await self.deliver(decoded, part)
 
-    async def deliver(self, events: Sequence[EventEnvelope]) -> None:
-        """Hands a batch, put in the log's order, to every live lane that is not busy, and
-        announces the checkpoints it moved."""
-        batch = sorted({e.position: e for e in events}.values(), key=lambda e: e.position)
+    async def deliver(self, events: Sequence[EventEnvelope], part: int | None = None) -> None:
+        """Hands a batch of one feed (the whole log, or partition `part`), put in the log's
+        order, to every live lane of that feed that is not busy, and announces the checkpoints it
+        moved."""
+        batch = _in_order(events)
         if not batch:
             return
-        ready = [lane for lane in self.lanes if lane.live and not lane.lock.locked()]
+        lanes = [lane for lane in self.lanes if lane.part == part and lane.live]
+        ready = [lane for lane in lanes if not lane.lock.locked() and not lane.deferred]
+        for lane in lanes:
+            if lane not in ready:
+                self._defer(lane, batch)
         moved = await asyncio.gather(*(self._offer(lane, batch) for lane in ready))
         await self._announce([lane for lane, m in zip(ready, moved, strict=True) if m])
+
+    def _defer(self, lane: Lane, batch: list[EventEnvelope]) -> None:
+        """Keeps a batch for a busy lane (its upkeep holds its lock for a moment) and applies it once
+        the lane is free, so that a read waiting for it need not wait for the next batch. Past a
+        bound the kept events are dropped: the next batch shows the hole, filled from the log."""
+        lane.deferred += batch
+        if len(lane.deferred) > DEFER_MAX:
+            lane.deferred.clear()
+        if lane.deferred and not any(task.get_name() == lane.role for task in self.drains):
+            task = asyncio.create_task(self._drain(lane), name=lane.role)
+            self.drains.add(task)
+            task.add_done_callback(self.drains.discard)
+
+    async def _drain(self, lane: Lane) -> None:
+        while lane.deferred:
+            async with lane.lock:  # wait for the upkeep (or another batch) to finish
+                pass
+            batch, lane.deferred = _in_order(lane.deferred), []
+            if await self._offer(lane, batch):
+                await self._announce([lane])
+
+    async def settle(self) -> None:
+        """Waits until the batches kept for busy lanes are applied."""
+        while self.drains:
+            await asyncio.gather(*self.drains)
 
     async def _offer(self, lane: Lane, batch: list[EventEnvelope]) -> bool:
         """Applies the batch to one lane; True if its checkpoint moved. A failure here costs the
@@ -337,24 +458,51 @@ class Projector:
                 lane.retry_at = time.monotonic() + 1.0
             return lane.checkpoint != before
 
-    async def _decode(self, msg: Msg) -> EventEnvelope | None:
-        """The envelope in the message; if it cannot be read, the same event from the log. A message
-        that is not a Chronicle event at all is dropped: if it hid a real one, the next event's
-        `previous` shows the hole and the lanes read the event from the log."""
+    async def _decode_partition(self, msg: Msg) -> EventEnvelope | None:
+        """A partition's message as its lanes see it: `previous` is the partition's previous
+        event, and a mark is an event no projection handles. A message made for another number of
+        partitions (before P changed) is dropped: the next one shows what the lanes lack."""
+        headers = msg.headers or {}
+        if headers.get("Chronicle-Partitions") != str(self.partitions):
+            return None
+        previous = int(headers["Chronicle-Partition-Previous"])
+        if parts.is_mark(msg.subject):
+            return mark(int(headers["Chronicle-Position"]), previous)
+        event = await self._decode(msg, previous)
+        if event is None:
+            return None
+        if parts.partition_of(event.stream_id, self.partitions) != parts.partition_in(msg.subject, self.namespace):
+            raise RuntimeError(
+                f"JetStream put stream {event.stream_id} in another partition than Chronicle computes"
+                f" ({msg.subject}): their partition functions differ; stopping this partition's feed"
+            )
+        return event
+
+    async def _decode(self, msg: Msg, previous: int | None = None) -> EventEnvelope | None:
+        """The envelope in the message (with `previous` replaced, for a partition); if it cannot
+        be read, the same event from the log. A message that is not a Chronicle event at all is
+        dropped: if it hid a real one, the next event's `previous` shows the hole and the lanes read
+        the event from the log."""
+        if parts.is_mark(msg.subject):
+            return None  # for partitions' lanes only
         try:
-            return envelopes.decode(msg.data)
+            event = envelopes.decode(msg.data)
+            return event if previous is None else msgspec.structs.replace(event, previous=previous)
         except Exception as e:  # the log is the source of truth: read the event there instead
             headers = msg.headers or {}
-            position, previous = headers.get("Chronicle-Position", ""), headers.get("Chronicle-Previous", "")
+            position = headers.get("Chronicle-Position", "")
+            previous_header = headers.get(
+                "Chronicle-Previous" if previous is None else "Chronicle-Partition-Previous", ""
+            )
             row = None
-            if position.isdigit() and previous.isdigit():
+            if position.isdigit() and previous_header.isdigit():
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     row = await (await conn.execute(READ_AT, (int(position),))).fetchone()
             if row is None:
                 log.error("projector: dropped a message on %s that is not a Chronicle event (%s)", msg.subject, e)
                 return None
             log.warning("projector: unreadable message at position %s (%s); using the log's copy", position, e)
-            return self.reader.from_row(row, int(previous))
+            return self.reader.from_row(row, int(previous_header))
 
     # -- one lane ----------------------------------------------------------------------------------
 
@@ -364,7 +512,7 @@ class Projector:
         for event in batch:
             if event.position <= last:
                 continue
-            if event.previous != last:
+            if event.previous > last:  # events before it are missing
                 await self._apply(lane, pending)
                 pending = []
                 await self._backfill(lane, until=event.position)
@@ -419,11 +567,12 @@ class Projector:
         log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO dead_letters (projection, version, position, event_id, type, error, traceback)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO dead_letters (projection, version, part, position, event_id, type, error, traceback)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     lane.consumer.name,
                     lane.version,
+                    -1 if lane.part is None else lane.part,
                     event.position,
                     event.event_id,
                     event.type,
@@ -456,7 +605,7 @@ class Projector:
                         await self._take(lane)
                 elif await self._must_let_go(lane):
                     await self._release(lane)
-                elif not lane.parked and time.monotonic() - self.last_message >= QUIET_S:
+                elif not lane.parked and time.monotonic() - self.last_message[lane.part] >= QUIET_S:
                     moved = await self.catch_up(lane)
             except Parked:
                 pass
@@ -470,7 +619,12 @@ class Projector:
     async def _take(self, lane: Lane) -> None:
         """Takes the lane's lock if no other process holds it. What the view lacks then comes from
         the subscription, or from the log when its events show a hole or when it is quiet."""
-        conn = await try_lock(self.url, lock_key(self.namespace, "projection", lane.consumer.name), lane.role)
+        whole = lock_key(self.namespace, "projection", lane.consumer.name)
+        if lane.part is None:
+            conn = await try_lock(self.url, whole, lane.role)
+        else:  # the partitions share the projection's lock, which a lane of the whole would hold alone
+            key = lock_key(self.namespace, "projection", lane.consumer.name, str(lane.part))
+            conn = await try_lock(self.url, key, lane.role, shared=whole)
         if conn is None:
             lane.retry_at = time.monotonic() + 1.0
             return
@@ -482,14 +636,38 @@ class Projector:
         if paused:  # a rebuild is comparing or switching versions: let go of the lock for a moment
             await self._release(lane)
             return
-        store = self._store(conn, lane.consumer, live)
+        store = self._store(conn, lane, live)
         await store.prepare()
+        if lane.part is None and isinstance(store, SqlStore) and await store.partition_count():
+            log.error(
+                "%s: v%d is kept by partitions (CHRONICLE_PARTITIONS was > 1): run with the same number of"
+                " partitions, or rebuild it to keep it whole",
+                lane.role,
+                live,
+            )
+            await self._release(lane)
+            lane.retry_at = time.monotonic() + 10.0
+            return
         await store.publish_views()
-        lane.lead(store, PostgresLog(conn, self.reader), live, await store.checkpoint(), parked=state == "parked")
+        source: EventLog = PostgresLog(conn, self.reader)
+        if lane.part is not None:
+            source = PartitionLog(source, lane.part, lane.partitions)
+        parked = state == "parked" and (lane.part is None or await self._parked_part(conn, lane))
+        lane.lead(store, source, live, await store.checkpoint(), parked=parked)
         if lane.parked:
             log.error("%s is parked on a poison event; waiting for `chronicle projections retry/skip`", lane.role)
             return
         log.info("%s: active, v%d from position %d", lane.role, live, lane.checkpoint)
+
+    async def _parked_part(self, conn: psycopg.AsyncConnection[Any], lane: Lane) -> bool:
+        """Whether this partition is the one (or one of those) that parked the projection."""
+        row = await (
+            await conn.execute(
+                "SELECT 1 FROM dead_letters WHERE projection = %s AND part = %s AND resolved IS NULL LIMIT 1",
+                (lane.consumer.name, lane.part),
+            )
+        ).fetchone()
+        return row is not None
 
     async def _must_let_go(self, lane: Lane) -> bool:
         assert lane.conn is not None
@@ -504,7 +682,11 @@ class Projector:
             return True  # switched, paused, or retried/skipped: take the lane up afresh
         return await lane.store.checkpoint() != lane.checkpoint  # reset, or the view was flushed
 
-    def _store(self, conn: psycopg.AsyncConnection[Any], consumer: EventConsumer, version: int) -> ViewStore:
+    def _store(self, conn: psycopg.AsyncConnection[Any], lane: Lane, version: int) -> ViewStore:
+        consumer = lane.consumer
+        if lane.part is not None:
+            assert isinstance(consumer, SqlProjection)
+            return SqlStore(conn, consumer, version, lane.part, lane.partitions)
         client = self.redis if isinstance(consumer, RedisProjection) else None
         if self.store_factory is not None:
             return self.store_factory(conn, client, consumer, version)
@@ -512,6 +694,7 @@ class Projector:
 
     async def _release(self, lane: Lane) -> None:
         conn, lane.conn, lane.store, lane.log, lane.parked = lane.conn, None, None, None, False
+        lane.deferred = []
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -521,7 +704,10 @@ class Projector:
         only a hint (queries also read the checkpoints from the stores)."""
         if not lanes or self.redis is None:
             return
-        message = "\n".join(announcement(lane.consumer.name, lane.version, lane.checkpoint) for lane in lanes)
+        message = "\n".join(
+            announcement(lane.consumer.name, lane.version, lane.checkpoint, lane.part, lane.partitions)
+            for lane in lanes
+        )
         try:
             await self.redis.publish(channel(self.namespace), message)
         except Exception as e:  # queries also read the checkpoint from the store

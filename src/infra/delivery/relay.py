@@ -19,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
 import psycopg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import StorageType, StreamConfig, SubjectTransform
 from nats.js.errors import NotFoundError
 
+from infra.delivery import partitions as parts
 from infra.delivery.leadership import leadership, lock_key, pause, still_leading
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore.recorder import GATE, NOTIFY_CHANNEL
@@ -54,21 +55,33 @@ def stream_name(namespace: str) -> str:
 
 
 def subjects(namespace: str) -> str:
-    return f"{namespace}.events.>"
+    return parts.events_filter(namespace, None)
 
 
 def subject_of(namespace: str, envelope: EventEnvelope) -> str:
-    return f"{namespace}.events.{envelope.context}.{envelope.subject_token}"
+    """The stream id is the last token: the one JetStream partitions on."""
+    return f"{namespace}.events.{envelope.context}.{envelope.subject_token}.{envelope.stream_id}"
 
 
-def headers_of(envelope: EventEnvelope) -> dict[str, str]:
+def headers_of(envelope: EventEnvelope, partition_previous: int, partitions: int) -> dict[str, str]:
     return {
+        "Chronicle-Partitions": str(partitions),
         "Nats-Msg-Id": str(envelope.event_id),
         "Chronicle-Position": str(envelope.position),
         "Chronicle-Previous": str(envelope.previous),
+        "Chronicle-Partition-Previous": str(partition_previous),
         "Chronicle-Stream-Id": str(envelope.stream_id),
         "Chronicle-Version": str(envelope.version),
         "Chronicle-Type": envelope.type,
+    }
+
+
+def mark_headers(position: int, partition: int, partition_previous: int, partitions: int) -> dict[str, str]:
+    return {
+        "Chronicle-Partitions": str(partitions),
+        "Nats-Msg-Id": f"mark-{partition}-{position}",
+        "Chronicle-Position": str(position),
+        "Chronicle-Partition-Previous": str(partition_previous),
     }
 
 
@@ -93,11 +106,26 @@ async def connect_nats(url: str, name: str, stop: asyncio.Event | None = None) -
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1) -> None:
+def _transform(namespace: str, partitions: int) -> SubjectTransform | None:
+    if partitions == 1:
+        return None
+    return SubjectTransform(
+        src=parts.transform_source(namespace), dest=parts.transform_destination(namespace, partitions)
+    )
+
+
+async def ensure_stream(
+    js: JetStreamContext, namespace: str, replicas: int = 1, partitions: int = 1, *, reconfigure: bool = False
+) -> int:
+    """Creates the event stream with `partitions` if it is missing, and returns its number of
+    partitions. With `reconfigure` (the relay) an existing stream is also brought to that
+    partitioning; consumers take the stream as it is. Messages stored before a change keep their
+    subjects: a partition's lane reads what it lacks of them from the log."""
     name = stream_name(namespace)
     try:
-        await js.stream_info(name)
+        info = await js.stream_info(name)
     except NotFoundError:
+        wanted = partitions
         await js.add_stream(
             StreamConfig(
                 name=name,
@@ -105,14 +133,34 @@ async def ensure_stream(js: JetStreamContext, namespace: str, replicas: int = 1)
                 storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_S,
                 num_replicas=replicas,
+                subject_transform=_transform(namespace, wanted),
             )
         )
+        return wanted
+    config = info.config
+    current = parts.partitions_of_destination(config.subject_transform.dest if config.subject_transform else None)
+    wanted = partitions if reconfigure else current
+    if current != wanted:
+        log.warning("relay: configuring the event stream for %d partition(s) (was %d)", wanted, current)
+        config.subject_transform = _transform(namespace, wanted)
+        await js.update_stream(config)
+    return wanted
 
 
 @dataclass
 class RelayState:
+    """`heads[k]`: the position of partition k's last published event (or of where partitioning
+    began: a lane below it reads its partition's events from the log)."""
+
     position: int = 0
     stream_seq: int = 0
+    heads: list[int] = field(default_factory=lambda: [0])
+
+    def partitioned(self, partitions: int) -> RelayState:
+        """This state for `partitions` partitions (heads start over when the number changes)."""
+        if len(self.heads) == partitions:
+            return self
+        return RelayState(self.position, self.stream_seq, [self.position] * partitions)
 
 
 @dataclass
@@ -164,6 +212,7 @@ class Relay:
         self.settings = settings
         self.url = settings.require_database_url()
         self.namespace = settings.namespace
+        self.partitions = settings.partitions
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.publish_timeout = publish_timeout
@@ -190,8 +239,13 @@ class Relay:
         listener = asyncio.create_task(self._listen(wake, stop))
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
-            await self._with_retry(lambda: ensure_stream(js, self.namespace, self.settings.stream_replicas), stop)
-            state = await self._load_state(conn)
+            await self._with_retry(
+                lambda: ensure_stream(
+                    js, self.namespace, self.settings.stream_replicas, self.partitions, reconfigure=True
+                ),
+                stop,
+            )
+            state = (await self._load_state(conn)).partitioned(self.partitions)
             sealer = Sealer()
             await sealer.load(conn)
             await sealer.seal_backlog(conn, state.position)
@@ -207,13 +261,14 @@ class Relay:
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
                     continue
                 envelopes = self.reader.from_rows([r[:-1] for r in rows], state.position)
+                heads = list(state.heads)
                 try:
-                    seq = await self._publish(js, [e for e in envelopes if e.position not in already])
+                    seq = await self._publish(js, envelopes, already, heads)
                 except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
                     log.warning("relay: publishing failed (%s); retrying the batch", e)
                     await pause(stop, 1.0)
                     continue
-                state = RelayState(envelopes[-1].position, max(seq, state.stream_seq))
+                state = RelayState(envelopes[-1].position, max(seq, state.stream_seq), heads)
                 async with conn.transaction():
                     sealed = await sealer.seal(conn, state.position, [bytes(r[-1]) for r in rows])
                     await self._save_state(conn, state)
@@ -226,12 +281,33 @@ class Relay:
             with contextlib.suppress(Exception):
                 await nc.close()
 
-    async def _publish(self, js: JetStreamContext, envelopes: list[EventEnvelope]) -> int:
-        futures = [
-            await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers_of(e)) for e in envelopes
-        ]
+    async def _publish(
+        self, js: JetStreamContext, envelopes: list[EventEnvelope], already: set[int], heads: list[int]
+    ) -> int:
+        """Publishes the batch (but what is in the stream already) and, when partitioned, a mark to
+        every partition after it, in that order on one connection; moves `heads` along."""
+        futures = []
+        for e in envelopes:
+            partition = parts.partition_of(e.stream_id, len(heads)) if len(heads) > 1 else 0
+            if e.position not in already:
+                futures.append(
+                    await js.publish_async(
+                        subject_of(self.namespace, e), encode(e), headers=headers_of(e, heads[partition], len(heads))
+                    )
+                )
+            heads[partition] = e.position
+        events = len(futures)
+        if len(heads) > 1:
+            head = envelopes[-1].position
+            for partition, previous in enumerate(heads):
+                if previous == head:
+                    continue  # the batch's last event is this partition's: it says as much
+                headers = mark_headers(head, partition, previous, len(heads))
+                futures.append(
+                    await js.publish_async(parts.mark_subject(self.namespace, partition), b"", headers=headers)
+                )
         acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
-        self.published += sum(1 for ack in acks if not ack.duplicate)
+        self.published += sum(1 for ack in acks[:events] if not ack.duplicate)
         return max((ack.seq for ack in acks), default=0)
 
     async def _in_stream_after(self, js: JetStreamContext, stream_seq: int) -> set[int]:
@@ -264,14 +340,15 @@ class Relay:
         return found
 
     async def _load_state(self, conn: psycopg.AsyncConnection[Any]) -> RelayState:
-        row = await (await conn.execute("SELECT position, stream_seq FROM relay_state")).fetchone()
-        return RelayState(*row) if row else RelayState()
+        row = await (await conn.execute("SELECT position, stream_seq, partition_heads FROM relay_state")).fetchone()
+        return RelayState(row[0], row[1], list(row[2]) or [row[0]]) if row else RelayState()
 
     async def _save_state(self, conn: psycopg.AsyncConnection[Any], state: RelayState) -> None:
         await conn.execute(
-            "INSERT INTO relay_state (id, position, stream_seq) VALUES (1, %s, %s) ON CONFLICT (id) DO UPDATE"
-            " SET position = excluded.position, stream_seq = excluded.stream_seq, updated_at = now()",
-            (state.position, state.stream_seq),
+            "INSERT INTO relay_state (id, position, stream_seq, partition_heads) VALUES (1, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET position = excluded.position, stream_seq = excluded.stream_seq,"
+            " partition_heads = excluded.partition_heads, updated_at = now()",
+            (state.position, state.stream_seq, state.heads),
         )
 
     async def _listen(self, wake: asyncio.Event, stop: asyncio.Event) -> None:

@@ -27,9 +27,11 @@ from infra.delivery.leadership import lock_key
 from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position, lags
 from infra.settings import LIVE_VERSION_CACHE_S, Settings
+from infra.views.base import ViewStore
 from infra.views.rebuild import Progress, open_store, replay
+from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
-from projections.base import EventConsumer, ProcessManager
+from projections.base import EventConsumer, ProcessManager, SqlProjection
 
 GRACE_S = 2 * LIVE_VERSION_CACHE_S  # how long the old version outlives a switch: queries may read it until then
 CATCH_UP_LEFT = 1000  # events still to apply before the live projector is paused for the comparison
@@ -55,6 +57,16 @@ class RebuildReport:
         return self.events / self.seconds if self.seconds else 0.0
 
 
+class PartitionStatus(msgspec.Struct):
+    """One partition of a projection kept by partitions (infra.delivery.partitions)."""
+
+    part: int
+    checkpoint: str
+    lag_events: int
+    lag_seconds: float
+    owner: str | None = None
+
+
 class ProjectionStatus(msgspec.Struct):
     name: str
     kind: str
@@ -65,6 +77,7 @@ class ProjectionStatus(msgspec.Struct):
     lag_seconds: float
     error: str | None = None
     owner: str | None = None  # the process holding the projection's lock: `HOST pid=N`
+    partitions: list[PartitionStatus] = msgspec.field(default_factory=list)
 
 
 # -- locks ---------------------------------------------------------------------------------------
@@ -174,6 +187,9 @@ async def statuses(
                     await conn.execute("SELECT error FROM projections WHERE projection = %s", (projection.name,))
                 ).fetchone()
                 owner = await lock_holder(conn, lock_key(settings.namespace, "projection", projection.name))
+                partitions = await _partition_statuses(conn, settings.namespace, projection, live)
+                if partitions:
+                    owner = ", ".join(sorted({p.owner for p in partitions if p.owner})) or None
                 if state != "parked":
                     if await lock_holder(conn, lock_key(settings.namespace, "rebuild", projection.name)):
                         state = "rebuilding"
@@ -190,11 +206,35 @@ async def statuses(
                         lag.seconds,
                         error_row[0] if error_row and state == "parked" else None,
                         owner,
+                        partitions,
                     )
                 )
     finally:
         await client.aclose()
     return found
+
+
+async def _partition_statuses(
+    conn: psycopg.AsyncConnection[Any], namespace: str, projection: EventConsumer, version: int
+) -> list[PartitionStatus]:
+    rows = await (
+        await conn.execute(
+            "SELECT part, position FROM projection_checkpoints WHERE projection = %s AND version = %s AND part >= 0"
+            " ORDER BY part",
+            (projection.name, version),
+        )
+    ).fetchall()
+    found_lags = await lags(conn, [int(r[1]) for r in rows], cap=1_000_000)
+    return [
+        PartitionStatus(
+            int(part),
+            str(position),
+            found_lags[position].events,
+            found_lags[position].seconds,
+            await lock_holder(conn, lock_key(namespace, "projection", projection.name, str(part))),
+        )
+        for part, position in rows
+    ]
 
 
 # -- rebuild --------------------------------------------------------------------------------------
@@ -251,7 +291,8 @@ async def _rebuild(
         paused_at = time.monotonic()
         current = await open_store(conn, client, settings.namespace, projection, live)
         head = await head_position(conn)
-        await replay(url, current, after=await current.checkpoint(), until=head)
+        for share in await _shares(conn, current):
+            await replay(url, share, after=await share.checkpoint(), until=head)
         position = await replay(url, target, after=position, until=head, progress=progress)
         report.differences = (await current.fingerprint()).differences(await target.fingerprint())
         report.switched = switch and (force or not report.differences)
@@ -284,6 +325,15 @@ async def _rebuild(
         await target.drop()
         await _log(conn, operator, "rebuild.compare", projection.name, version=new, differences=report.differences)
     return report
+
+
+async def _shares(conn: psycopg.AsyncConnection[Any], store: ViewStore) -> list[ViewStore]:
+    """The stores that keep a live view's checkpoints: its partitions' when it is kept by
+    partitions (infra.delivery.partitions), else itself."""
+    if not isinstance(store, SqlStore) or not (count := await store.partition_count()):
+        return [store]
+    assert isinstance(store.projection, SqlProjection)
+    return [SqlStore(conn, store.projection, store.version, part, count) for part in range(count)]
 
 
 async def _behind(conn: psycopg.AsyncConnection[Any], position: int) -> int:
@@ -367,14 +417,14 @@ async def skip(settings: Settings, projection: EventConsumer, event_id: str, ope
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             letter = await (
                 await conn.execute(
-                    "SELECT position, type FROM dead_letters WHERE projection = %s AND event_id::text = %s"
+                    "SELECT position, type, part FROM dead_letters WHERE projection = %s AND event_id::text = %s"
                     " AND resolved IS NULL ORDER BY id DESC LIMIT 1",
                     (projection.name, event_id),
                 )
             ).fetchone()
             if letter is None:
                 raise OperationRefused(f"{projection.name} is not parked on event {event_id}")
-            position, type_ = int(letter[0]), str(letter[1])
+            position, type_, part = int(letter[0]), str(letter[1]), int(letter[2])
             previous = await (
                 await conn.execute(
                     "SELECT coalesce(max(notification_id), 0) FROM events WHERE notification_id < %s", (position,)
@@ -382,6 +432,9 @@ async def skip(settings: Settings, projection: EventConsumer, event_id: str, ope
             ).fetchone()
             live, _, _ = await register(conn, projection)
             store = await open_store(conn, client, settings.namespace, projection, live)
+            if part >= 0:  # a partition parked: it is at its partition's event before this one
+                store = (await _shares(conn, store))[part]
+                previous = (await store.checkpoint(),) if await store.checkpoint() < position else None
             checkpoint = await store.checkpoint()
             if previous is None or checkpoint != previous[0]:
                 raise OperationRefused(f"{projection.name} is at {checkpoint}, not just before event {event_id}")

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import psycopg.errors
 
+from infra.delivery.partitions import partition_of
 from infra.eventstore.envelope import EventEnvelope
 from infra.views.base import Fingerprint, StaleCheckpoint
 from projections.base import SqlProjection
@@ -103,16 +104,34 @@ class BufferedSqlView:
 
 _ADVANCE = (
     "WITH moved AS (UPDATE projection_checkpoints SET position = %s, updated_at = now()"
-    " WHERE projection = %s AND version = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved"
+    " WHERE projection = %s AND version = %s AND part = %s AND position = %s RETURNING 1) SELECT 1 / count(*) FROM moved"
 )
+_PARTS = "SELECT part FROM projection_checkpoints WHERE projection = %s AND version = %s AND part >= 0"
+
+
+class PartitionsChanged(Exception):
+    """A view version kept by P partitions cannot be continued by another number of them (their
+    checkpoints mean different things): changing P takes a rebuild."""
 
 
 class SqlStore:
     """A SQL projection version's tables and checkpoint, written through the projector's connection
-    (the one holding the projection's lock)."""
+    (the one holding the projection's lock).
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any], projection: SqlProjection, version: int) -> None:
+    With `part` (0..partitions-1) it is one partition's share of the view: its own checkpoint row,
+    and only its partition's events (infra.delivery.partitions). The version's partition rows are
+    made together, from the version's own checkpoint, the first time a partition takes it."""
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        projection: SqlProjection,
+        version: int,
+        part: int = -1,
+        partitions: int = 1,
+    ) -> None:
         self.conn, self.projection, self.version = conn, projection, version
+        self.part, self.partitions = part, partitions
         self.tables = table_names(projection, version)
 
     async def prepare(self) -> None:
@@ -134,6 +153,29 @@ class SqlStore:
                 "INSERT INTO projection_checkpoints (projection, version) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (self.projection.name, self.version),
             )
+            if self.part >= 0:
+                await self._prepare_parts()
+
+    async def _prepare_parts(self) -> None:
+        parts = {
+            row[0] for row in await (await self.conn.execute(_PARTS, (self.projection.name, self.version))).fetchall()
+        }
+        if not parts:
+            await self.conn.execute(
+                "INSERT INTO projection_checkpoints (projection, version, part, position)"
+                " SELECT c.projection, c.version, g, c.position FROM projection_checkpoints c,"
+                " generate_series(0, %s - 1) g WHERE c.projection = %s AND c.version = %s AND c.part = -1",
+                (self.partitions, self.projection.name, self.version),
+            )
+        elif parts != set(range(self.partitions)):
+            raise PartitionsChanged(
+                f"{self.projection.name} v{self.version} runs as {len(parts)} partitions, not {self.partitions}:"
+                f" rebuild it (`chronicle projections rebuild {self.projection.name}`) to change that"
+            )
+
+    async def partition_count(self) -> int:
+        """How many partitions keep this version (0: it is kept whole)."""
+        return len(await (await self.conn.execute(_PARTS, (self.projection.name, self.version))).fetchall())
 
     async def publish_views(self) -> None:
         """Points the unversioned names (what queries read) at this version's tables."""
@@ -144,18 +186,28 @@ class SqlStore:
                 await self.conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {table}".encode())
 
     async def checkpoint(self) -> int:
+        """This partition's checkpoint; for the whole version, the lowest of its partitions' (every
+        event at or below it is applied) or, kept whole, its own."""
         row = await (
             await self.conn.execute(
-                "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s",
-                (self.projection.name, self.version),
+                "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s AND part = %s"
+                if self.part >= 0
+                else "SELECT coalesce(min(position) FILTER (WHERE part >= 0), min(position)) FROM projection_checkpoints"
+                " WHERE projection = %s AND version = %s",
+                (self.projection.name, self.version, self.part)
+                if self.part >= 0
+                else (self.projection.name, self.version),
             )
         ).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _mine(self, envelope: EventEnvelope) -> bool:
+        return self.part < 0 or partition_of(envelope.stream_id, self.partitions) == self.part
 
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
         view = BufferedSqlView(self.tables, self.projection.keys)
         for envelope in envelopes:
-            if envelope.type in self.projection.handles:
+            if envelope.type in self.projection.handles and self._mine(envelope):
                 self.projection.apply(envelope, view)
         # One round trip: BEGIN, the view's statements, the checkpoint, COMMIT, all pipelined. The
         # checkpoint statement divides by zero (aborting the transaction) unless the stored
@@ -165,7 +217,7 @@ class SqlStore:
         statements = view.statements()
         try:
             if not statements:
-                await self.conn.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
+                await self.conn.execute(_ADVANCE, (new, self.projection.name, self.version, self.part, expected))
                 return
             async with self.conn.pipeline(), self.conn.transaction(), self.conn.cursor() as cur:
                 for sql, rows in statements:
@@ -173,7 +225,7 @@ class SqlStore:
                         await cur.execute(sql, rows[0])
                     else:
                         await cur.executemany(sql, rows)
-                await cur.execute(_ADVANCE, (new, self.projection.name, self.version, expected))
+                await cur.execute(_ADVANCE, (new, self.projection.name, self.version, self.part, expected))
         except psycopg.errors.DivisionByZero:
             raise StaleCheckpoint(f"{self.projection.name} v{self.version} is no longer at {expected}") from None
 
