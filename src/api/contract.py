@@ -157,6 +157,12 @@ def _finish(operation: Operation, opt: dict[str, Any]) -> None:
         for header in (response.headers or {}).values():
             if isinstance(header, OpenAPIHeader) and header.schema is None and header.content is None:
                 header.schema = Schema(type=OpenAPIType.STRING)  # a documentation-only header of a route
+        for media in (response.content or {}).values():
+            schema = media.schema
+            if isinstance(schema, Schema) and schema.one_of and all(isinstance(o, Reference) for o in schema.one_of):
+                # A union of Structs where one shape is a subset of another (health's public and
+                # detailed bodies) matches both: "any of", not Litestar's "exactly one of".
+                schema.any_of, schema.one_of = schema.one_of, None
         if status.startswith("2") and opt.get("links"):
             response.links = {
                 target: Link(operation_id=target, parameters=parameters) for target, parameters in opt["links"].items()
