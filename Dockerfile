@@ -13,7 +13,7 @@ COPY src ./src
 RUN uv sync --frozen --no-default-groups
 RUN groupadd --system --gid 10001 chronicle \
     && useradd --system --uid 10001 --gid chronicle --no-create-home --shell /usr/sbin/nologin chronicle
-ENV PATH="/app/.venv/bin:$PATH" CHRONICLE_HOST=0.0.0.0
+ENV PATH="/app/.venv/bin:$PATH" CHRONICLE_HOST=0.0.0.0 CHRONICLE_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 8000
 # Healthy while the API answers HTTP at all (any status: /v1/health itself says which server is

@@ -4,6 +4,7 @@ per test session. Every run isolates itself: its own databases, stream names and
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from infra.devstack.embedded import EmbeddedServers, ServerUrls
 if TYPE_CHECKING:
     from tests.integration.http import Api, User
 from infra.devstack.scratch import create_database, drop_database
-from infra.eventstore.migrate import migrate
+from infra.eventstore.migrate import migrate, service_url
 from infra.settings import Settings
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -51,12 +52,18 @@ def servers() -> Iterator[ServerUrls]:
 
 
 @pytest.fixture(scope="session")
-def database_url(servers: ServerUrls) -> Iterator[str]:
-    """The run's own migrated database (shared by the tests of this run)."""
+def owner_database_url(servers: ServerUrls) -> Iterator[str]:
+    """The run's own migrated database (shared by the tests of this run), as its owner."""
     url = create_database(servers.database_url)
-    migrate(url)
+    migrate(url, service=service_url(url))
     yield url
     drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def database_url(owner_database_url: str) -> str:
+    """The run's database as the services see it: logged in as the service role (migration 0009)."""
+    return service_url(owner_database_url)
 
 
 @pytest.fixture
@@ -70,8 +77,14 @@ def fresh_database_url(servers: ServerUrls) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(servers: ServerUrls, database_url: str) -> Settings:
+    from tests.integration.http import SEAL_KEY
+
     return Settings(
-        database_url=database_url, nats_url=servers.nats_url, redis_url=servers.redis_url, namespace=f"t{RUN_ID}"
+        database_url=database_url,
+        nats_url=servers.nats_url,
+        redis_url=servers.redis_url,
+        namespace=f"t{RUN_ID}",
+        seal_key=SEAL_KEY,
     )
 
 
@@ -118,3 +131,17 @@ def pipeline(settings: Settings) -> Iterator[None]:
     with running(settings, "relay", "projector", "saga"):
         wait_active(settings, *all_roles(saga=True))
         yield
+
+
+def as_owner(url: str) -> str:
+    """`url` logged in as a member of the owner role (migration 0009): what an attacker with the
+    database owner's rights, or an operator on the maintenance path, connects as."""
+    import psycopg
+
+    login = "chronicle_test_owner"
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone() is None:
+            with contextlib.suppress(psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{login}' IN ROLE chronicle_owner")
+        conn.execute(f"GRANT chronicle_owner TO {login}")
+    return service_url(url, user=login, password=login)

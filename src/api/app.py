@@ -3,7 +3,6 @@ module only assembles them."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +17,7 @@ from api.admin import AdminQueries
 from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
-from api.commands.identity import AuthCommands, UserRoleCommands
+from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
 from api.commands.oauth2 import OAuth2Token
 from api.commands.work import ProjectCommands, TaskCommands
 from api.contract import finish_document
@@ -26,12 +25,14 @@ from api.explorer import TEMPLATES, explorer_routers
 from api.headers import cors, security_headers
 from api.health import HealthController
 from api.limits import STORE, auth_limit, command_limit, rate_limit_store
+from api.observe import MetricsController, middleware
 from api.problems import EXCEPTION_HANDLERS
 from api.queries.catalog import CatalogQueries
 from api.queries.identity import UserQueries
 from api.queries.orders import OrderQueries
 from api.queries.work import ProjectQueries, TaskQueries
 from api.runtime import runtime_lifespan
+from infra.observe import logs
 from infra.settings import Settings
 
 MAX_BODY = 1024 * 1024
@@ -58,7 +59,7 @@ async def is_command_route(request: Request[Any, Any, Any]) -> bool:
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
 
     limits_store = rate_limit_store(settings)
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     AuthCommands,
                     OAuth2Token,
                     UserRoleCommands,
+                    UserErasure,
                     ProjectCommands,
                     TaskCommands,
                     ProductCommands,
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     CatalogQueries,
                     OrderQueries,
                     AdminQueries,
+                    MetricsController,
                 ],
             ),
             *explorer_routers(settings),
@@ -102,10 +105,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[auth.on_app_init],
         # After the authentication middleware (which on_app_init puts first), so a limit per user
         # knows the user.
-        middleware=[by_address.middleware, by_user.middleware],
+        middleware=[*middleware(settings), by_address.middleware, by_user.middleware],
         before_send=[security_headers],
         stores={STORE: limits_store},
         cors_config=cors(settings),
+        logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it
         state=State({"jwt_auth": auth}),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -19,9 +19,11 @@ from api.queries.common import INSTANT, Cursor, instant
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
+from infra.delivery.anchors import external_heads
 from infra.eventstore import audit
 from infra.eventstore.audit import AuditEvent, CorrelationTree, LogFilter
-from infra.eventstore.verify import Verification, verify
+from infra.eventstore.signing import MalformedHead, load_seal_key
+from infra.eventstore.verify import Breach, Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
 Since = Annotated[str | None, QueryParameter(name="from", description="recorded at or after", schema_extra=INSTANT)]
@@ -39,6 +41,8 @@ class StreamState(msgspec.Struct):
     type: str
     version: int
     state: dict[str, Any]
+    erased: bool = False
+    """True when some of the person's data in the state was erased (those fields are null)."""
 
 
 def _cursor(value: str | None) -> int:
@@ -47,6 +51,22 @@ def _cursor(value: str | None) -> int:
     if not is_number(value):
         raise Invalid("cursor: not a cursor this list gave out", field="cursor")
     return int(value)
+
+
+async def full_verify(runtime: Runtime) -> Verification:
+    """`verify` with the deployment's seal key, JetStream's newest seal head, and every snapshot
+    checked: what the route and the explorer run."""
+    settings = runtime.settings
+    js = runtime.nats.jetstream(timeout=5) if runtime.nats is not None and runtime.nats.is_connected else None
+    try:
+        heads, notes = await external_heads(js, settings.namespace)
+    except MalformedHead as e:
+        return Verification(False, 0, 0, "0", 0, first_problem=Breach("head_forged", str(e)))
+    trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
+    report = await runtime.run(verify, settings.database_url or "", trusted, heads)
+    report.notes.extend(notes)
+    report.add_snapshot_findings(await runtime.run(runtime.chronicle.audit.check_snapshots))
+    return report
 
 
 async def record_access(request: Request[Any, Any, Any], runtime: Runtime) -> None:
@@ -183,10 +203,9 @@ class AuditQueries(Controller):
     @get(
         "/verify",
         operation_id="AuditVerify",
-        summary="Recompute every event hash and seal; the first broken place",
+        summary="Recompute every hash and seal, check signatures, external heads and snapshots; the first broken place",
         responses=query(403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
         await record_access(request, runtime)
-        report = await runtime.run(verify, runtime.settings.database_url or "")
-        return Response(report)
+        return Response(await full_verify(runtime))

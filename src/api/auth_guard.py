@@ -33,6 +33,7 @@ from litestar.exceptions import HTTPException, TooManyRequestsException
 from commands.identity import Unauthorized
 from domain.errors import DomainError
 from domain.identity import normalize_email
+from infra.observe.metrics import RATE_LIMIT_REFUSALS
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class AuthGuard:
         """Counts an attempt on the account, or refuses it (429) while the account is locked."""
         locked_ms = int(await self._begin(keys=[self._account_key(email)], args=self._lock_args()))
         if locked_ms > 0:
+            RATE_LIMIT_REFUSALS.labels("login_lockout").inc()
             raise AccountLocked(math.ceil(locked_ms / 1000))
 
     async def login_failed(self, email: str) -> None:

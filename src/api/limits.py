@@ -29,6 +29,7 @@ from litestar.middleware.rate_limit import DURATION_VALUES, DurationUnit, RateLi
 from litestar.stores.redis import RedisStore
 
 from commands.base import Actor
+from infra.observe.metrics import RATE_LIMIT_REFUSALS
 
 if TYPE_CHECKING:
     from litestar.connection import Request
@@ -84,6 +85,7 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
             if window is not None:
                 headers = self.headers_of(window)
                 if window.count > self.max_requests:
+                    RATE_LIMIT_REFUSALS.labels(self._name).inc()
                     raise TooManyRequestsException(
                         detail=f"too many requests: at most {self.max_requests} per {self.unit}; retry later",
                         headers={**headers, "Retry-After": str(max(1, math.ceil(window.reset_in)))},

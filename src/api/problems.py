@@ -148,6 +148,13 @@ def on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return problem(request, 503, detail, headers={"Retry-After": str(retry)})
 
 
+def on_view_missing(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """A read model's tables are made by the projector when it first runs: until then a query of it
+    waits for the projector, like a view that is behind."""
+    log.warning("a read model is not there yet (%s); the projector creates it", exc)
+    return problem(request, 503, "the read models are not built yet; retry shortly", headers={"Retry-After": "2"})
+
+
 def correlation_id(request: Request[Any, Any, Any]) -> uuid.UUID:
     """The request's correlation id: the client's `X-Correlation-Id` if it sent a UUID, else one made
     here; the same for the whole request (the events it appends carry it, a 500's log line too)."""
@@ -194,6 +201,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     # The views' pool (PoolTimeout is one), a connection that broke, a server shutting down.
     psycopg.OperationalError: on_unavailable,
     psycopg.InterfaceError: on_unavailable,
+    psycopg.errors.UndefinedTable: on_view_missing,
     redis.exceptions.ConnectionError: on_unavailable,
     redis.exceptions.TimeoutError: on_unavailable,
     redis.exceptions.ReadOnlyError: on_unavailable,

@@ -3,8 +3,10 @@ eventsourcing Application that records both with every event it saves."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import random
 import threading
 import uuid
 from collections import OrderedDict
@@ -28,6 +30,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 
 from commands.library import LeanSaving
+from commands.snapshots import load_checked, snapshot_at
 from domain.access import Actor as Actor  # the caller's identity; commands' callers import it from here
 from domain.errors import Conflict, DomainError, Forbidden, NotFound
 from domain.ordering import OrderLine
@@ -65,6 +68,7 @@ class Context:
     causation_id: uuid.UUID | None = None
     system_actor: str | None = None  # e.g. "cli" or "saga" when no user acts
     idempotency: IdempotencyKey | None = None
+    trace_parent: str | None = None  # the W3C traceparent of the span that decided; stored, not hashed
 
     @property
     def actor_id(self) -> str | None:
@@ -139,6 +143,15 @@ def make_transcoder() -> JSONTranscoder:
 
 
 FactoryMaker = Callable[[Environment], InfrastructureFactory[Any]]
+LoadObserver = Callable[[str, bool], contextlib.AbstractContextManager[Any]]
+"""Wraps each load: told what is loaded and whether the cache had it (metrics and a span; the
+composition root supplies it)."""
+
+
+def _unobserved(what: str, cached: bool) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 KeyRecorded = Callable[[IdempotencyKey], bool]
 
 
@@ -201,6 +214,10 @@ class ChronicleApplication(LeanSaving):
     Its `save` is `LeanSaving`'s (commands.library: the private interface of the library)."""
 
     cache_size = 10_000
+    observe_load: LoadObserver = staticmethod(_unobserved)
+    snapshot_check_rate = 0.05
+    """The share of loads from the store that check the latest snapshot against a replay
+    (commands.snapshots); `bootstrap` sets it from CHRONICLE_SNAPSHOT_CHECK_RATE."""
 
     def __init__(
         self, make_factory: FactoryMaker, env: dict[str, str] | None = None, key_recorded: KeyRecorded | None = None
@@ -208,6 +225,8 @@ class ChronicleApplication(LeanSaving):
         self._make_factory = make_factory
         self.cache = AggregateCache(self.cache_size)
         self._attempt = threading.local()
+        self.distrusted: set[uuid.UUID] = set()
+        """Streams whose snapshot was found wrong: loaded and snapshotted from their events alone."""
         self.key_recorded: KeyRecorded = key_recorded or (lambda key: False)
         super().__init__(env)
 
@@ -225,19 +244,43 @@ class ChronicleApplication(LeanSaving):
         """The aggregate, from the cache when it is there (`fresh` skips it). With `for_update` the
         caller gets its own copy to change; without, the shared state, which it must not change."""
         aggregate = None if fresh or getattr(self._attempt, "fresh", False) else self.cache.get(aggregate_id)
-        if aggregate is not None:
-            self._attempt.used_cache = True
-        if aggregate is None:
-            try:
-                aggregate = self.repository.get(aggregate_id)
-            except AggregateNotFoundError:
-                raise NotFound(f"{what} {aggregate_id} not found") from None
-            self.cache.put(copy_aggregate(aggregate) if for_update else aggregate)
-        elif for_update:
-            aggregate = copy_aggregate(aggregate)
+        with self.observe_load(what, aggregate is not None):
+            if aggregate is not None:
+                self._attempt.used_cache = True
+            if aggregate is None:
+                try:
+                    aggregate = self._from_store(aggregate_id)
+                except AggregateNotFoundError:
+                    raise NotFound(f"{what} {aggregate_id} not found") from None
+                self.cache.put(copy_aggregate(aggregate) if for_update else aggregate)
+            elif for_update:
+                aggregate = copy_aggregate(aggregate)
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
+
+    def _from_store(self, aggregate_id: uuid.UUID) -> Aggregate:
+        snapshots = self.snapshots
+        if snapshots is None or not (aggregate_id in self.distrusted or random.random() < self.snapshot_check_rate):
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+            return aggregate
+        ignored: list[uuid.UUID] = []
+        aggregate = load_checked(self, snapshots, aggregate_id, on_ignored=ignored.append)
+        if ignored:
+            self.distrusted.add(aggregate_id)
+        else:
+            self.distrusted.discard(aggregate_id)  # its latest snapshot is a good one (again)
+        return aggregate
+
+    def take_snapshot(self, aggregate_id: uuid.UUID, version: int | None = None, projector_func: Any = None) -> None:
+        """As the library's, but a stream whose snapshot was found wrong is snapshotted from its
+        events alone (the library builds on the latest snapshot)."""
+        if aggregate_id in self.distrusted and self.snapshots is not None and version is not None:
+            self.snapshots.put([snapshot_at(self, aggregate_id, version)])
+        elif projector_func is None:
+            super().take_snapshot(aggregate_id, version)
+        else:
+            super().take_snapshot(aggregate_id, version, projector_func)
 
     def exists(self, cls: type[Aggregate], aggregate_id: uuid.UUID) -> bool:
         """Whether an aggregate of that class is stored under the id (read from the store)."""

@@ -26,7 +26,7 @@ from commands.base import (
     command,
 )
 from domain.errors import Conflict, Forbidden, Invalid, NotFound
-from domain.identity import EmailClaim, RefreshTokenReplayed, Role, Session, User, email_claim_id
+from domain.identity import EmailClaim, RefreshTokenReplayed, Role, Session, User, email_claim_id, normalize_email
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -119,8 +119,11 @@ class IdentityApplication(ChronicleApplication):
         session_max_age: timedelta = timedelta(days=30),
         key_recorded: KeyRecorded | None = None,
         access_states: AccessStates | None = None,
+        forget: Callable[[uuid.UUID], None] = lambda subject: None,
     ) -> None:
         super().__init__(make_factory, key_recorded=key_recorded)
+        self.forget = forget
+        """Destroys a data subject's key (infra.eventstore.personal.SubjectKeys.erase)."""
         self.hasher = hasher or PasswordHash.recommended()
         self.clock = clock
         self.refresh_ttl = refresh_ttl
@@ -129,13 +132,47 @@ class IdentityApplication(ChronicleApplication):
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
     def register(self, ctx: Context, email: str, name: str, password: str) -> CommandResult:
+        """The address is claimed in the same append; an address whose user was erased is claimed
+        again (its claim stream goes on)."""
         check_password(password)
-        user = User.register(email, name, self.hasher.hash(password))
-        claim = EmailClaim(email=user.email, user_id=user.id)
+        password_hash = self.hasher.hash(password)
+        user = User.register(email, name, password_hash)
+        normalized = normalize_email(email)
         try:
-            return self.record(ctx, user, claim, result_of=user)
+            return self.record(ctx, user, EmailClaim(email=normalized, user_id=user.id), result_of=user)
         except ConcurrentUpdate:
+            pass
+        user = User.register(email, name, password_hash)  # the failed append took the first one's events
+        try:
+            claim = self.load(EmailClaim, email_claim_id(normalized), "email claim", fresh=True)
+            claim.reclaim(normalized, user.id)
+            return self.record(ctx, user, claim, result_of=user)
+        except (Conflict, ConcurrentUpdate, NotFound):
             raise EmailTaken("an account with that email already exists", field="email") from None
+
+    def erase(self, ctx: Context, user_id: uuid.UUID) -> CommandResult:
+        """Erases a person (the user themselves, or an admin): `User.Erased` and the release of
+        their address are appended, then their key is destroyed, so every event that carried their
+        data keeps its bytes (and verifies) but opens to nothing. Repeating it after a failure
+        finishes the job."""
+        actor = ctx.authenticated() if ctx.system_actor is None else None
+        if actor is not None and actor.user_id != user_id and Role.ADMIN not in actor.roles:
+            raise Forbidden("only the user themselves or an admin may erase a user")
+        user = self.user(user_id, fresh=True)
+        if user.erased:
+            self.forget(user_id)
+            raise Conflict("the user has already been erased")
+        changed: list[Aggregate] = [user]
+        if user.email is not None:
+            claim = self.load(EmailClaim, email_claim_id(user.email), "email claim", fresh=True)
+            if claim.user_id == user_id:
+                claim.release()
+                changed.append(claim)
+        user.erase()
+        result = self.record(ctx, *changed, result_of=user)
+        self.forget(user_id)
+        self.cache.evict(user_id)
+        return result
 
     def user(self, user_id: uuid.UUID, *, fresh: bool = False) -> User:
         return self.load(User, user_id, "user", fresh=fresh)
@@ -148,7 +185,9 @@ class IdentityApplication(ChronicleApplication):
             claim: Aggregate = self.repository.get(email_claim_id(email))
         except (AggregateNotFoundError, Invalid):
             return None
-        return self.user(claim.user_id, fresh=True) if isinstance(claim, EmailClaim) else None
+        if not isinstance(claim, EmailClaim) or claim.user_id is None:
+            return None
+        return self.user(claim.user_id, fresh=True)
 
     def login(self, ctx: Context, email: str, password: str) -> LoginResult:
         user = self.find_by_email(email)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -21,6 +21,8 @@ SESSION_NAMESPACE = uuid.UUID("2b7c4d90-1e8f-4a35-b6c2-7d9e0f1a2b33")
 MAX_NAME = 120
 SECRET_FIELDS = frozenset({"password_hash"})
 """Event fields that never leave the event store: redacted in published events and audit views."""
+SUBJECT = "originator_id"
+"""In an event's `personal_data`: the data subject is the aggregate itself."""
 MAX_EMAIL = 254
 
 
@@ -60,16 +62,22 @@ class User(Aggregate):
     """A person who can log in. Starts as a member; admins grant and revoke other roles."""
 
     class Registered(Aggregate.Created):
+        """`personal_data` (on any event): its fields that are a person's data, each with the event
+        field naming that person (the data subject); stored encrypted with the subject's key, so
+        destroying the key erases them (infra.eventstore.personal)."""
+
+        personal_data: ClassVar[dict[str, str]] = {"email": SUBJECT, "name": SUBJECT}
         email: str
         name: str
         password_hash: str
 
     @event(Registered)
-    def __init__(self, email: str, name: str, password_hash: str) -> None:
+    def __init__(self, email: str | None, name: str | None, password_hash: str) -> None:
         self.email = email
         self.name = name
         self.password_hash = password_hash
         self.roles: set[Role] = {Role.MEMBER}
+        self.erased = False
         self.credential_epoch = 0
         """Counts password changes: a session started (or re-authenticated) under an older epoch is
         over (see `Session.epoch`)."""
@@ -128,6 +136,21 @@ class User(Aggregate):
         self.password_hash = password_hash
         self.credential_epoch += 1
 
+    def erase(self) -> None:
+        """Erasure: the person's data is gone (their key is destroyed); the user stays, as erased."""
+        if self.erased:
+            raise Conflict("the user has already been erased")
+        self._erased()
+
+    class Erased(Aggregate.Event):
+        pass
+
+    @event(Erased)
+    def _erased(self) -> None:
+        self.email = None
+        self.name = None
+        self.erased = True
+
 
 class EmailClaim(Aggregate):
     """One per registered email, keyed by the normalized email: a second registration of the same
@@ -138,11 +161,39 @@ class EmailClaim(Aggregate):
         return email_claim_id(email)
 
     class Claimed(Aggregate.Created):
+        personal_data: ClassVar[dict[str, str]] = {"email": "user_id"}
         email: str
         user_id: uuid.UUID
 
     @event(Claimed)
-    def __init__(self, email: str, user_id: uuid.UUID) -> None:
+    def __init__(self, email: str | None, user_id: uuid.UUID) -> None:
+        self.email = email
+        self.user_id: uuid.UUID | None = user_id
+
+    def release(self) -> None:
+        """The user it belonged to was erased: the address may be registered again."""
+        self._released()
+
+    class Released(Aggregate.Event):
+        pass
+
+    @event(Released)
+    def _released(self) -> None:
+        self.email = None
+        self.user_id = None
+
+    def reclaim(self, email: str, user_id: uuid.UUID) -> None:
+        if self.user_id is not None:
+            raise Conflict("an account with that email already exists")
+        self._reclaimed(email=email, user_id=user_id)
+
+    class Reclaimed(Aggregate.Event):
+        personal_data: ClassVar[dict[str, str]] = {"email": "user_id"}
+        email: str
+        user_id: uuid.UUID
+
+    @event(Reclaimed)
+    def _reclaimed(self, email: str, user_id: uuid.UUID) -> None:
         self.email = email
         self.user_id = user_id
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -128,13 +128,24 @@ class Order(Aggregate):
             raise Invalid("payment_ref must not be blank", field="payment_ref")
         check_text(payment_ref, "payment_ref")
         self._expect(OrderStatus.RESERVED, doing="pay")
-        self._paid(payment_ref=payment_ref.strip())
+        self._paid(payment_ref=payment_ref.strip(), customer_id=self.customer_id)
 
     class Paid(Aggregate.Event):
+        """Version 2 names the customer, whose key encrypts the payment reference (their data);
+        version 1 references were stored in the clear (upcast: no subject)."""
+
+        personal_data: ClassVar[dict[str, str]] = {"payment_ref": "customer_id"}
         payment_ref: str
+        customer_id: uuid.UUID | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["customer_id"] = None
 
     @event(Paid)
-    def _paid(self, payment_ref: str) -> None:
+    def _paid(self, payment_ref: str | None, customer_id: uuid.UUID | None) -> None:
         self.status = OrderStatus.PAID
         self.payment_ref = payment_ref
 

@@ -8,5 +8,6 @@ recorder ports.
 - `views/`: where read models live (SQL and Redis view stores), rebuilds and operator actions.
 - `devstack/`: embedded servers, the dev supervisor, scratch databases (development and tests).
 - `bench/`: `chronicle bench …`.
+- `observe/`: Prometheus metrics, OpenTelemetry tracing and structured logs, for every process.
 - `settings.py` (read once from the environment) and `bootstrap.py` (the composition root).
 """

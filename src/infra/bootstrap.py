@@ -5,6 +5,7 @@ The Litestar app and the CLI both call `bootstrap`. Nothing here runs at import 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +19,8 @@ from commands.work import WorkApplication
 from infra.eventstore.idempotency import IdempotencyKeys
 from infra.eventstore.migrate import check_schema
 from infra.eventstore.recorder import EventStoreDatabase, Factory
+from infra.observe import tracing
+from infra.observe.metrics import CACHE_HITS, CACHE_MISSES, sample_pool
 from infra.sessions import RedisAccessStates
 from infra.settings import Settings
 
@@ -43,6 +46,16 @@ class Chronicle:
             self.access_states.close()
 
 
+def observed_load(what: str, cached: bool) -> contextlib.AbstractContextManager[None]:
+    """Counts each load as a hit or a miss of the aggregate cache; a miss (a read from the store)
+    gets a span of its own."""
+    if cached:
+        CACHE_HITS.labels("aggregates").inc()
+        return contextlib.nullcontext()
+    CACHE_MISSES.labels("aggregates").inc()
+    return tracing.span(f"load {what}")
+
+
 def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
     url = settings.require_database_url()
     if require_schema:
@@ -65,10 +78,15 @@ def bootstrap(settings: Settings, *, require_schema: bool = True) -> Chronicle:
         session_max_age=timedelta(seconds=settings.session_max_age_s),
         key_recorded=keys.recorded,
         access_states=access_states,
+        forget=database.subject_keys.erase,
     )
     work = WorkApplication(make_factory, user_exists=identity.user_exists, key_recorded=keys.recorded)
     audit = AuditApplication(make_factory)
     catalog = CatalogApplication(make_factory, key_recorded=keys.recorded)
     inventory = InventoryApplication(make_factory, product_exists=product_exists(catalog), key_recorded=keys.recorded)
     ordering = OrderingApplication(make_factory, key_recorded=keys.recorded)
+    for app in (identity, work, audit, catalog, inventory, ordering):
+        app.observe_load = observed_load
+        app.snapshot_check_rate = settings.snapshot_check_rate
+    sample_pool(database)
     return Chronicle(settings, database, identity, work, keys, audit, catalog, inventory, ordering, access_states)

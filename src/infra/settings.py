@@ -42,6 +42,8 @@ class Settings:
     order_payment_timeout_s: int = 900
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
+    log_format: str = "console"
+    metrics: bool = True
     jwt_secret: str | None = None
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 14 * 24 * 3600
@@ -49,6 +51,11 @@ class Settings:
     idempotency_key_ttl_s: int = 24 * 3600
     explorer_session_ttl_s: int = 1800
     stream_replicas: int = 1
+    stream_max_age_days: int = 30
+    seal_key: str | None = None
+    migrate_database_url: str | None = None
+    snapshot_check_rate: float = 0.05
+    seal_key_file: Path | None = None
     partitions: int = 1
     """P: how many JetStream partitions the relay makes and a partitioned projection runs as."""
     # Abuse and failure limits (see the README's "Limits and failure answers").
@@ -105,11 +112,18 @@ class Settings:
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
+            stream_max_age_days=_int(env, "CHRONICLE_STREAM_MAX_AGE_DAYS", 30, low=0, high=36_500),
+            seal_key=env.get("CHRONICLE_SEAL_KEY") or None,
+            migrate_database_url=env.get("CHRONICLE_MIGRATE_DATABASE_URL") or None,
+            snapshot_check_rate=_rate(env, "CHRONICLE_SNAPSHOT_CHECK_RATE", 0.05),
+            seal_key_file=Path(env["CHRONICLE_SEAL_KEY_FILE"]) if env.get("CHRONICLE_SEAL_KEY_FILE") else None,
             partitions=_int(env, "CHRONICLE_PARTITIONS", 1, low=1, high=64),
             idle_in_transaction_timeout_ms=_int(
                 env, "CHRONICLE_IDLE_IN_TRANSACTION_TIMEOUT_MS", 5000, low=0, high=86_400_000
             ),
             log_level=(env.get("CHRONICLE_LOG_LEVEL") or "INFO").upper(),
+            log_format=_log_format(env.get("CHRONICLE_LOG_FORMAT")),
+            metrics=(env.get("CHRONICLE_METRICS") or "on").strip().lower() not in ("off", "0", "false", "no"),
             jwt_secret=_secret(env.get("CHRONICLE_JWT_SECRET")),
             access_token_ttl_s=_int(env, "CHRONICLE_ACCESS_TOKEN_TTL_S", 900, low=10, high=86_400),
             refresh_token_ttl_s=_int(
@@ -138,6 +152,13 @@ class Settings:
         return self.jwt_secret
 
 
+def _log_format(value: str | None) -> str:
+    fmt = (value or "console").strip().lower()
+    if fmt not in ("console", "json"):
+        raise SettingsError(f"CHRONICLE_LOG_FORMAT must be console or json, got {value!r}")
+    return fmt
+
+
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "replace-me", "placeholder")
 """A JWT secret containing any of these (in any case) is a documented placeholder, never a secret:
 it is refused, as the default compose.yaml once carried (`change-me-to-32-or-more-random-bytes!!`)
@@ -151,6 +172,19 @@ def _secret(value: str | None) -> str | None:
         raise SettingsError("CHRONICLE_JWT_SECRET must be at least 32 bytes long; make one with `openssl rand -hex 32`")
     if any(placeholder in value.lower() for placeholder in PLACEHOLDER_SECRETS):
         raise SettingsError("CHRONICLE_JWT_SECRET is a placeholder, not a secret; make one with `openssl rand -hex 32`")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number from 0 to 1, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{name} must be from 0 to 1, got {value}")
     return value
 
 

@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from domain.identity import User
 from domain.ordering import Order, OrderStatus
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, uuid_or_none, when
@@ -28,11 +29,13 @@ STATUS_AFTER: dict[type[Any], OrderStatus] = {
 
 
 class OrderHistory(SqlProjection):
+    """A customer's erasure (User.Erased) removes the payment references of their orders."""
+
     name = "order_history"
-    version = 1
+    version = 2
     schema = "ordering_views"
     description = "orders: lines, total, status, reason, payment deadline; status history"
-    handles = handled(*STATUS_AFTER)
+    handles = handled(*STATUS_AFTER, User.Erased)
     tables = {
         "orders": "CREATE TABLE {orders} (id uuid PRIMARY KEY, customer_id uuid NOT NULL, status text NOT NULL,"
         " lines jsonb NOT NULL, total_minor bigint NOT NULL, currency text NOT NULL, reason text,"
@@ -49,6 +52,9 @@ class OrderHistory(SqlProjection):
 
     def apply(self, event: EventEnvelope, view: SqlView) -> None:
         data, kind = event.data, event_class(event)
+        if kind is User.Erased:
+            view.execute("UPDATE {orders} SET payment_ref = NULL WHERE customer_id = %s", (event.stream_id,))
+            return
         if kind not in STATUS_AFTER:
             return  # not one of `handles`: the projector never sends it
         status = STATUS_AFTER[kind].value

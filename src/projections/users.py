@@ -1,4 +1,5 @@
-"""UserDirectory: who is who. Never the password hash: no event field of it is read here."""
+"""UserDirectory: who is who. Never the password hash: no event field of it is read here. An erased
+user stays, with no name and no email, marked erased."""
 
 from __future__ import annotations
 
@@ -16,15 +17,21 @@ from projections.events import event_class, handled
 
 class UserDirectory(SqlProjection):
     name = "user_directory"
-    version = 1
+    version = 2
     schema = "identity_views"
-    description = "users: id, name, email, roles"
+    description = "users: id, name, email, roles, erased"
     handles = handled(
-        User.Registered, User.RoleGranted, User.RoleRevoked, User.PasswordHashChanged, User.PasswordChanged
+        User.Registered,
+        User.RoleGranted,
+        User.RoleRevoked,
+        User.PasswordHashChanged,
+        User.PasswordChanged,
+        User.Erased,
     )
     tables = {
-        "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text NOT NULL, email text NOT NULL,"
-        " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL);"
+        "users": "CREATE TABLE {users} (id uuid PRIMARY KEY, name text, email text,"
+        " roles text[] NOT NULL, registered_at timestamptz NOT NULL, version bigint NOT NULL,"
+        " erased boolean NOT NULL DEFAULT false);"
         " CREATE INDEX ON {users} (email)",
     }
     keys = {"users": ("id",)}
@@ -42,6 +49,7 @@ class UserDirectory(SqlProjection):
                         "roles": ["member"],
                         "registered_at": when(event),
                         "version": event.version,
+                        "erased": data["email"] is None,
                     },
                 )
             case User.RoleGranted:
@@ -56,6 +64,8 @@ class UserDirectory(SqlProjection):
                 view.update("users", (user,), {"version": event.version})
             case User.PasswordHashChanged | User.PasswordChanged:
                 view.update("users", (user,), {"version": event.version})
+            case User.Erased:
+                view.update("users", (user,), {"name": None, "email": None, "erased": True, "version": event.version})
             case _:
                 pass  # not one of `handles`: the projector never sends it
 
@@ -64,7 +74,7 @@ class UserDirectory(SqlProjection):
 # They return rows of this view's tables; the API shapes them into its response types (whose module
 # is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
 
-USER_COLUMNS = "id, name, roles, registered_at, version, email"
+USER_COLUMNS = "id, name, roles, registered_at, version, email, erased"
 
 
 async def user_row(views: AsyncConnectionPool[AsyncConnection[Any]], user_id: uuid.UUID) -> tuple[Any, ...] | None:

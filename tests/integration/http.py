@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import socket
@@ -15,12 +16,15 @@ from functools import partial
 from typing import IO, Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.settings import Settings
 from tests.waiting import eventually
 
 JWT_SECRET = secrets.token_urlsafe(48)
 """Made per test run: no secret is written in the repository, not even a test's."""
+SEAL_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+"""The test run's seal key (its 32 bytes, base64), made per run like the JWT secret."""
 
 
 def free_port() -> int:
@@ -38,6 +42,7 @@ def api_env(settings: Settings, **extra: str) -> dict[str, str]:
             "CHRONICLE_REDIS_URL": settings.redis_url or "",
             "CHRONICLE_NAMESPACE": settings.namespace,
             "CHRONICLE_JWT_SECRET": JWT_SECRET,
+            "CHRONICLE_SEAL_KEY": settings.seal_key or SEAL_KEY,
             "CHRONICLE_LOG_LEVEL": "WARNING",
             # The suite registers and logs in hundreds of users from one address, and some tests drive
             # one user hard: the limits are raised here; test_http_limits tests them at small values.
@@ -172,3 +177,19 @@ def assert_problem(
     if says is not None:
         assert says in body["detail"], body
     return body
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, parsed by prometheus-client's own parser. A new connection each
+    time, so the workers take turns answering."""
+    response = httpx.get(f"{base}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, found), v in samples.items() if n == name and labels.items() <= dict(found).items())

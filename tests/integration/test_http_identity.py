@@ -193,8 +193,9 @@ def test_every_command_route_is_tagged_and_declares_its_errors(api: Api) -> None
         for method, op in item.items()
         if method in ("post", "delete")
     ]
-    assert len(commands) == 31  # with the OAuth2 token endpoint and the password route
+    assert len(commands) == 32  # with the OAuth2 token endpoint
     assert {
+        "/v1/users/{user_id}/erase",
         "/v1/products",
         "/v1/products/{sku}/edit",
         "/v1/products/{sku}/reprice",

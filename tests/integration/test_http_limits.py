@@ -21,7 +21,7 @@ from commands.base import Context
 from domain.identity import Role
 from infra.settings import Settings
 from tests.conftest import new_namespace
-from tests.integration.http import Api, User, assert_problem, running_api
+from tests.integration.http import Api, User, assert_problem, running_api, scrape, value
 from tests.waiting import eventually
 
 AUTH_PER_MINUTE = 100
@@ -72,6 +72,7 @@ def assert_rate_limited(r: httpx.Response, limit: int) -> None:
 
 def test_auth_routes_are_limited_per_client_address(limited: Api) -> None:
     bad_login = {"email": "nobody@example.com", "password": ""}  # refused by its shape: cheap, still counted
+    refused_before = value(scrape(limited.base), "chronicle_rate_limit_refusals_total", limit="auth")
     with from_address(limited, "127.0.0.21") as client:
         first = client.post("/v1/auth/login", json=bad_login)
         assert first.status_code == 422 and first.headers["RateLimit-Limit"] == str(AUTH_PER_MINUTE)
@@ -81,6 +82,8 @@ def test_auth_routes_are_limited_per_client_address(limited: Api) -> None:
             assert client.post("/v1/auth/login", json=bad_login).status_code == 422
         assert_rate_limited(client.post("/v1/auth/login", json=bad_login), AUTH_PER_MINUTE)
         assert_rate_limited(client.post("/v1/auth/refresh", json={"refresh_token": "x"}), AUTH_PER_MINUTE)
+    refused = value(scrape(limited.base), "chronicle_rate_limit_refusals_total", limit="auth") - refused_before
+    assert refused == 2, f"{refused} refusals counted in /metrics"
     with from_address(limited, "127.0.0.22") as other:
         assert other.post("/v1/auth/login", json=bad_login).status_code == 422
 

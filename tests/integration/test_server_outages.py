@@ -35,6 +35,7 @@ class Stack:
     api: Api
     admin: User
     project: uuid.UUID
+    before_views: httpx.Response  # a SQL query before any projector had made the views
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +60,12 @@ def stack() -> Iterator[Stack]:
                     "/v1/products", {"sku": "cup", "name": "Cup", "price_minor": 300, "currency": "EUR"}, admin
                 )
                 assert r.status_code == 201, r.text
+                before_views = api.get(f"/v1/projects/{project}", admin)
                 # Views to read: the pipeline builds them, then goes away (only the API is under test).
                 with running(settings, "relay", "projector"):
                     wait_active(settings, *all_roles())
                     wait_caught_up(settings)
-                yield Stack(servers, api, admin, project)
+                yield Stack(servers, api, admin, project, before_views)
                 api.http.close()
         finally:
             servers.stop()
@@ -134,3 +136,9 @@ def test_redis_down_answers_503_where_redis_is_needed_and_the_api_recovers(stack
     started = time.monotonic()
     eventually(lambda: statuses(ask(stack)) == baseline, what="every route to answer as before", timeout=60)
     assert time.monotonic() - started < 60
+
+
+def test_a_query_before_any_projector_made_the_views_answers_503(stack: Stack) -> None:
+    assert stack.before_views.status_code == 503, stack.before_views.text
+    assert_problem(stack.before_views, 503)
+    assert int(stack.before_views.headers["Retry-After"]) >= 1

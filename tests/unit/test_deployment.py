@@ -15,7 +15,14 @@ import yaml
 from infra.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = ("CHRONICLE_JWT_SECRET", "CHRONICLE_POSTGRES_PASSWORD", "CHRONICLE_NATS_PASSWORD", "CHRONICLE_REDIS_PASSWORD")
+SECRETS = (
+    "CHRONICLE_JWT_SECRET",
+    "CHRONICLE_POSTGRES_PASSWORD",
+    "CHRONICLE_APP_DB_PASSWORD",
+    "CHRONICLE_NATS_PASSWORD",
+    "CHRONICLE_REDIS_PASSWORD",
+    "CHRONICLE_SEAL_KEY",
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +98,9 @@ def test_compose_gives_nats_and_redis_credentials_that_chronicle_uses_through_it
     assert redis[redis.index("--requirepass") + 1].startswith("${CHRONICLE_REDIS_PASSWORD")
     assert env["CHRONICLE_REDIS_URL"].startswith("redis://:${CHRONICLE_REDIS_PASSWORD")
     assert services["redis"]["environment"]["REDISCLI_AUTH"] == "${CHRONICLE_REDIS_PASSWORD}", "its healthcheck logs in"
-    assert env["CHRONICLE_DATABASE_URL"].startswith("postgresql://chronicle:${CHRONICLE_POSTGRES_PASSWORD")
+    assert env["CHRONICLE_DATABASE_URL"].startswith("postgresql://chronicle_app:${CHRONICLE_APP_DB_PASSWORD")
+    migrate = services["migrate"]["environment"]["CHRONICLE_MIGRATE_DATABASE_URL"]
+    assert migrate.startswith("postgresql://chronicle:${CHRONICLE_POSTGRES_PASSWORD}@"), "only migrate is the owner"
     assert set(chronicle_services(compose)) == {"migrate", "api", "relay", "projector", "saga"}
 
 

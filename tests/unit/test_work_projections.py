@@ -34,6 +34,7 @@ def test_user_directory_keeps_who_is_who_and_never_the_password_hash() -> None:
         "roles": ["member"],
         "registered_at": at(registered),
         "version": 1,
+        "erased": False,
     }
     later = apply_sql(UserDirectory(), [granted, revoked, rehashed])
     assert later.updated["users"] == {(user.id,): {"version": 4}}
@@ -46,6 +47,15 @@ def test_user_directory_keeps_who_is_who_and_never_the_password_hash() -> None:
         ("UPDATE users SET roles = array_remove(roles, %s) WHERE id = %s", ("manager", user.id)),
     ]
     assert "argon2" not in repr((first, later))
+
+
+def test_user_directory_forgets_an_erased_users_name_and_email() -> None:
+    log, user = Log(), User.register("grace@example.com", "Grace", HASH)
+    log.record(user)
+    user.erase()
+    (erased,) = log.record(user)
+    view = apply_sql(UserDirectory(), [erased])
+    assert view.updated["users"] == {(user.id,): {"name": None, "email": None, "erased": True, "version": 2}}
 
 
 def test_project_catalog_counts_tasks_and_keeps_members() -> None:

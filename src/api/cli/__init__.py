@@ -13,18 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api.cli import audit, bench, projections, serve
+from api.cli import audit, bench, projections, serve, top
 from api.cli.common import CliError
 from infra.devstack.embedded import EmbeddedServerError
+from infra.observe import logs
 from infra.settings import SettingsError
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("CHRONICLE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logs.configure(
+        os.environ.get("CHRONICLE_LOG_LEVEL", "INFO"), os.environ.get("CHRONICLE_LOG_FORMAT", "console").lower()
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -55,6 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = subparsers.add_parser(name, parents=[common], **kwargs)
         return parser
 
-    for module in (serve, projections, audit, bench):
+    for module in (serve, projections, audit, bench, top):
         module.register(sub, add)
     return parser

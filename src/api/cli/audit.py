@@ -7,7 +7,17 @@ import asyncio
 import sys
 from typing import Any
 
-from api.cli.common import Add, CliError, check_schema, operator_name, print_json, settings_from, with_servers
+from api.cli.common import (
+    Add,
+    CliError,
+    check_schema,
+    operator_name,
+    print_json,
+    seal_key,
+    settings_from,
+    with_dev_secret,
+    with_servers,
+)
 from infra.settings import Settings
 
 
@@ -43,7 +53,13 @@ def register(sub: Any, add: Add) -> None:
     audit_export = add(auditing, "export", help="the (filtered) log as NDJSON on standard output")
     filters(audit_export)
     audit_export.set_defaults(run=cmd_audit_export)
-    add(auditing, "verify", help="recompute every event hash and seal").set_defaults(run=cmd_audit_verify)
+    audit_verify = add(
+        auditing, "verify", help="recompute every event hash and seal, check signatures and the external heads"
+    )
+    audit_verify.add_argument("--against", type=argparse.FileType("rb"), help="a head.json kept by `audit anchor`")
+    audit_verify.set_defaults(run=cmd_audit_verify)
+    audit_anchor = add(auditing, "anchor", help="print the newest signed seal head (keep it: `> head.json`)")
+    audit_anchor.set_defaults(run=cmd_audit_anchor)
 
 
 def _uuid(value: str) -> Any:
@@ -70,7 +86,10 @@ def _audited(args: argparse.Namespace, route: str, query: dict[str, Any]) -> Any
     from commands.base import Context
     from infra.bootstrap import bootstrap
 
-    settings = with_servers(settings_from(args))
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # the seal key of a running `chronicle dev`
     check_schema(settings)
     chronicle = bootstrap(settings)
     chronicle.audit.record_access(
@@ -178,13 +197,58 @@ def cmd_audit_export(args: argparse.Namespace) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
-    from infra.eventstore.verify import verify
+    from infra.delivery.anchors import heads_from
+    from infra.eventstore.signing import MalformedHead, parse_head
+    from infra.eventstore.verify import ExternalHead, verify
 
-    chronicle = _audited(args, "cli audit verify", {})
+    kept: list[ExternalHead] = []
+    if args.against is not None:
+        with args.against:
+            try:
+                kept.append(ExternalHead(args.against.name, parse_head(args.against.read())))
+            except MalformedHead as e:
+                raise CliError(f"{args.against.name}: {e}") from None
+    chronicle = _audited(args, "cli audit verify", {"against": args.against and args.against.name})
     try:
-        report = verify(chronicle.settings.require_database_url())
+        settings = chronicle.settings
+        trusted = [bytes.fromhex(head.head.public_key) for head in kept]
+        try:
+            trusted.append(seal_key(settings).public)
+        except CliError:
+            if not trusted:
+                raise
+        try:
+            heads, notes = asyncio.run(heads_from(settings.nats_url or "", settings.namespace))
+        except MalformedHead as e:
+            raise CliError(f"the newest seal head in JetStream: {e}") from None
+        report = verify(settings.require_database_url(), trusted, [*heads, *kept])
+        report.notes.extend(notes)
+        report.add_snapshot_findings(chronicle.audit.check_snapshots())
     finally:
         chronicle.close()
     print_json(report)
     if not report.ok:
         sys.exit(1)
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> None:
+    """The newest seal's head, its signature checked, as one canonical JSON line."""
+    import psycopg
+
+    from infra.eventstore.signing import encode_head, signature_valid
+    from infra.eventstore.verify import SEAL_COLUMNS, _Seal
+
+    chronicle = _audited(args, "cli audit anchor", {})
+    try:
+        key = seal_key(chronicle.settings)
+        with psycopg.connect(chronicle.settings.require_database_url()) as conn:
+            row = conn.execute(f"SELECT {SEAL_COLUMNS} FROM seals ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        chronicle.close()
+    if row is None:
+        raise CliError("no seal yet: the relay seals the log as it publishes it")
+    seal = _Seal.of(row)
+    if seal.public_key != key.public or not signature_valid(seal.public_key, seal.seal_hash, seal.signature):
+        raise CliError(f"seal {seal.seq} is not signed by this deployment's seal key: run `chronicle audit verify`")
+    sys.stdout.buffer.write(encode_head(seal.head()) + b"\n")
+    sys.stdout.buffer.flush()

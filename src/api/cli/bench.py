@@ -19,6 +19,9 @@ def register(sub: Any, add: Add) -> None:
     commands.add_argument("--seconds", type=float, default=10.0)
     commands.add_argument("--connections", type=int, default=32)
     commands.add_argument("--workers", type=int, default=1)
+    commands.add_argument(
+        "--trace-sample", type=float, default=1.0, help="share of requests traced in the observed run (default all)"
+    )
     commands.set_defaults(run=cmd_bench_commands)
     lag = add(bench, "lag", help="time from a command's response to its effect in a query")
     lag.add_argument("--rate", type=float, default=1000.0)
@@ -54,7 +57,11 @@ def cmd_bench_commands(args: argparse.Namespace) -> None:
     from infra.bench.commands import bench_commands
 
     settings = with_servers(settings_from(args))
-    print(json.dumps(bench_commands(settings, args.seconds, args.connections, args.workers)))
+    print(
+        json.dumps(
+            bench_commands(settings, args.seconds, args.connections, args.workers, trace_sample=args.trace_sample)
+        )
+    )
 
 
 def cmd_bench_lag(args: argparse.Namespace) -> None:

@@ -67,12 +67,24 @@ def server_env(settings: Settings) -> dict[str, str]:
     )
     if settings.jwt_secret:
         env["CHRONICLE_JWT_SECRET"] = settings.jwt_secret
+    if settings.seal_key:
+        env["CHRONICLE_SEAL_KEY"] = settings.seal_key
+    if settings.seal_key_file:
+        env["CHRONICLE_SEAL_KEY_FILE"] = str(settings.seal_key_file.resolve())
     return env
 
 
 def with_dev_secret(settings: Settings) -> Settings:
-    """`chronicle dev` (and processes that join it) sign tokens with a secret kept in the data folder,
-    made on first use; production sets CHRONICLE_JWT_SECRET."""
+    """`chronicle dev` (and processes that join it) sign tokens with a secret, and seals with a key,
+    kept in the data folder and made on first use (mode 0600); production sets CHRONICLE_JWT_SECRET
+    and CHRONICLE_SEAL_KEY_FILE (or CHRONICLE_SEAL_KEY)."""
+    if not settings.seal_key and not settings.seal_key_file:
+        from infra.eventstore.signing import make_key_file
+
+        key_file = settings.data_dir / "seal_key.pem"
+        if not key_file.exists():
+            make_key_file(key_file)
+        settings = replace(settings, seal_key_file=key_file)
     if settings.jwt_secret:
         return settings
     path = settings.data_dir / "jwt_secret"
@@ -82,6 +94,16 @@ def with_dev_secret(settings: Settings) -> Settings:
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(48))
     return replace(settings, jwt_secret=path.read_text().strip())
+
+
+def seal_key(settings: Settings) -> Any:
+    """The deployment's seal key (infra.eventstore.signing.SealKey); a CliError names the settings."""
+    from infra.eventstore.signing import SealKeyError, load_seal_key
+
+    try:
+        return load_seal_key(settings.seal_key, settings.seal_key_file)
+    except SealKeyError as e:
+        raise CliError(str(e)) from None
 
 
 async def until_signalled(main: Any) -> None:

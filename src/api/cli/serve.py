@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
+import sys
+import tempfile
+from dataclasses import replace
 from typing import Any
 
 from api.cli.common import (
@@ -13,6 +17,7 @@ from api.cli.common import (
     CliError,
     check_schema,
     operator_name,
+    seal_key,
     server_env,
     settings_from,
     stop_on_signals,
@@ -22,6 +27,7 @@ from api.cli.common import (
     with_servers,
 )
 from infra.devstack.embedded import EmbeddedServers
+from infra.settings import Settings
 
 log = logging.getLogger("chronicle")
 
@@ -29,6 +35,12 @@ log = logging.getLogger("chronicle")
 def register(sub: Any, add: Add) -> None:
     dev = add(sub, "dev", help="run the whole stack, starting embedded servers if none are configured")
     dev.add_argument("--port", type=int, help="API port (default 8000 or CHRONICLE_PORT)")
+    dev.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve the relay's metrics on N, the projector's on N+1, the saga's on N+2",
+    )
     dev.add_argument(
         "--servers-only", action="store_true", help="start only the servers and print their URLs as CHRONICLE_…=… lines"
     )
@@ -43,14 +55,17 @@ def register(sub: Any, add: Add) -> None:
     partitions_help = "JetStream partitions P (default 1 or CHRONICLE_PARTITIONS); relay and projectors must agree"
     relay = add(sub, "relay", help="publish the event log to NATS JetStream (one active; others stand by)")
     relay.add_argument("--partitions", type=int, help=partitions_help)
+    relay.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     relay.set_defaults(run=cmd_relay)
 
     projector = add(sub, "projector", help="build read models from JetStream (all projections by default)")
     projector.add_argument("names", nargs="*", metavar="NAME")
     projector.add_argument("--partitions", type=int, help=partitions_help)
+    projector.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     projector.set_defaults(run=cmd_projector)
 
     saga = add(sub, "saga", help="run the order saga: reserve, reject, release, commit stock; expire unpaid orders")
+    saga.add_argument("--metrics-port", type=int, metavar="N", help="serve Prometheus metrics on port N")
     saga.set_defaults(run=cmd_saga)
 
     migrate = add(sub, "migrate", help="bring the database schema up to date")
@@ -62,11 +77,14 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument("email")
         p.add_argument("role")
         p.set_defaults(run=cmd_users, action=action)
+    erase = add(users, "erase", help="erase a user's personal data (crypto-shredding; the events stay)")
+    erase.add_argument("email")
+    erase.set_defaults(run=cmd_users_erase)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
     from infra.devstack.supervisor import Supervisor
-    from infra.eventstore.migrate import migrate
+    from infra.eventstore.migrate import service_url
 
     settings = settings_from(args)
     stop = stop_on_signals()
@@ -75,10 +93,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if not settings.servers_configured:
             servers = EmbeddedServers(settings.data_dir)
             urls = servers.start()
-            settings = settings.with_servers(urls.database_url, urls.nats_url, urls.redis_url)
+            # The services connect as the service role (migration 0009); migrations run as the owner.
+            settings = settings.with_servers(service_url(urls.database_url), urls.nats_url, urls.redis_url)
+            settings = replace(settings, migrate_database_url=urls.database_url)
             log.info("embedded servers running under %s", settings.data_dir.resolve())
         settings = with_dev_secret(settings)
-        applied = migrate(settings.require_database_url())
+        applied = _migrate(settings)
         if applied:
             log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
         if args.servers_only:
@@ -90,18 +110,25 @@ def cmd_dev(args: argparse.Namespace) -> None:
             return
         supervisor = Supervisor(server_env(settings))
         supervisor.add("api", "api", "--port", str(settings.port), "--host", settings.host)
-        supervisor.add("relay", "relay")
-        supervisor.add("projector", "projector")
-        supervisor.add("saga", "saga")
+        metrics_ports = {}
+        for offset, role in enumerate(("relay", "projector", "saga")):
+            extra = []
+            if args.metrics_port is not None:
+                metrics_ports[role] = args.metrics_port + offset
+                extra = ["--metrics-port", str(args.metrics_port + offset)]
+            supervisor.add(role, role, *extra)
         supervisor.start_all()
         try:
             base = f"http://{settings.host}:{settings.port}"
             if wait_http(f"{base}/schema/openapi.json", stop):
                 print(
                     f"Chronicle API  {base}/v1\nAPI docs       {base}/schema\nExplorer       {base}/explorer\n"
-                    "Ctrl-C stops everything.",
+                    f"Metrics        {base}/metrics",
                     flush=True,
                 )
+                for role, port in metrics_ports.items():
+                    print(f"{role + ' metrics':<15}http://127.0.0.1:{port}/metrics", flush=True)
+                print("Ctrl-C stops everything.", flush=True)
             supervisor.watch(stop)
         finally:
             supervisor.stop_all()
@@ -112,6 +139,28 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    if not settings_from(args).metrics:
+        _serve_api(args)
+        return
+    folder = multiprocess_metrics()
+    try:
+        _serve_api(args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def multiprocess_metrics() -> str:
+    """Points prometheus-client's multiprocess mode at a fresh folder that the granian workers
+    (forked from here) inherit, so `GET /metrics` on any worker sums every worker's values. It
+    must happen before prometheus-client is imported in this process."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    folder = tempfile.mkdtemp(prefix="chronicle-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def _serve_api(args: argparse.Namespace) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
@@ -135,22 +184,31 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 def cmd_relay(args: argparse.Namespace) -> None:
     from infra.delivery.relay import Relay
+    from infra.observe import metrics
 
-    settings = with_servers(settings_from(args))
+    configured = settings_from(args)
+    settings = with_servers(configured)
+    if not configured.servers_configured:
+        settings = with_dev_secret(settings)  # joining a running `chronicle dev`: its seal key
     check_schema(settings)
+    metrics.serve(args.metrics_port, "relay")
+    seal_key(settings)  # refuse to start without one
     asyncio.run(until_signalled(Relay(settings).run))
 
 
 def cmd_saga(args: argparse.Namespace) -> None:
     from infra.delivery.saga import run_saga
+    from infra.observe import metrics
 
     settings = with_servers(settings_from(args))
     check_schema(settings)
+    metrics.serve(args.metrics_port, "saga")
     asyncio.run(until_signalled(lambda stop: run_saga(settings, stop)))
 
 
 def cmd_projector(args: argparse.Namespace) -> None:
     from infra.delivery.projector import run_projections
+    from infra.observe import metrics
     from projections import all_projections
 
     settings = with_servers(settings_from(args))
@@ -160,15 +218,44 @@ def cmd_projector(args: argparse.Namespace) -> None:
     if unknown:
         raise CliError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
     chosen = [known[n] for n in args.names] if args.names else list(known.values())
+    metrics.serve(args.metrics_port, "projector")
     asyncio.run(until_signalled(lambda stop: run_projections(settings, chosen, stop)))
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+def _migrate(settings: Settings) -> list[Any]:
+    """As CHRONICLE_MIGRATE_DATABASE_URL (the owner) when set, making the login of
+    CHRONICLE_DATABASE_URL a member of the service role; else as CHRONICLE_DATABASE_URL."""
     from infra.eventstore.migrate import migrate
 
+    url = settings.require_database_url()
+    if settings.migrate_database_url and settings.migrate_database_url != url:
+        return migrate(settings.migrate_database_url, service=url)
+    return migrate(url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
     settings = with_servers(settings_from(args))
-    applied = migrate(settings.require_database_url())
+    applied = _migrate(settings)
     print("applied: " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "schema is up to date")
+
+
+def cmd_users_erase(args: argparse.Namespace) -> None:
+    from commands.base import Context
+    from domain.errors import DomainError
+    from infra.bootstrap import bootstrap
+
+    chronicle = bootstrap(with_servers(settings_from(args)))
+    try:
+        user = chronicle.identity.find_by_email(args.email)
+        if user is None:
+            raise CliError(f"no user registered with email {args.email}")
+        try:
+            chronicle.identity.erase(Context(command="users.erase", system_actor=operator_name()), user.id)
+        except DomainError as e:
+            raise CliError(e.reason) from None
+        print(f"erased user {user.id}")
+    finally:
+        chronicle.close()
 
 
 def cmd_users(args: argparse.Namespace) -> None:

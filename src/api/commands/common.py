@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -17,10 +19,13 @@ from litestar.params import HeaderParameter
 
 from api.problems import correlation_id
 from api.runtime import Runtime
-from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey
+from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey, PreconditionFailed
+from domain.errors import Conflict, DomainError
 from domain.identity import MAX_NAME
 from domain.work import MAX_DESCRIPTION
 from infra.eventstore.idempotency import RecordedResponse
+from infra.observe import logs, tracing
+from infra.observe.metrics import COMMAND_SECONDS, COMMANDS
 
 IF_MATCH = HeaderParameter(
     name="If-Match",
@@ -84,12 +89,13 @@ def accepted(result: CommandResult, status: int, ctx: Context, replayed: bool = 
 def context(request: Request[Any, Any, Any], command: str) -> Context:
     actor = request.scope.get("user")
     _uuid_header(request, "X-Correlation-Id")  # a malformed one is a 400
-    correlation = correlation_id(request)
+    correlation = logs.correlation_id() or correlation_id(request)
     return Context(
         command=command,
         actor=actor if isinstance(actor, Actor) else None,
         correlation_id=correlation,
         causation_id=uuid.uuid4(),
+        trace_parent=tracing.traceparent(),
     )
 
 
@@ -104,10 +110,43 @@ async def run_command(
     hashing: bool = False,
     **kwargs: Any,
 ) -> Response[CommandAccepted]:
-    """Runs one command in a worker thread, honouring Idempotency-Key: a key seen before with the
-    same request returns the first response; with a different request it is a 422. Two identical
-    requests at once: one appends, the other finds the key when its own append collides. A
-    `hashing` command hashes a password and runs on the threads kept for that."""
+    """Runs one command in a worker thread, in its own span, counted by outcome (ok, conflict,
+    rejected, idempotent_replay, error)."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        with tracing.span(f"command {command}", attributes={"chronicle.command": command}):
+            response = await _run_command(
+                request, runtime, command, handler, args, kwargs, status, idempotency_key, hashing
+            )
+        outcome = "idempotent_replay" if "Idempotent-Replayed" in response.headers else "ok"
+        return response
+    except (Conflict, PreconditionFailed):
+        outcome = "conflict"
+        raise
+    except (DomainError, HTTPException):
+        outcome = "rejected"
+        raise
+    finally:
+        COMMANDS.labels(command, outcome).inc()
+        COMMAND_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _run_command(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    command: str,
+    handler: Callable[..., CommandResult],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    status: int,
+    idempotency_key: str | None,
+    hashing: bool,
+) -> Response[CommandAccepted]:
+    """Honours Idempotency-Key: a key seen before with the same request returns the first
+    response; with a different request it is a 422. Two identical requests at once: one appends,
+    the other finds the key when its own append collides. A `hashing` command hashes a password
+    and runs on the threads kept for that."""
     ctx = context(request, command)
     run = runtime.run_hashing if hashing else runtime.run
     if idempotency_key is None:
@@ -117,7 +156,7 @@ async def run_command(
     replay = await _replay(runtime, key, ctx)
     if replay is not None:
         return replay
-    ctx = Context(ctx.command, ctx.actor, ctx.correlation_id, ctx.causation_id, idempotency=key)
+    ctx = dataclasses.replace(ctx, idempotency=key)
     try:
         return accepted(await run(handler, ctx, *args, **kwargs), status, ctx)
     except ConcurrentUpdate:

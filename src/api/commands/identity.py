@@ -261,6 +261,30 @@ class UserRoleCommands(Controller):
         )
 
 
+class UserErasure(Controller):
+    path = "/v1/users/{user_id:uuid}/erase"
+    tags = ["commands"]
+    dependencies = RUNTIME
+
+    @post(
+        operation_id="EraseUser",
+        summary="Erase a user's personal data (the user themselves, or an admin)",
+        status_code=200,
+        responses=command(403, 404, 409),
+        response_headers=COMMAND_HEADERS,
+    )
+    async def erase(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        user_id: uuid.UUID,
+        idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
+    ) -> Response[CommandAccepted]:
+        return await run_command(
+            request, runtime, "users.erase", runtime.chronicle.identity.erase, user_id, idempotency_key=idempotency_key
+        )
+
+
 def session_named_by(refresh_token: str) -> str:
     """Who a refresh attempt claims to be, fit for a log: the session id its token names (the part
     before the dot), never the secret part."""

@@ -16,12 +16,12 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.response import Redirect, Template
 
-from api.audit import record_access
+from api.audit import full_verify, record_access
 from api.auth import requires_role
 from api.explorer.common import HEADERS, page
 from api.explorer.session import READERS
 from api.runtime import RUNTIME, Runtime
-from infra.eventstore.verify import Verification, verify
+from infra.eventstore.verify import Verification
 
 log = logging.getLogger(__name__)
 RUN_LIMIT_S = 3600
@@ -56,7 +56,7 @@ async def _run(runtime: Runtime, run: Run) -> None:
     """Runs verify and keeps its result as the latest; a failure is kept (and logged) as the result."""
     running, last = _keys(runtime)
     try:
-        run.result = await asyncio.to_thread(verify, runtime.settings.database_url or "")
+        run.result = await full_verify(runtime)
     except Exception as e:
         log.exception("explorer: verify failed")
         run.error = f"{type(e).__name__}: {e}"[:500]

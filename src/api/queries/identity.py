@@ -21,12 +21,15 @@ READS = [UserDirectory.name]
 
 
 class UserView(msgspec.Struct, omit_defaults=True):
+    """An erased user has no name (null), no email, and `erased: true`."""
+
     id: uuid.UUID
-    name: str
+    name: str | None
     roles: list[str]
     registered_at: datetime
     version: int
     email: str | None = None
+    erased: bool = False
 
 
 async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:

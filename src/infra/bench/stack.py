@@ -3,7 +3,9 @@ namespace, the API served by granian, and (when asked) the relay and projectors.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -84,6 +86,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+BENCH_SEAL_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+"""A seal key for the benchmark's scratch deployment (its seals are dropped with the database)."""
+
 # A benchmark drives one user and one address far past what a real client sends: it raises the
 # API's rate limits (and the password-hashing queue) explicitly, and says so.
 BENCH_LIMITS = {
@@ -109,6 +114,7 @@ def scratch_env(settings: Settings, **extra: str) -> Iterator[dict[str, str]]:
             "CHRONICLE_NATS_URL": settings.nats_url or "",
             "CHRONICLE_REDIS_URL": settings.redis_url or "",
             "CHRONICLE_JWT_SECRET": SECRET,
+            "CHRONICLE_SEAL_KEY": BENCH_SEAL_KEY,
             "CHRONICLE_NAMESPACE": f"bench_{uuid.uuid4().hex[:8]}",
             "CHRONICLE_ACCESS_TOKEN_TTL_S": "86400",
             "CHRONICLE_LOG_LEVEL": "WARNING",

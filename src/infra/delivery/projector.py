@@ -58,6 +58,8 @@ from infra.delivery.relay import connect_nats, ensure_stream, stream_name
 from infra.eventstore import envelope as envelopes
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope
 from infra.eventstore.recorder import GATE
+from infra.observe import delivery as observed
+from infra.observe import tracing
 from infra.settings import Settings
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
 from infra.views.sqlstore import SqlStore
@@ -255,12 +257,16 @@ class Projector:
             raise TypeError(f"{consumer.name}: only SQL projections can be partitioned")
         return [Lane(consumer, part, self.partitions) for part in range(self.partitions)]
 
+    def _leading(self) -> dict[str, tuple[int, bool]]:
+        return {lane.consumer.name: (lane.checkpoint, lane.parked) for lane in self.lanes if lane.leading}
+
     def leads(self, name: str) -> bool:
         return any(lane.leading for lane in self.lanes if lane.consumer.name == name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Runs until `stop`: the subscription, and each lane's upkeep."""
         self.redis = aioredis.from_url(self.settings.redis_url or "", socket_timeout=5)
+        tracing.setup(f"chronicle-{self.group}")
         try:
             for lane in self.lanes:  # before subscribing, so the subscription starts where they are
                 await self._tend_once(lane)
@@ -268,6 +274,7 @@ class Projector:
                 *(self._subscribe(stop, part) for part in self.feeds),
                 self._balance(stop),
                 *(self._tend(lane, stop) for lane in self.lanes),
+                observed.watch_projections(self.url, self._leading, stop),
             )
         finally:
             for task in list(self.drains):
@@ -320,7 +327,13 @@ class Projector:
                 return
             try:
                 js = nc.jetstream()
-                partitions = await ensure_stream(js, self.namespace, self.settings.stream_replicas, self.partitions)
+                partitions = await ensure_stream(
+                    js,
+                    self.namespace,
+                    self.settings.stream_replicas,
+                    self.partitions,
+                    max_age_days=self.settings.stream_max_age_days,
+                )
                 if part is not None and partitions != self.partitions:
                     # The relay makes the partitions; until it has, the lanes catch up from the log.
                     log.warning(
@@ -396,10 +409,14 @@ class Projector:
         return msgs
 
     async def _dispatch(self, msgs: list[Msg], part: int | None) -> None:
+        """Delivers a batch in one span, continuing the first traced event and linked to each."""
         self.last_message[part] = time.monotonic()
         decode = self._decode if part is None else self._decode_partition
-        decoded = [event for msg in msgs if (event := await decode(msg)) is not None]
-        await self.deliver(decoded, part)
+        traces = [(msg.headers or {}).get("traceparent") for msg in msgs] if tracing.enabled() else []
+        parent = next((t for t in traces if t), None)
+        with tracing.span(f"{self.group} batch", parent=parent, links=traces, kind=tracing.SpanKind.CONSUMER):
+            decoded = [event for msg in msgs if (event := await decode(msg)) is not None]
+            await self.deliver(decoded, part)
 
     async def deliver(self, events: Sequence[EventEnvelope], part: int | None = None) -> None:
         """Hands a batch of one feed (the whole log, or partition `part`), put in the log's
@@ -449,7 +466,8 @@ class Projector:
                 return False
             before = lane.checkpoint
             try:
-                await self._apply_batch(lane, batch)
+                with tracing.span(f"apply {lane.consumer.name}"):
+                    await self._apply_batch(lane, batch)
             except Parked:
                 pass
             except Exception as e:  # a server went away, or the lane was fenced off: start the lane over
@@ -487,7 +505,10 @@ class Projector:
             return None  # for partitions' lanes only
         try:
             event = envelopes.decode(msg.data)
-            return event if previous is None else msgspec.structs.replace(event, previous=previous)
+            trace = (msg.headers or {}).get("traceparent")
+            if previous is not None:
+                event = msgspec.structs.replace(event, previous=previous)
+            return msgspec.structs.replace(event, trace_parent=trace) if trace else event
         except Exception as e:  # the log is the source of truth: read the event there instead
             headers = msg.headers or {}
             position = headers.get("Chronicle-Position", "")
@@ -545,6 +566,7 @@ class Projector:
         if not events:
             return
         assert lane.store is not None
+        started = time.perf_counter()
         try:
             await lane.store.apply(events, lane.checkpoint, events[-1].position)
         except INFRASTRUCTURE_ERRORS:
@@ -560,8 +582,11 @@ class Projector:
                 except Exception as e:
                     await self._park(lane, event, e)
                 lane.checkpoint = event.position
+                observed.applied(lane.consumer.name, 1, started, lane.checkpoint)
+                started = time.perf_counter()
             return
         lane.checkpoint = events[-1].position
+        observed.applied(lane.consumer.name, len(events), started, lane.checkpoint)
 
     async def _park(self, lane: Lane, event: EventEnvelope, error: Exception) -> None:
         log.error("%s: parked at position %d (%s %s): %s", lane.role, event.position, event.type, event.event_id, error)

@@ -30,10 +30,15 @@ from nats.js.api import StorageType, StreamConfig, SubjectTransform
 from nats.js.errors import NotFoundError
 
 from infra.delivery import partitions as parts
+from infra.delivery.anchors import ensure_anchor_stream, publish_head
 from infra.delivery.leadership import leadership, lock_key, pause, still_leading
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, EventEnvelope, encode
 from infra.eventstore.recorder import GATE, NOTIFY_CHANNEL
+from infra.eventstore.signing import SealHead, SealKey, head_of, load_seal_key
 from infra.eventstore.tamper import GENESIS, merkle_root, seal_hash
+from infra.eventstore.verify import SEAL_COLUMNS
+from infra.observe import metrics, tracing
+from infra.observe.delivery import watch_relay
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120
 MAX_SCAN = 100_000
 READ_AFTER = (
-    f"SELECT {LOG_COLUMNS}, hash FROM events WHERE notification_id > %s AND notification_id < {GATE}"
+    f"SELECT {LOG_COLUMNS}, hash, trace_parent FROM events WHERE notification_id > %s AND notification_id < {GATE}"
     " ORDER BY notification_id LIMIT %s"
 )
 READ_RANGE = (
@@ -115,13 +120,22 @@ def _transform(namespace: str, partitions: int) -> SubjectTransform | None:
 
 
 async def ensure_stream(
-    js: JetStreamContext, namespace: str, replicas: int = 1, partitions: int = 1, *, reconfigure: bool = False
+    js: JetStreamContext,
+    namespace: str,
+    replicas: int = 1,
+    partitions: int = 1,
+    *,
+    reconfigure: bool = False,
+    max_age_days: int = 30,
 ) -> int:
     """Creates the event stream with `partitions` if it is missing, and returns its number of
     partitions. With `reconfigure` (the relay) an existing stream is also brought to that
     partitioning; consumers take the stream as it is. Messages stored before a change keep their
-    subjects: a partition's lane reads what it lacks of them from the log."""
+    subjects: a partition's lane reads what it lacks of them from the log. Messages are kept
+    `max_age_days` (0: for good): PostgreSQL stays the source of truth, and consumers fill what the
+    stream no longer holds from the log."""
     name = stream_name(namespace)
+    max_age = float(max_age_days * 86_400)
     try:
         info = await js.stream_info(name)
     except NotFoundError:
@@ -133,6 +147,7 @@ async def ensure_stream(
                 storage=StorageType.FILE,
                 duplicate_window=DUPLICATE_WINDOW_S,
                 num_replicas=replicas,
+                max_age=max_age,
                 subject_transform=_transform(namespace, wanted),
             )
         )
@@ -140,9 +155,10 @@ async def ensure_stream(
     config = info.config
     current = parts.partitions_of_destination(config.subject_transform.dest if config.subject_transform else None)
     wanted = partitions if reconfigure else current
-    if current != wanted:
+    if current != wanted or (reconfigure and float(config.max_age or 0) != max_age):
         log.warning("relay: configuring the event stream for %d partition(s) (was %d)", wanted, current)
         config.subject_transform = _transform(namespace, wanted)
+        config.max_age = max_age
         await js.update_stream(config)
     return wanted
 
@@ -168,31 +184,31 @@ class LastSeal:
     seq: int = 0
     to_position: int = 0
     seal_hash: bytes = GENESIS
+    head: SealHead | None = None
 
 
 class Sealer:
-    """Seals the log in order, range after range, each chained to the one before (infra.eventstore.tamper)."""
+    """Seals the log in order, range after range, each chained to the one before
+    (infra.eventstore.tamper) and signed with the seal key (infra.eventstore.signing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: SealKey) -> None:
+        self.key = key
         self.last = LastSeal()
 
     async def load(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        row = await (
-            await conn.execute("SELECT seq, to_position, seal_hash FROM seals ORDER BY seq DESC LIMIT 1")
-        ).fetchone()
-        self.last = LastSeal(row[0], row[1], bytes(row[2])) if row else LastSeal()
+        row = await (await conn.execute(f"SELECT {SEAL_COLUMNS} FROM seals ORDER BY seq DESC LIMIT 1")).fetchone()
+        self.last = LastSeal(row[0], row[2], bytes(row[6]), head_of(*row)) if row else LastSeal()
 
-    async def seal(self, conn: psycopg.AsyncConnection[Any], to_position: int, hashes: list[bytes]) -> LastSeal:
-        """Writes the seal of (last sealed position, to_position] (in the caller's transaction)."""
-        seq = self.last.seq + 1
-        root = merkle_root(hashes)
-        digest = seal_hash(seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash)
-        await conn.execute(
-            "INSERT INTO seals (seq, from_position, to_position, event_count, merkle_root, previous_hash, seal_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (seq, self.last.to_position, to_position, len(hashes), root, self.last.seal_hash, digest),
-        )
-        return LastSeal(seq, to_position, digest)
+    async def seal(self, conn: psycopg.AsyncConnection[Any], leaves: list[tuple[int, bytes]]) -> LastSeal:
+        """Writes the seal of (last sealed position, last of `leaves`] (in the caller's transaction);
+        `leaves` are the (position, hash) of every event in that range, in order."""
+        seq, from_position, to_position = self.last.seq + 1, self.last.to_position, leaves[-1][0]
+        root = merkle_root(leaves)
+        digest = seal_hash(seq, from_position, to_position, len(leaves), root, self.last.seal_hash)
+        values = (seq, from_position, to_position, len(leaves), root, self.last.seal_hash, digest)
+        row = (*values, self.key.public, self.key.sign(digest))
+        await conn.execute(f"INSERT INTO seals ({SEAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", row)
+        return LastSeal(seq, to_position, digest, head_of(*row))
 
     async def seal_backlog(self, conn: psycopg.AsyncConnection[Any], upto: int, chunk: int = 5000) -> None:
         """Seals what was published before sealing existed (or before a crash), up to `upto`."""
@@ -201,7 +217,7 @@ class Sealer:
             if not rows:
                 return
             async with conn.transaction():
-                sealed = await self.seal(conn, rows[-1][0], [bytes(r[1]) for r in rows])
+                sealed = await self.seal(conn, [(r[0], bytes(r[1])) for r in rows])
             self.last = sealed
 
 
@@ -218,14 +234,24 @@ class Relay:
         self.publish_timeout = publish_timeout
         self.reader = EnvelopeReader()
         self.published = 0
+        self.position: int | None = None  # published up to here, while leading
+        self.key = load_seal_key(settings.seal_key, settings.seal_key_file)
+        self._anchored = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        tracing.setup("chronicle-relay")
+        await asyncio.gather(self._run(stop), watch_relay(self.url, lambda: self.position, stop))
+
+    async def _run(self, stop: asyncio.Event) -> None:
         key = lock_key(self.namespace, "relay")
         while not stop.is_set():
             try:
                 async with leadership(self.url, key, stop, "relay") as conn:
                     if conn is not None:
-                        await self._lead(conn, stop)
+                        try:
+                            await self._lead(conn, stop)
+                        finally:
+                            self.position = None
             except (psycopg.Error, OSError) as e:
                 log.warning("relay: lost PostgreSQL (%s); starting over", e)
                 await pause(stop, 1.0)
@@ -241,38 +267,52 @@ class Relay:
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._with_retry(
                 lambda: ensure_stream(
-                    js, self.namespace, self.settings.stream_replicas, self.partitions, reconfigure=True
+                    js,
+                    self.namespace,
+                    self.settings.stream_replicas,
+                    self.partitions,
+                    reconfigure=True,
+                    max_age_days=self.settings.stream_max_age_days,
                 ),
                 stop,
             )
+            replicas = self.settings.stream_replicas
+            await self._with_retry(lambda: ensure_anchor_stream(js, self.namespace, replicas), stop)
             state = (await self._load_state(conn)).partitioned(self.partitions)
-            sealer = Sealer()
+            sealer = Sealer(self.key)
             await sealer.load(conn)
             await sealer.seal_backlog(conn, state.position)
+            await self._anchor(js, sealer.last)
             already = await self._with_retry(lambda: self._in_stream_after(js, state.stream_seq), stop)
+            self.position = state.position
             while not stop.is_set():
                 if not await still_leading(conn):
                     log.warning("relay: the lock's connection broke; stepping down")
                     return
                 rows = await (await conn.execute(READ_AFTER, (state.position, self.batch_size))).fetchall()
                 if not rows:
+                    await self._anchor(js, sealer.last)
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
                     continue
-                envelopes = self.reader.from_rows([r[:-1] for r in rows], state.position)
+                envelopes = self.reader.from_rows([r[:-2] for r in rows], state.position)
+                traces = {r[0]: r[-1] for r in rows if r[-1]}
                 heads = list(state.heads)
                 try:
-                    seq = await self._publish(js, envelopes, already, heads)
+                    seq = await self._publish(js, envelopes, already, heads, traces)
                 except Exception as e:  # NATS away or slow: the batch is published again, deduplicated
                     log.warning("relay: publishing failed (%s); retrying the batch", e)
                     await pause(stop, 1.0)
                     continue
                 state = RelayState(envelopes[-1].position, max(seq, state.stream_seq), heads)
                 async with conn.transaction():
-                    sealed = await sealer.seal(conn, state.position, [bytes(r[-1]) for r in rows])
+                    sealed = await sealer.seal(conn, [(r[0], bytes(r[-2])) for r in rows])
                     await self._save_state(conn, state)
                 sealer.last = sealed
+                self.position = state.position
+                metrics.RELAY_BATCHES.inc()
+                await self._anchor(js, sealed)
                 already.difference_update(e.position for e in envelopes)
         finally:
             listener.cancel()
@@ -281,20 +321,39 @@ class Relay:
             with contextlib.suppress(Exception):
                 await nc.close()
 
+    async def _anchor(self, js: JetStreamContext, last: LastSeal) -> None:
+        """Publishes the newest seal's head to the anchor stream, unless it is there already. A head
+        that cannot be published now is published with a later one (each head covers the chain
+        before it), so this never holds the relay up."""
+        if last.head is None or last.seq <= self._anchored:
+            return
+        try:
+            await asyncio.wait_for(publish_head(js, self.namespace, last.head), self.publish_timeout)
+        except Exception as e:  # NATS away: the seal is in PostgreSQL; its head goes out with the next one
+            log.warning("relay: could not publish seal %d's head (%s); will publish a later one", last.seq, e)
+            return
+        self._anchored = last.seq
+
     async def _publish(
-        self, js: JetStreamContext, envelopes: list[EventEnvelope], already: set[int], heads: list[int]
+        self,
+        js: JetStreamContext,
+        envelopes: list[EventEnvelope],
+        already: set[int],
+        heads: list[int],
+        traces: dict[int, str],
     ) -> int:
         """Publishes the batch (but what is in the stream already) and, when partitioned, a mark to
-        every partition after it, in that order on one connection; moves `heads` along."""
+        every partition after it, in that order on one connection; moves `heads` along. Each event
+        carries a `traceparent` header continuing the trace that appended it (infra.observe)."""
         futures = []
         for e in envelopes:
             partition = parts.partition_of(e.stream_id, len(heads)) if len(heads) > 1 else 0
             if e.position not in already:
-                futures.append(
-                    await js.publish_async(
-                        subject_of(self.namespace, e), encode(e), headers=headers_of(e, heads[partition], len(heads))
-                    )
-                )
+                headers = headers_of(e, heads[partition], len(heads))
+                trace = tracing.hop(f"publish {e.type}", traces.get(e.position))
+                if trace:
+                    headers["traceparent"] = trace
+                futures.append(await js.publish_async(subject_of(self.namespace, e), encode(e), headers=headers))
             heads[partition] = e.position
         events = len(futures)
         if len(heads) > 1:
@@ -307,7 +366,9 @@ class Relay:
                     await js.publish_async(parts.mark_subject(self.namespace, partition), b"", headers=headers)
                 )
         acks = await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
-        self.published += sum(1 for ack in acks[:events] if not ack.duplicate)
+        published = sum(1 for ack in acks[:events] if not ack.duplicate)
+        self.published += published
+        metrics.RELAY_PUBLISHED.inc(published)
         return max((ack.seq for ack in acks), default=0)
 
     async def _in_stream_after(self, js: JetStreamContext, stream_seq: int) -> set[int]:

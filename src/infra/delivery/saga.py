@@ -11,9 +11,12 @@ Beside it, a sweep cancels reserved orders whose payment is overdue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -30,6 +33,8 @@ from infra.delivery.leadership import pause
 from infra.delivery.projector import Projector
 from infra.eventstore.envelope import EventEnvelope
 from infra.eventstore.recorder import ChronicleTrackingRecorder, DependencyChanged
+from infra.observe import tracing
+from infra.observe.metrics import SAGA_DECISION_SECONDS, SAGA_DECISIONS
 from infra.settings import Settings
 from infra.views.stores import TrackingStore
 from projections.base import ProcessManager
@@ -65,11 +70,14 @@ class SagaWorker:
         try:
             working.update(self.orders({e.stream_id for e in envelopes}))
             for envelope in envelopes:
-                decision = self.saga.decide(envelope.type, envelope.stream_id, fresh=False, working=working)
-                events = [event for aggregate in decision.changed for event in aggregate.collect_events()]
+                with decision_span(envelope) as ctx:
+                    started = time.perf_counter()
+                    decision = self.saga.decide(envelope.type, envelope.stream_id, fresh=False, working=working)
+                    events = [event for aggregate in decision.changed for event in aggregate.collect_events()]
+                    count_decision(events, started)
                 working.update((aggregate.id, aggregate) for aggregate in decision.changed)
                 read.update(i for i, _ in decision.read)
-                decided.append((events, self.context(envelope), decision.read))
+                decided.append((events, ctx, decision.read))
             app.save_decisions(decided, list(working.values()), Tracking(self.name, envelopes[-1].position))
         except Exception as e:  # a collision, a stale cache, a poison event: one at a time finds out
             app.cache.evict(*working, *read)
@@ -110,11 +118,16 @@ class SagaWorker:
 
     def step(self, envelope: EventEnvelope) -> None:
         """Decides and appends what one event causes, with the saga's position, atomically."""
+        with decision_span(envelope) as ctx:
+            self._step(envelope, ctx)
+
+    def _step(self, envelope: EventEnvelope, ctx: Context) -> None:
         app: ChronicleApplication = self.chronicle.inventory
-        ctx = self.context(envelope)
         tracking = Tracking(self.name, envelope.position)
         for attempt in range(ATTEMPTS):
+            started = time.perf_counter()
             decision = self.saga.decide(envelope.type, envelope.stream_id, fresh=attempt > 0)
+            count_decision([e for a in decision.changed for e in a.pending_events], started)
             try:
                 if decision.changed:
                     app.save(*decision.changed, meta=ctx, tracking=tracking, conditions=decision.read)
@@ -149,6 +162,22 @@ class SagaWorker:
             raise
         except IntegrityError:
             pass  # recorded already: a redelivery
+
+
+@contextlib.contextmanager
+def decision_span(envelope: EventEnvelope) -> Iterator[Context]:
+    """A span for deciding on one event, continuing the event's trace, and the context for what
+    the decision appends: it carries that span on (infra.observe.tracing)."""
+    with tracing.span(f"saga {envelope.type}", parent=envelope.trace_parent, kind=tracing.SpanKind.CONSUMER):
+        ctx = SagaWorker.context(envelope)
+        yield dataclasses.replace(ctx, trace_parent=tracing.traceparent() or envelope.trace_parent)
+
+
+def count_decision(events: Sequence[Any], started: float) -> None:
+    """A decision's kind is the type of the last event it causes (`Order.Reserved`,
+    `Order.Rejected`, ...), or `nothing`."""
+    SAGA_DECISIONS.labels(type(events[-1]).__qualname__ if events else "nothing").inc()
+    SAGA_DECISION_SECONDS.observe(time.perf_counter() - started)
 
 
 class SagaStore(TrackingStore):

@@ -14,6 +14,7 @@ import msgspec
 import psycopg
 
 from infra.eventstore.envelope import LOG_COLUMNS, EnvelopeReader, context_of
+from infra.eventstore.personal import reveal
 from infra.eventstore.recorder import GATE
 
 
@@ -30,6 +31,8 @@ class AuditEvent(msgspec.Struct):
     command: str | None
     correlation_id: uuid.UUID | None
     causation_id: uuid.UUID | None
+    erased: bool = False
+    """True when some of the event's personal data was erased (those fields are null)."""
 
 
 class CausationNode(msgspec.Struct):
@@ -99,6 +102,13 @@ def audit_event(row: tuple[Any, ...]) -> AuditEvent:
     )
 
 
+async def opened(conn: psycopg.AsyncConnection[Any], events: list[AuditEvent]) -> list[AuditEvent]:
+    """The events with their personal data opened, or null and `erased` where it was erased."""
+    for event, erased in zip(events, await reveal(conn, (e.data for e in events)), strict=True):
+        event.erased = erased
+    return events
+
+
 async def stream_events(
     conn: psycopg.AsyncConnection[Any], stream_id: uuid.UUID, after_version: int, limit: int
 ) -> list[AuditEvent]:
@@ -108,7 +118,7 @@ async def stream_events(
             (stream_id, after_version, limit),
         )
     ).fetchall()
-    return [audit_event(r) for r in rows]
+    return await opened(conn, [audit_event(r) for r in rows])
 
 
 async def log_events(conn: psycopg.AsyncConnection[Any], where: LogFilter, after: int, limit: int) -> list[AuditEvent]:
@@ -120,11 +130,12 @@ async def log_events(conn: psycopg.AsyncConnection[Any], where: LogFilter, after
             {**params, "after": after, "limit": limit},
         )
     ).fetchall()
-    return [audit_event(r) for r in rows]
+    return await opened(conn, [audit_event(r) for r in rows])
 
 
 async def export(conn: psycopg.AsyncConnection[Any], where: LogFilter, batch: int = 2000) -> AsyncIterator[bytes]:
-    """The (filtered) log as NDJSON, in order, through a server-side cursor: constant memory."""
+    """The (filtered) log as NDJSON, in order, through a server-side cursor: constant memory.
+    Personal data is opened batch by batch, in the cursor's transaction."""
     condition, params = where.sql()
     encoder = msgspec.json.Encoder()
     async with conn.transaction(), conn.cursor(name="chronicle_export") as cursor:
@@ -133,7 +144,8 @@ async def export(conn: psycopg.AsyncConnection[Any], where: LogFilter, batch: in
             f"SELECT {LOG_COLUMNS} FROM events WHERE {condition} ORDER BY notification_id".encode(), params
         )
         while rows := await cursor.fetchmany(batch):
-            yield b"".join(encoder.encode(audit_event(r)) + b"\n" for r in rows)
+            events = await opened(conn, [audit_event(r) for r in rows])
+            yield b"".join(encoder.encode(e) + b"\n" for e in events)
 
 
 async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.UUID) -> CorrelationTree | None:
@@ -146,7 +158,7 @@ async def correlation(conn: psycopg.AsyncConnection[Any], correlation_id: uuid.U
     ).fetchall()
     if not rows:
         return None
-    nodes = [CausationNode(audit_event(r), []) for r in rows]
+    nodes = [CausationNode(e, []) for e in await opened(conn, [audit_event(r) for r in rows])]
     by_event = {node.event.event_id: node for node in nodes}
     requests: dict[uuid.UUID | None, CausedBy] = {}
     for node in nodes:

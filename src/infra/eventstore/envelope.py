@@ -23,7 +23,8 @@ REDACTED = "[redacted]"
 
 class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     """`position` is the event's place in the total order; `previous` the place of the event just
-    before it (0 for the first), so a consumer can tell when one is missing."""
+    before it (0 for the first), so a consumer can tell when one is missing. `trace_parent` is the
+    W3C traceparent of the span that appended it, or delivered it last (infra.observe.tracing)."""
 
     event_id: uuid.UUID
     position: int
@@ -38,6 +39,7 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     command: str | None = None
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
+    trace_parent: str | None = None
 
     @property
     def subject_token(self) -> str:
@@ -60,6 +62,7 @@ class WireEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     command: str | None = None
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
+    trace_parent: str | None = None
 
 
 _encoder = msgspec.json.Encoder()

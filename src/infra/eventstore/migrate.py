@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.errors
+from psycopg import sql
 
 _LOCK_KEY = 0x6368726F6E  # "chron"
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -44,8 +47,26 @@ def latest_version() -> int:
     return len(migrations())
 
 
-def migrate(database_url: str) -> list[Migration]:
-    """Applies every migration the database lacks; returns those applied now."""
+SERVICE_ROLE = "chronicle_service"
+OWNER_ROLE = "chronicle_owner"
+SERVICE_LOGIN = "chronicle_app"
+"""The login `chronicle dev` and the tests give the services (a member of SERVICE_ROLE)."""
+
+
+def service_url(owner_url: str, user: str = SERVICE_LOGIN, password: str | None = SERVICE_LOGIN) -> str:
+    """The same database as `owner_url`, logged in as the services' login."""
+    parts = urlsplit(owner_url)
+    host = parts.hostname or ""
+    netloc = f"{quote(user)}{':' + quote(password) if password else ''}@{'[' + host + ']' if ':' in host else host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def migrate(database_url: str, service: str | None = None) -> list[Migration]:
+    """Applies every migration the database lacks; returns those applied now. With `service` (the
+    URL the services connect with), its login is made a member of the service role (created, or
+    given the URL's password, as needed)."""
     applied: list[Migration] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -68,13 +89,37 @@ def migrate(database_url: str) -> list[Migration]:
                 applied.append(migration)
             if current_version(conn) >= 4:
                 backfill_hashes(conn)
+            if service is not None and current_version(conn) >= 8:
+                ensure_service_login(conn, service)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
 
 
+def ensure_service_login(conn: psycopg.Connection[tuple[object, ...]], url: str) -> None:
+    """Makes the user of `url` a login in the service role (with the URL's password, if any), unless
+    it is the user migrating (then the services run as the owner: a setup this does not change)."""
+    parts = urlsplit(url)
+    user = unquote(parts.username or "")
+    me = conn.execute("SELECT current_user").fetchone()
+    if not user or (me is not None and me[0] == user):
+        return
+    role, service = sql.Identifier(user), sql.Identifier(SERVICE_ROLE)
+    password = sql.SQL(" PASSWORD {}").format(sql.Literal(unquote(parts.password))) if parts.password else sql.SQL("")
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone()
+    try:
+        if exists is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN{}").format(role, password))
+        elif parts.password:
+            conn.execute(sql.SQL("ALTER ROLE {}{}").format(role, password))
+    except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+        pass  # made meanwhile by a migration of another database on the same server
+    conn.execute(sql.SQL("GRANT {} TO {}").format(service, role))
+
+
 def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5000) -> int:
-    """Gives events appended before event hashing (migration 0004) their hash; returns how many."""
+    """Gives events appended before event hashing (migration 0004) their hash; returns how many.
+    Takes the insert-only log's maintenance path (migration 0009)."""
     from infra.eventstore.envelope import LOG_COLUMNS
     from infra.eventstore.tamper import hash_of_row
 
@@ -85,7 +130,9 @@ def backfill_hashes(conn: psycopg.Connection[tuple[object, ...]], batch: int = 5
         ).fetchall()
         if not rows:
             return done
-        with conn.cursor() as cur:
+        with conn.transaction(), conn.cursor() as cur:
+            if current_version(conn) >= 8:
+                cur.execute("SET LOCAL chronicle.maintenance = 'on'")
             cur.executemany(
                 "UPDATE events SET hash = %s WHERE notification_id = %s",
                 [(hash_of_row(row[1:]), row[0]) for row in rows],

@@ -12,7 +12,8 @@ library's stock recorder:
   finished. Whatever commits later sorts after everything a reader has already seen, so a reader
   that moves its checkpoint forward can never skip an event that commits late.
 - **Who and why.** Every event stores its event id, the actor, the command, the correlation id and
-  the causation id (`AppendMeta`, passed as `meta=` to `Application.save`).
+  the causation id (`AppendMeta`, passed as `meta=` to `Application.save`), and the trace context
+  of the span that appended it (W3C traceparent; infra.observe.tracing).
 
 Readers are woken by a `NOTIFY` that each process sends after its appends (coalesced, outside the
 appending transaction, by `AppendNotifier`); they must also poll, because a notification is only a
@@ -43,6 +44,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
+    Mapper,
     Notification,
     OperationalError,
     PersistenceError,
@@ -52,11 +54,15 @@ from eventsourcing.persistence import (
     Subscription,
     Tracking,
     TrackingRecorder,
+    Transcoder,
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, retry
 
 from commands.library import ListeningSubscription
+from infra.eventstore.personal import PersonalDataMapper, SubjectKeys
 from infra.eventstore.tamper import event_hash
+from infra.observe import tracing
+from infra.observe.metrics import APPEND_SECONDS, APPENDED_EVENTS
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,12 +84,12 @@ LAGS = (
 _BASE_ID = f"(pg_current_xact_id()::text::bigint << {TXN_SHIFT})"
 _COLUMNS = (
     "notification_id, event_id, stream_id, version, topic, type, data, recorded_at,"
-    " actor_id, command, correlation_id, causation_id, hash"
+    " actor_id, command, correlation_id, causation_id, hash, trace_parent"
 )
 
 INSERT_ONE = (
     f"INSERT INTO events ({_COLUMNS}) "
-    f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    f"VALUES ({_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "RETURNING notification_id"
 )
 _UNNEST = (
@@ -102,7 +108,7 @@ _GUARD = f"WHERE NOT EXISTS ({MOVED}) "
 # The common guarded append: one event, one aggregate read.
 INSERT_ONE_GUARDED = (
     f"INSERT INTO events ({_COLUMNS}) "
-    f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+    f"SELECT {_BASE_ID}, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
     "WHERE NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = %s AND x.version > %s) "
     "RETURNING notification_id"
 )
@@ -115,7 +121,7 @@ def insert_many(*, guarded: bool, offset: bool = False) -> str:
     return (
         f"INSERT INTO events ({_COLUMNS}) "
         f"SELECT {_BASE_ID} + {'%s + ' if offset else ''}e.ord - 1, e.event_id, e.stream_id, e.version, e.topic, e.type, e.data,"
-        " %s, %s, %s, %s, %s, e.hash "
+        " %s, %s, %s, %s, %s, e.hash, %s "
         + _UNNEST
         + (_GUARD if guarded else "")
         + "ORDER BY e.ord RETURNING notification_id"
@@ -152,6 +158,9 @@ class AppendMeta(Protocol):
     @property
     def causation_id(self) -> UUID | None: ...
 
+    @property
+    def trace_parent(self) -> str | None: ...
+
 
 class IdempotencyClaim(Protocol):
     """An Idempotency-Key to record with an append; see migration 0002."""
@@ -181,6 +190,7 @@ class Meta:
     command: str | None = None
     correlation_id: UUID | None = None
     causation_id: UUID | None = None
+    trace_parent: str | None = None
 
 
 NO_META = Meta()
@@ -235,7 +245,16 @@ class EventStoreDatabase:
         self._idle: collections.deque[_Pooled] = collections.deque()
         self._slots = threading.BoundedSemaphore(pool_size)
         self.notifier = AppendNotifier(url)
+        self.subject_keys = SubjectKeys(self.connection)
         self._closed = False
+        # Connections checked out, and threads waiting for one (sampled into metrics; see infra.observe).
+        self.in_use = 0
+        self.waiting = 0
+        self._counting = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def open(self) -> None:
         """Checks that the server answers; connections are made as they are needed."""
@@ -257,8 +276,17 @@ class EventStoreDatabase:
     def _pooled(self) -> Iterator[_Pooled]:
         if self._closed:
             raise PersistenceError("the event store database has been closed")
-        if not self._slots.acquire(timeout=self.connect_timeout):
+        with self._counting:
+            self.waiting += 1
+        try:
+            acquired = self._slots.acquire(timeout=self.connect_timeout)
+        finally:
+            with self._counting:
+                self.waiting -= 1
+        if not acquired:
             raise OperationalError(f"no event store connection free within {self.connect_timeout}s")
+        with self._counting:
+            self.in_use += 1
         pooled: _Pooled | None = None
         try:
             pooled = self._checkout()
@@ -273,6 +301,8 @@ class EventStoreDatabase:
             if pooled is not None:
                 self._checkin(pooled)
             self._slots.release()
+            with self._counting:
+                self.in_use -= 1
 
     def _checkout(self) -> _Pooled:
         while True:
@@ -381,6 +411,21 @@ class ChronicleAggregateRecorder(AggregateRecorder):
                 conn.execute(self._insert, _columns(stored_events))
         return None
 
+    def report_ignored(self, stream_id: UUID, version: int, detail: str, found_by: str) -> None:
+        """Records a snapshot found to disagree with its stream's events (commands.snapshots)."""
+        with self.database.connection() as conn:
+            conn.execute(
+                "INSERT INTO ignored_snapshots (stream_id, version, detail, found_by) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (stream_id, version) DO UPDATE SET last_found_at = now()",
+                (stream_id, version, detail, found_by),
+            )
+
+    def snapshot_keys(self) -> Iterator[tuple[UUID, int]]:
+        """The (stream, version) of every snapshot, in order."""
+        with self.database.connection() as conn:
+            rows = conn.execute(f"SELECT stream_id, version FROM {self.table} ORDER BY stream_id, version").fetchall()
+        yield from ((r[0], r[1]) for r in rows)
+
     def select_events(
         self,
         originator_id: UUID | str,
@@ -446,16 +491,20 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         meta: AppendMeta = kwargs.get("meta") or NO_META
         event_ids = [new_event_id() for _ in stored_events]
         recorded_at = datetime.now(UTC)
-        ids = self._append(
-            stored_events,
-            event_ids,
-            recorded_at,
-            meta,
-            kwargs.get("tracking"),
-            kwargs.get("idempotency"),
-            kwargs.get("conditions") or (),
-        )
+        started = time.perf_counter()
+        with tracing.span("append", attributes={"chronicle.events": len(stored_events)}):
+            ids = self._append(
+                stored_events,
+                event_ids,
+                recorded_at,
+                meta,
+                kwargs.get("tracking"),
+                kwargs.get("idempotency"),
+                kwargs.get("conditions") or (),
+            )
+        APPEND_SECONDS.observe(time.perf_counter() - started)
         if ids:
+            APPENDED_EVENTS.inc(len(ids))
             self.database.notifier.poke()
         return ids
 
@@ -495,16 +544,17 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         conditions: Sequence[tuple[UUID, int]],
     ) -> list[int]:
         tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
+        trace = meta.trace_parent
         if tracking is None:
             with self.database.cursor() as cur:
-                return self._insert(cur, events, event_ids, tail, claim, conditions)
+                return self._insert(cur, events, event_ids, tail, trace, claim, conditions)
         with self.database.connection() as conn, conn.transaction():
             insert_tracking(conn, tracking)
             if not events:
                 if conditions and conn.execute(MOVED, _condition_columns(conditions)).fetchone():
                     raise DependencyChanged("an aggregate the decision read has changed; nothing was recorded")
                 return []
-            return self._insert(conn.cursor(binary=True), events, event_ids, tail, claim, conditions)
+            return self._insert(conn.cursor(binary=True), events, event_ids, tail, trace, claim, conditions)
 
     @staticmethod
     def _insert(
@@ -512,6 +562,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         events: Sequence[StoredEvent],
         event_ids: list[UUID],
         tail: tuple[Any, ...],
+        trace: str | None = None,
         claim: IdempotencyClaim | None = None,
         conditions: Sequence[tuple[UUID, int]] = (),
     ) -> list[int]:
@@ -527,13 +578,14 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 e.state,
                 *tail,
                 hashes[0],
+                trace,
                 *(conditions[0] if conditions else ()),
             )
             row = cur.execute(INSERT_ONE_GUARDED if conditions else INSERT_ONE, one).fetchone()
             if row is None:
                 raise DependencyChanged("an aggregate this command read has changed since; nothing was stored")
             return [row[0]]
-        sql, params = _append_statement(events, event_ids, tail, hashes, conditions)
+        sql, params = _append_statement(events, event_ids, tail, trace, hashes, conditions)
         if claim is not None:
             sql = with_key(sql)
             params = (
@@ -557,6 +609,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
         raises `DependencyChanged`, a position already recorded `IntegrityError`; a stream's
         version taken meanwhile raises `IntegrityError` too."""
         recorded_at = datetime.now(UTC)
+        started = time.perf_counter()
         statements: list[tuple[str, tuple[Any, ...]]] = []
         offset = 0
         for events, meta, conditions in decisions:
@@ -567,7 +620,7 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
             event_ids = [new_event_id() for _ in events]
             tail = (recorded_at, meta.actor_id, meta.command, meta.correlation_id, meta.causation_id)
             hashes = _hashes(events, event_ids, tail)
-            _, params = _append_statement(events, event_ids, tail, hashes, conditions)
+            _, params = _append_statement(events, event_ids, tail, meta.trace_parent, hashes, conditions)
             statements.append((insert_many(guarded=bool(conditions), offset=True), (offset, *params)))
             offset += len(events)
         with self.database.connection() as conn, conn.transaction():
@@ -584,6 +637,8 @@ class ChronicleApplicationRecorder(ApplicationRecorder):
                 if not rows:
                     raise DependencyChanged("an aggregate a decision read has changed; nothing was recorded")
                 ids += [row[0] for row in rows]
+        APPEND_SECONDS.observe(time.perf_counter() - started)
+        APPENDED_EVENTS.inc(len(ids))
         self.database.notifier.poke()
         return sorted(ids)
 
@@ -711,11 +766,12 @@ def _append_statement(
     events: Sequence[StoredEvent],
     event_ids: list[UUID],
     tail: tuple[Any, ...],
+    trace: str | None,
     hashes: list[bytes],
     conditions: Sequence[tuple[UUID, int]],
 ) -> tuple[str, tuple[Any, ...]]:
     """One multi-row append (guarded by `conditions`), as SQL and its parameters."""
-    params: tuple[Any, ...] = (*tail, *_row_arrays(events, event_ids, hashes))
+    params: tuple[Any, ...] = (*tail, trace, *_row_arrays(events, event_ids, hashes))
     if conditions:
         params = (*params, *_condition_columns(conditions))
     return insert_many(guarded=bool(conditions)), params
@@ -806,6 +862,17 @@ class Factory(InfrastructureFactory[ChronicleTrackingRecorder]):
                 raise OSError("CHRONICLE_DATABASE_URL is not set")
             database = EventStoreDatabase(url)
         self.database = database
+
+    def mapper(
+        self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
+    ) -> Mapper[Any]:
+        """The library's mapper, but personal fields are sealed with their subject's key
+        (infra.eventstore.personal) unless another mapper class is asked for."""
+        if mapper_class is not None or self.env.get(self.MAPPER_TOPIC):
+            return super().mapper(transcoder, mapper_class)
+        mapper = cast(PersonalDataMapper, super().mapper(transcoder, PersonalDataMapper))
+        mapper.keys = self.database.subject_keys
+        return mapper
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose == "snapshots":

@@ -2,9 +2,11 @@
 
 An event's hash covers everything stored about it but its position (which the database assigns):
 event id, stream, version, topic, type, data, time, actor, command, correlation and causation.
-Its place in the order is covered by the seals: each seal holds the Merkle root of the hashes of
-the events in its range, in order, and the hash of the seal before it, so editing, deleting,
-inserting or reordering an event, or altering a seal, breaks something `verify` recomputes.
+Its place in the order is covered by the seals: each seal holds the Merkle root over its events'
+positions and hashes, in order, and the hash of the seal before it, so editing, deleting,
+inserting, moving or reordering an event, or altering a seal, breaks something `verify`
+recomputes. Each seal is signed (infra.eventstore.signing) by a key outside the database, so
+recomputing all of that does not pass either.
 """
 
 from __future__ import annotations
@@ -57,11 +59,18 @@ def event_hash(
     return hashlib.sha256(canonical).digest()
 
 
-def merkle_root(hashes: Sequence[bytes]) -> bytes:
-    """The root of a binary Merkle tree over the hashes in order (an odd last node is carried up)."""
-    if not hashes:
+def leaf(position: int, hash_: bytes) -> bytes:
+    """An event's leaf in its seal's tree: its hash bound to its position (which the writer could
+    not know, so its own hash cannot cover it)."""
+    return hashlib.sha256(b"\x00" + position.to_bytes(8, "big", signed=True) + hash_).digest()
+
+
+def merkle_root(leaves: Sequence[tuple[int, bytes]]) -> bytes:
+    """The root of a binary Merkle tree over the (position, hash) leaves in order (an odd last node
+    is carried up)."""
+    if not leaves:
         return GENESIS
-    level = list(hashes)
+    level = [leaf(p, h) for p, h in leaves]
     while len(level) > 1:
         paired = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:

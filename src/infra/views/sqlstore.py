@@ -7,11 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 import psycopg.errors
 
 from infra.delivery.partitions import partition_of
 from infra.eventstore.envelope import EventEnvelope
+from infra.eventstore.personal import is_token, reveal
 from infra.views.base import Fingerprint, StaleCheckpoint
 from projections.base import SqlProjection
 
@@ -185,6 +187,15 @@ class SqlStore:
                 await self.conn.execute(f"DROP VIEW IF EXISTS {view}".encode())
                 await self.conn.execute(f"CREATE VIEW {view} AS SELECT * FROM {table}".encode())
 
+    async def _revealed(self, envelopes: list[EventEnvelope]) -> list[EventEnvelope]:
+        """The envelopes with their personal data opened (None where erased), for this view only:
+        copies, since other lanes share the envelopes (and Redis views never see the plain values)."""
+        if not any(is_token(v) for e in envelopes for v in e.data.values()):
+            return envelopes
+        opened = [msgspec.structs.replace(e, data=dict(e.data)) for e in envelopes]
+        await reveal(self.conn, (e.data for e in opened))
+        return opened
+
     async def checkpoint(self) -> int:
         """This partition's checkpoint; for the whole version, the lowest of its partitions' (every
         event at or below it is applied) or, kept whole, its own."""
@@ -206,9 +217,9 @@ class SqlStore:
 
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None:
         view = BufferedSqlView(self.tables, self.projection.keys)
-        for envelope in envelopes:
-            if envelope.type in self.projection.handles and self._mine(envelope):
-                self.projection.apply(envelope, view)
+        mine = [e for e in envelopes if e.type in self.projection.handles and self._mine(e)]
+        for envelope in await self._revealed(mine):
+            self.projection.apply(envelope, view)
         # One round trip: BEGIN, the view's statements, the checkpoint, COMMIT, all pipelined. The
         # checkpoint statement divides by zero (aborting the transaction) unless the stored
         # checkpoint is the one this batch was planned from. A batch that changes nothing in the
