@@ -18,7 +18,9 @@ from api.audit import AuditQueries
 from api.auth import jwt_auth
 from api.commands.commerce import InventoryCommands, OrderCommands, ProductCommands
 from api.commands.identity import AuthCommands, UserErasure, UserRoleCommands
+from api.commands.oauth2 import OAuth2Token
 from api.commands.work import ProjectCommands, TaskCommands
+from api.contract import finish_document
 from api.explorer import TEMPLATES, explorer_routers
 from api.explorer.common import explorer_aware
 from api.headers import cors, security_headers
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     by_address, by_user = auth_limit(settings), command_limit(settings)
     by_address.check_throttle_handler = is_auth_route
     by_user.check_throttle_handler = is_command_route
-    return Litestar(
+    app = Litestar(
         # One router for all controllers: registering two controllers with a common path (commands and
         # queries of /v1/projects) directly on the app trips Litestar 2.25 over duplicate OPTIONS routes.
         route_handlers=[
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 route_handlers=[
                     HealthController,
                     AuthCommands,
+                    OAuth2Token,
                     UserRoleCommands,
                     UserErasure,
                     ProjectCommands,
@@ -122,3 +125,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    finish_document(app)
+    return app

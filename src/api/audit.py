@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -14,8 +13,9 @@ from litestar.params import Parameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import requires_role
-from api.commands.common import context, is_number, problems
-from api.queries.common import Cursor
+from api.commands.common import context, is_number
+from api.contract import query
+from api.queries.common import INSTANT, Cursor, instant
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid, NotFound
 from domain.identity import Role
@@ -23,11 +23,12 @@ from infra.delivery.anchors import external_heads
 from infra.eventstore import audit
 from infra.eventstore.audit import AuditEvent, CorrelationTree, LogFilter
 from infra.eventstore.signing import MalformedHead, load_seal_key
-from infra.eventstore.verify import Problem, Verification, verify
+from infra.eventstore.verify import Breach, Verification, verify
 
 Limit = Annotated[int, Parameter(ge=1, le=1000, description="At most 1000")]
-Since = Annotated[datetime | None, QueryParameter(name="from", description="recorded at or after")]
-Until = Annotated[datetime | None, QueryParameter(name="to", description="recorded before")]
+Since = Annotated[str | None, QueryParameter(name="from", description="recorded at or after", schema_extra=INSTANT)]
+Until = Annotated[str | None, QueryParameter(name="to", description="recorded before", schema_extra=INSTANT)]
+At = Annotated[str | None, QueryParameter(description="the state as it was at this time", schema_extra=INSTANT)]
 
 
 class EventPage(msgspec.Struct):
@@ -60,7 +61,7 @@ async def full_verify(runtime: Runtime) -> Verification:
     try:
         heads, notes = await external_heads(js, settings.namespace)
     except MalformedHead as e:
-        return Verification(False, 0, 0, "0", 0, first_problem=Problem("head_forged", str(e)))
+        return Verification(False, 0, 0, "0", 0, first_problem=Breach("head_forged", str(e)))
     trusted = [load_seal_key(settings.seal_key, settings.seal_key_file).public]
     report = await runtime.run(verify, settings.database_url or "", trusted, heads)
     report.notes.extend(notes)
@@ -83,7 +84,7 @@ class AuditQueries(Controller):
         "/streams/{stream_id:uuid}",
         operation_id="AuditStream",
         summary="A stream's events, in order, with all metadata",
-        responses=problems(401, 403, 422),
+        responses=query(403, 404),
     )
     async def stream(
         self,
@@ -103,7 +104,7 @@ class AuditQueries(Controller):
         "/events",
         operation_id="AuditLog",
         summary="The global log in its total order, filtered",
-        responses=problems(401, 403, 422),
+        responses=query(403),
     )
     async def events(
         self,
@@ -118,7 +119,8 @@ class AuditQueries(Controller):
     ) -> EventPage:
         await record_access(request, runtime)
         async with runtime.views.connection() as conn:
-            items = await audit.log_events(conn, LogFilter(type, actor, since, until), _cursor(cursor), limit + 1)
+            where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
+            items = await audit.log_events(conn, where, _cursor(cursor), limit + 1)
         more = len(items) > limit
         return EventPage(items[:limit], items[limit - 1].position if more else None)
 
@@ -126,7 +128,7 @@ class AuditQueries(Controller):
         "/streams/{stream_id:uuid}/state",
         operation_id="AuditStreamState",
         summary="The aggregate as it was at a version, a time or a position (exactly one)",
-        responses=problems(401, 403, 404, 422),
+        responses=query(403, 404),
     )
     async def state(
         self,
@@ -134,7 +136,7 @@ class AuditQueries(Controller):
         runtime: Runtime,
         stream_id: uuid.UUID,
         version: Annotated[int | None, Parameter(ge=1)] = None,
-        at: datetime | None = None,
+        at: At = None,
         position: str | None = None,
     ) -> StreamState:
         given = [
@@ -144,11 +146,12 @@ class AuditQueries(Controller):
             raise Invalid("give exactly one of version, at, position", field="version")
         if position is not None and not is_number(position):
             raise Invalid("position must be a position token", field="position")
+        moment = instant(at, "at")
         await record_access(request, runtime)
         if version is None:
             async with runtime.views.connection() as conn:
                 version = await audit.version_at(
-                    conn, stream_id, at=at, position=int(position) if position is not None else None
+                    conn, stream_id, at=moment, position=int(position) if position is not None else None
                 )
             if version is None:
                 raise NotFound(f"stream {stream_id} had no events then")
@@ -159,7 +162,7 @@ class AuditQueries(Controller):
         "/correlations/{correlation_id:uuid}",
         operation_id="AuditCorrelation",
         summary="Every event caused by one request, as a causation tree",
-        responses=problems(401, 403, 404),
+        responses=query(403, 404),
     )
     async def correlation(
         self, request: Request[Any, Any, Any], runtime: Runtime, correlation_id: uuid.UUID
@@ -175,7 +178,7 @@ class AuditQueries(Controller):
         "/export",
         operation_id="AuditExport",
         summary="The (filtered) log as NDJSON, streamed",
-        responses=problems(401, 403, 422),
+        responses=query(403),
         media_type="application/x-ndjson",
     )
     async def export(
@@ -188,7 +191,7 @@ class AuditQueries(Controller):
         until: Until = None,
     ) -> Stream:
         await record_access(request, runtime)
-        where = LogFilter(type, actor, since, until)
+        where = LogFilter(type, actor, instant(since, "from"), instant(until, "to"))
 
         async def lines() -> AsyncIterator[bytes]:
             async with runtime.views.connection() as conn:
@@ -201,7 +204,7 @@ class AuditQueries(Controller):
         "/verify",
         operation_id="AuditVerify",
         summary="Recompute every hash and seal, check signatures, external heads and snapshots; the first broken place",
-        responses=problems(401, 403),
+        responses=query(403),
     )
     async def verify(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Verification]:
         await record_access(request, runtime)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, cast
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme
 from litestar.security.jwt import JWTAuth, Token
 
 from api.access import AccessCheck
@@ -87,8 +89,24 @@ async def _actor_of(token: Token, connection: ASGIConnection[Any, Any, Any, Any]
     return await access.actor(user_id, session_of(token))
 
 
+TOKEN_URL = "/v1/auth/token"
+
+
+@dataclass
+class PasswordFlowJWTAuth(JWTAuth[Actor, Token]):
+    """Litestar's JWT bearer auth, declared in the OpenAPI document as what it also is: an OAuth2
+    password flow whose token endpoint is `POST /v1/auth/token` (RFC 6749), so OAuth2 clients and
+    the docs page's "Authorize" button can log in."""
+
+    @property
+    def openapi_components(self) -> Components:
+        flow = OAuthFlow(token_url=TOKEN_URL, refresh_url=TOKEN_URL, scopes={})
+        scheme = SecurityScheme(type="oauth2", description=self.description, flows=OAuthFlows(password=flow))
+        return Components(security_schemes={self.openapi_security_scheme_name: scheme})
+
+
 def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
-    return JWTAuth[Actor, Token](
+    return PasswordFlowJWTAuth(
         retrieve_user_handler=_actor_of,
         token_secret=settings.require_jwt_secret(),
         algorithm=ALGORITHM,
@@ -100,7 +118,9 @@ def jwt_auth(settings: Settings) -> JWTAuth[Actor, Token]:
         exclude=["^/schema"],
         exclude_opt_key="exclude_from_auth",
         token_cls=remembering(VerifiedTokens()),
-        description="Access token from POST /v1/auth/login (or /refresh), sent as `Authorization: Bearer …`.",
+        openapi_security_scheme_name="OAuth2PasswordBearer",
+        description="An access token from POST /v1/auth/token (OAuth2 password or refresh_token grant) or "
+        "POST /v1/auth/login, sent as `Authorization: Bearer …`.",
     )
 
 
@@ -140,9 +160,16 @@ async def optional_actor(connection: ASGIConnection[Any, Any, Any, Any]) -> Acto
 
 
 def requires_role(*roles: Role) -> Any:
+    """A guard by role. `OPTIONS` passes: Litestar answers it (with `Allow`) for every path, before
+    and without authentication, and it tells nothing a role should hide."""
+
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        actor = connection.user
-        if not isinstance(actor, Actor) or not actor.roles & set(roles):
+        if connection.scope.get("method") == "OPTIONS":
+            return
+        actor = connection.scope.get("user")
+        if not isinstance(actor, Actor):
+            raise NotAuthorizedException("authentication required")
+        if not actor.roles & set(roles):
             raise PermissionDeniedException(f"this needs the role {' or '.join(r.value for r in roles)}")
 
     return guard

@@ -16,6 +16,7 @@ from litestar import Controller, Request, Response, get
 from litestar.openapi import ResponseSpec
 
 from api.auth import PUBLIC, optional_actor
+from api.contract import public
 from api.queries.common import checkpoints
 from api.runtime import RUNTIME, Runtime
 from domain.identity import Role
@@ -36,7 +37,7 @@ class ProjectionHealth(msgspec.Struct):
     name: str
     kind: str
     version: int
-    state: Literal["running", "parked"] | str
+    state: Literal["running", "parked"]
     checkpoint: str
     lag_events: int
     lag_seconds: float
@@ -137,6 +138,9 @@ async def _nats_ping(runtime: Runtime) -> None:
     await runtime.nats.flush(timeout=1)
 
 
+ANY_HEALTH: Any = Health | PublicHealth  # the body of a 503: detailed for admins and auditors
+
+
 class HealthController(Controller):
     path = "/v1/health"
     tags = ["health"]
@@ -146,7 +150,12 @@ class HealthController(Controller):
     @get(
         operation_id="GetHealth",
         summary="Reachability of the servers; for admins and auditors, relay and projections' lag",
-        responses={503: ResponseSpec(data_container=Health, description="A server is unreachable")},
+        responses={
+            **public(rate_limited=False),
+            503: ResponseSpec(
+                data_container=ANY_HEALTH, description="A server is unreachable", generate_examples=False
+            ),
+        },
     )
     async def health(self, request: Request[Any, Any, Any], runtime: Runtime) -> Response[Health | PublicHealth]:
         actor = await optional_actor(request)

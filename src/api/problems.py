@@ -20,6 +20,8 @@ from litestar.exceptions import (
     NotAuthorizedException,
     ValidationException,
 )
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import ParameterKwarg
 
 from commands.base import PreconditionFailed
 from commands.identity import Unauthorized
@@ -102,7 +104,7 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
         if named:
             errors.append(FieldError(named[1], message))
         elif key not in ("", "data"):
-            errors.append(FieldError(key, message))
+            errors.append(FieldError(_public_name(request, key), message))
         elif message.startswith("Expected `object`"):
             return problem(request, 400, "the request body must be a JSON object")
         elif message == "'data'":
@@ -115,8 +117,21 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
     return problem(request, 422, detail, errors=errors)
 
 
+def _public_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a client sent a parameter by (`from`, `If-Match`), not the handler's argument."""
+    handler = request.scope.get("route_handler")
+    if not isinstance(handler, HTTPRouteHandler):
+        return key
+    field = handler.parsed_fn_signature.parameters.get(key)
+    kwarg = getattr(field, "kwarg_definition", None)
+    name = getattr(kwarg, "name", None) if isinstance(kwarg, ParameterKwarg) else None
+    return name or key
+
+
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
+    if status >= 500 and status != 503:
+        return on_unexpected(request, exc)
     detail = exc.detail or HTTPStatus(status).phrase
     if isinstance(exc, ClientException) and status == 400 and "malformed" in detail:
         return problem(request, 400, detail)

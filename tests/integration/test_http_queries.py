@@ -73,12 +73,25 @@ def test_a_query_with_x_min_position_always_sees_the_write(api: Api, world: dict
     assert me["id"] == str(user.id) and me["email"] == user.email and me["roles"] == ["member"]
 
 
-def test_a_position_the_views_do_not_reach_in_time_is_503_with_retry_after(api: Api, world: dict[str, Any]) -> None:
+def test_a_position_the_views_do_not_reach_in_time_is_503_with_retry_after(
+    api: Api, world: dict[str, Any], settings: Settings
+) -> None:
+    with psycopg.connect(settings.database_url or "") as hold:
+        # The task list's projector cannot commit its checkpoint while this lock is held.
+        hold.execute("SELECT 1 FROM projection_checkpoints WHERE projection = 'task_list' FOR UPDATE")
+        r = api.post(f"/v1/tasks/{world['task']}/edit", {"title": "Held back"}, world["owner"])
+        assert r.status_code == 200, r.text
+        held = api.get(f"/v1/tasks/{world['task']}", world["owner"], x_min_position=r.json()["position"])
+        hold.rollback()
+    assert_problem(held, 503, says="caught up")
+    assert held.headers["retry-after"] == "1"
+    assert_problem(api.get(f"/v1/tasks/{world['task']}", world["owner"], x_min_position="soon"), 400)
+
+
+def test_a_position_no_command_gave_out_is_422(api: Api, world: dict[str, Any]) -> None:
     far = str(int(world["position"]) << 8)
     r = api.get(f"/v1/tasks/{world['task']}", world["owner"], x_min_position=far)
-    assert_problem(r, 503, says="caught up")
-    assert r.headers["retry-after"] == "1"
-    assert_problem(api.get(f"/v1/tasks/{world['task']}", world["owner"], x_min_position="soon"), 400)
+    assert_problem(r, 422, field="X-Min-Position")
 
 
 @pytest.mark.parametrize(

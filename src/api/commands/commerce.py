@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, post
-from litestar.params import Body
 
 from api.commands.common import (
     CommandAccepted,
@@ -17,9 +16,9 @@ from api.commands.common import (
     Key,
     Name,
     expected_version,
-    problems,
     run_command,
 )
+from api.contract import COMMAND_HEADERS, command, example, links
 from api.runtime import RUNTIME, Runtime
 from domain.catalog import MAX_PRICE
 from domain.errors import Invalid
@@ -31,8 +30,6 @@ Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 42
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 Delta = Annotated[int, msgspec.Meta(ge=-1_000_000_000, le=1_000_000_000, description="not 0")]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
-_ALL = problems(400, 401, 403, 404, 409, 412, 413, 422)
-_NO_BODY = problems(400, 401, 403, 404, 409, 412)
 
 
 class CreateProductBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,13 +81,25 @@ class ProductCommands(Controller):
         operation_id="CreateProduct",
         summary="Add a product to the catalog (managers, admins)",
         status_code=201,
-        responses=problems(400, 401, 403, 409, 413, 422),
+        responses=command(403, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def create(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
-        data: Annotated[CreateProductBody, Body()],
+        data: Annotated[
+            CreateProductBody,
+            example(
+                {
+                    "sku": "MUG-1",
+                    "name": "Chronicle mug",
+                    "price_minor": 1250,
+                    "currency": "EUR",
+                    "description": "Holds 330 ml",
+                }
+            ),
+        ],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -112,14 +121,15 @@ class ProductCommands(Controller):
         operation_id="EditProduct",
         summary="Change a product's name or description",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def edit(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         sku: str,
-        data: Annotated[EditProductBody, Body()],
+        data: Annotated[EditProductBody, example({"name": "Chronicle mug, large"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -142,14 +152,15 @@ class ProductCommands(Controller):
         operation_id="RepriceProduct",
         summary="Change a product's price",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def reprice(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         sku: str,
-        data: Annotated[RepriceBody, Body()],
+        data: Annotated[RepriceBody, example({"price_minor": 1400, "currency": "EUR"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -170,7 +181,8 @@ class ProductCommands(Controller):
         operation_id="DiscontinueProduct",
         summary="Take a product off the catalog; orders can no longer be placed for it",
         status_code=200,
-        responses=_NO_BODY,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def discontinue(
         self,
@@ -201,14 +213,15 @@ class InventoryCommands(Controller):
         operation_id="ReceiveStock",
         summary="Add received units to a SKU's stock (managers, admins)",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 413, 422),
+        responses=command(403, 404, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def receive(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         sku: str,
-        data: Annotated[ReceiveBody, Body()],
+        data: Annotated[ReceiveBody, example({"quantity": 3})],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -226,14 +239,15 @@ class InventoryCommands(Controller):
         operation_id="AdjustStock",
         summary="Correct a SKU's available stock, with a reason (never below zero)",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 413, 422),
+        responses=command(403, 404, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def adjust(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         sku: str,
-        data: Annotated[AdjustBody, Body()],
+        data: Annotated[AdjustBody, example({"delta": -2, "reason": "two mugs broke in the warehouse"})],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -255,15 +269,21 @@ class OrderCommands(Controller):
 
     @post(
         operation_id="PlaceOrder",
+        opt=links(
+            GetOrder={"order_id": "$response.body#/id"},
+            PayOrder={"order_id": "$response.body#/id"},
+            CancelOrder={"order_id": "$response.body#/id"},
+        ),
         summary="Place an order at today's prices; the saga then reserves its stock or rejects it",
         status_code=201,
-        responses=problems(400, 401, 413, 422),
+        responses=command(404, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def place(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
-        data: Annotated[PlaceOrderBody, Body()],
+        data: Annotated[PlaceOrderBody, example({"lines": [{"sku": "MUG-1", "quantity": 2}]})],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         lines = [{"sku": line.sku, "quantity": line.quantity} for line in data.lines]
@@ -282,14 +302,15 @@ class OrderCommands(Controller):
         operation_id="PayOrder",
         summary="Record the payment of a reserved order",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def pay(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         order_id: uuid.UUID,
-        data: Annotated[PayBody, Body()],
+        data: Annotated[PayBody, example({"payment_ref": "psp-7f3a91"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -309,7 +330,8 @@ class OrderCommands(Controller):
         operation_id="ShipOrder",
         summary="Ship a paid order (managers, admins)",
         status_code=200,
-        responses=_NO_BODY,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def ship(
         self,
@@ -334,7 +356,8 @@ class OrderCommands(Controller):
         operation_id="DeliverOrder",
         summary="Mark a shipped order delivered (managers, admins)",
         status_code=200,
-        responses=_NO_BODY,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def deliver(
         self,
@@ -359,7 +382,8 @@ class OrderCommands(Controller):
         operation_id="CancelOrder",
         summary="Cancel an order before it ships; its reserved stock is released",
         status_code=200,
-        responses=_NO_BODY,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def cancel(
         self,

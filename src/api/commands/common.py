@@ -14,10 +14,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
-from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter
 
-from api.problems import Problem, correlation_id
+from api.problems import correlation_id
 from api.runtime import Runtime
 from commands.base import Actor, CommandResult, ConcurrentUpdate, Context, IdempotencyKey, PreconditionFailed
 from domain.errors import Conflict, DomainError
@@ -32,11 +31,13 @@ IF_MATCH = HeaderParameter(
     name="If-Match",
     required=False,
     description="The version the client last saw (an ETag); a mismatch is 412 and stores nothing.",
+    schema_extra={"type": "string", "oneOf": None, "pattern": r'^ *(\*|(W/)?"?[0-9]{1,19}"?) *$', "examples": ['"3"']},
 )
 IDEMPOTENCY_KEY = HeaderParameter(
     name="Idempotency-Key",
     required=False,
     description="1-255 printable ASCII characters; send the same key again to get the first response again.",
+    schema_extra={"type": "string", "oneOf": None, "pattern": "^[ -~]{1,255}$", "examples": ["order-2026-11-27-0001"]},
 )
 SECRET_BODY_FIELDS = frozenset({"password", "current_password", "new_password", "refresh_token"})
 """Body fields an Idempotency-Key's request hash never covers: the hash is stored, and must not
@@ -46,19 +47,6 @@ Key = Annotated[str | None, IDEMPOTENCY_KEY]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Description = Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)]
 
-_DESCRIPTIONS = {
-    400: "Malformed JSON or header",
-    401: "No valid access token",
-    403: "Not allowed to do this",
-    404: "Unknown id",
-    409: "Conflicts with the current state",
-    412: "If-Match does not match the version",
-    413: "Body larger than 1 MiB",
-    422: "Unknown field, bad value, or a rule of the domain refused it",
-    429: "Too many requests (see Retry-After and the RateLimit-* headers)",
-    503: "A storage server is unavailable",
-}
-
 
 class CommandAccepted(msgspec.Struct):
     """`position` is an opaque token of the command's last event in the global order (null when the
@@ -67,18 +55,6 @@ class CommandAccepted(msgspec.Struct):
     id: uuid.UUID
     version: int
     position: str | None
-
-
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            description=_DESCRIPTIONS[status],
-            media_type="application/problem+json",
-            generate_examples=False,
-        )
-        for status in statuses
-    }
 
 
 def position_token(position: int | None) -> str | None:

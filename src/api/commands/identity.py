@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, post
-from litestar.params import Body
 from litestar.security.jwt import JWTAuth, Token
 
 from api.auth import PUBLIC, access_token, requires_role, session_of
@@ -18,9 +17,9 @@ from api.commands.common import (
     CommandAccepted,
     context,
     expected_version,
-    problems,
     run_command,
 )
+from api.contract import COMMAND_HEADERS, command, example, links, public
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from commands.identity import MAX_PASSWORD, MIN_PASSWORD, LoginResult
@@ -74,17 +73,19 @@ class AuthCommands(Controller):
 
     @post(
         "/register",
-        opt=PUBLIC,
+        opt={**PUBLIC, **links(GetUser={"user_id": "$response.body#/id"})},
         operation_id="Register",
         summary="Register a user (as a member)",
         status_code=201,
-        responses=problems(400, 409, 413, 422, 429, 503),
+        responses=public(409, 413),
     )
     async def register(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
-        data: Annotated[RegisterBody, Body()],
+        data: Annotated[
+            RegisterBody, example({"email": "ada@example.com", "password": "correct horse", "name": "Ada"})
+        ],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
         async with runtime.guard.recording(request, "register", data.email):
@@ -107,16 +108,19 @@ class AuthCommands(Controller):
         operation_id="Login",
         summary="Exchange email and password for tokens",
         status_code=200,
-        responses=problems(400, 401, 413, 422, 429, 503),
+        responses=public(401, 413),
     )
     async def login(
-        self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[LoginBody, Body()]
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[LoginBody, example({"email": "ada@example.com", "password": "correct horse"})],
     ) -> TokenPair:
         async with runtime.guard.login(request, "login", data.email):  # 429 while the account is locked
             result = await runtime.run_hashing(
                 runtime.chronicle.identity.login, context(request, "auth.login"), data.email, data.password
             )
-        return _pair(get_auth(request), runtime, result)
+        return token_pair(get_auth(request), runtime, result)
 
     @post(
         "/refresh",
@@ -124,23 +128,27 @@ class AuthCommands(Controller):
         operation_id="Refresh",
         summary="Exchange a refresh token for a new pair; the one sent is revoked",
         status_code=200,
-        responses=problems(400, 401, 413, 422, 429, 503),
+        responses=public(401, 403, 413),
     )
     async def refresh(
-        self, request: Request[Any, Any, Any], runtime: Runtime, data: Annotated[RefreshBody, Body()]
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        data: Annotated[RefreshBody, example({"refresh_token": "<refresh_token from login>"})],
     ) -> TokenPair:
         async with runtime.guard.recording(request, "refresh", session_named_by(data.refresh_token)):
             result = await runtime.run(
                 runtime.chronicle.identity.refresh, context(request, "auth.refresh"), data.refresh_token
             )
-        return _pair(get_auth(request), runtime, result)
+        return token_pair(get_auth(request), runtime, result)
 
     @post(
         "/logout",
         operation_id="Logout",
         summary="End the session of the access token (its refresh token dies)",
         status_code=200,
-        responses=problems(401, 403, 429, 503),
+        responses=command(403),
+        response_headers=COMMAND_HEADERS,
     )
     async def logout(
         self,
@@ -162,13 +170,16 @@ class AuthCommands(Controller):
         operation_id="ChangePassword",
         summary="Change the caller's password; every other session of the user ends",
         status_code=200,
-        responses=problems(400, 401, 403, 409, 413, 422),
+        responses=command(403, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def change_password(
         self,
         request: Request[Actor, Token, Any],
         runtime: Runtime,
-        data: Annotated[PasswordChangeBody, Body()],
+        data: Annotated[
+            PasswordChangeBody, example({"current_password": "correct horse", "new_password": "correct horse battery"})
+        ],
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -194,14 +205,15 @@ class UserRoleCommands(Controller):
         operation_id="GrantRole",
         summary="Grant a role (admins only)",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412, 413, 422),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def grant(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         user_id: uuid.UUID,
-        data: Annotated[GrantBody, Body()],
+        data: Annotated[GrantBody, example({"role": "manager"})],
         if_match: Annotated[str | None, IF_MATCH] = None,
         idempotency_key: Annotated[str | None, IDEMPOTENCY_KEY] = None,
     ) -> Response[CommandAccepted]:
@@ -221,7 +233,8 @@ class UserRoleCommands(Controller):
         operation_id="RevokeRole",
         summary="Revoke a role (admins only)",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412, 422),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def revoke(
         self,
@@ -257,7 +270,8 @@ class UserErasure(Controller):
         operation_id="EraseUser",
         summary="Erase a user's personal data (the user themselves, or an admin)",
         status_code=200,
-        responses=problems(401, 403, 404, 409),
+        responses=command(403, 404, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def erase(
         self,
@@ -281,7 +295,7 @@ def session_named_by(refresh_token: str) -> str:
         return "a malformed refresh token"
 
 
-def _pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:
+def token_pair(auth: JWTAuth[Actor, Token], runtime: Runtime, result: LoginResult) -> TokenPair:
     return TokenPair(
         access_token=access_token(auth, result),
         refresh_token=result.refresh_token,

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, post
-from litestar.params import Body
 
 from api.commands.common import (
     CommandAccepted,
@@ -17,15 +16,14 @@ from api.commands.common import (
     Key,
     Name,
     expected_version,
-    problems,
     run_command,
 )
+from api.contract import COMMAND_HEADERS, command, example, links
 from api.runtime import RUNTIME, Runtime
 from domain.errors import Invalid
 from domain.work import MAX_TITLE, Priority
 
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
-_ALL = problems(400, 401, 403, 404, 409, 412, 413, 422)
 
 
 class CreateProjectBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,15 +70,24 @@ class ProjectCommands(Controller):
 
     @post(
         operation_id="CreateProject",
+        opt=links(
+            GetProject={"project_id": "$response.body#/id"},
+            ListProjectTasks={"project_id": "$response.body#/id"},
+            GetProjectBoard={"project_id": "$response.body#/id"},
+            CreateTask={"project_id": "$response.body#/id"},
+            RenameProject={"project_id": "$response.body#/id"},
+            ArchiveProject={"project_id": "$response.body#/id"},
+        ),
         summary="Create a project; the caller owns it",
         status_code=201,
-        responses=problems(400, 401, 413, 422),
+        responses=command(),
+        response_headers=COMMAND_HEADERS,
     )
     async def create(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
-        data: Annotated[CreateProjectBody, Body()],
+        data: Annotated[CreateProjectBody, example({"name": "Launch", "description": "Everything for the launch day"})],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -99,14 +106,15 @@ class ProjectCommands(Controller):
         operation_id="RenameProject",
         summary="Rename a project",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def rename(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         project_id: uuid.UUID,
-        data: Annotated[RenameProjectBody, Body()],
+        data: Annotated[RenameProjectBody, example({"name": "Launch, second try"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -126,7 +134,8 @@ class ProjectCommands(Controller):
         operation_id="ArchiveProject",
         summary="Archive a project",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def archive(
         self,
@@ -151,14 +160,15 @@ class ProjectCommands(Controller):
         operation_id="AddProjectMember",
         summary="Add a member to a project",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def add_member(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         project_id: uuid.UUID,
-        data: Annotated[AddMemberBody, Body()],
+        data: Annotated[AddMemberBody, example({"user_id": "9612e03a-5b1c-4c8e-9d0f-2a7b3c4d5e6f"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -178,7 +188,8 @@ class ProjectCommands(Controller):
         operation_id="RemoveProjectMember",
         summary="Remove a member from a project",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412, 422),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def remove_member(
         self,
@@ -203,16 +214,35 @@ class ProjectCommands(Controller):
     @post(
         "/{project_id:uuid}/tasks",
         operation_id="CreateTask",
+        opt=links(
+            GetTask={"task_id": "$response.body#/id"},
+            EditTask={"task_id": "$response.body#/id"},
+            StartTask={"task_id": "$response.body#/id"},
+            CompleteTask={"task_id": "$response.body#/id"},
+            ReopenTask={"task_id": "$response.body#/id"},
+            UnassignTask={"task_id": "$response.body#/id"},
+        ),
         summary="Create a task in a project",
         status_code=201,
-        responses=problems(400, 401, 403, 404, 409, 413, 422),
+        responses=command(403, 404, 409),
+        response_headers=COMMAND_HEADERS,
     )
     async def create_task(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         project_id: uuid.UUID,
-        data: Annotated[CreateTaskBody, Body()],
+        data: Annotated[
+            CreateTaskBody,
+            example(
+                {
+                    "title": "Write the README",
+                    "priority": "high",
+                    "due_date": "2026-12-01",
+                    "assignee_id": "9612e03a-5b1c-4c8e-9d0f-2a7b3c4d5e6f",
+                }
+            ),
+        ],
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
         return await run_command(
@@ -241,14 +271,15 @@ class TaskCommands(Controller):
         operation_id="EditTask",
         summary="Edit a task's title, description, priority or due date",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def edit(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         task_id: uuid.UUID,
-        data: Annotated[EditTaskBody, Body()],
+        data: Annotated[EditTaskBody, example({"title": "Write the README and the changelog", "due_date": None})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -271,14 +302,15 @@ class TaskCommands(Controller):
         operation_id="AssignTask",
         summary="Assign a task to a member of its project",
         status_code=200,
-        responses=_ALL,
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def assign(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         task_id: uuid.UUID,
-        data: Annotated[AssignTaskBody, Body()],
+        data: Annotated[AssignTaskBody, example({"assignee_id": "9612e03a-5b1c-4c8e-9d0f-2a7b3c4d5e6f"})],
         if_match: IfMatch = None,
         idempotency_key: Key = None,
     ) -> Response[CommandAccepted]:
@@ -298,7 +330,8 @@ class TaskCommands(Controller):
         operation_id="UnassignTask",
         summary="Unassign a task",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def unassign(
         self,
@@ -323,7 +356,8 @@ class TaskCommands(Controller):
         operation_id="StartTask",
         summary="Start a task",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def start(
         self,
@@ -348,7 +382,8 @@ class TaskCommands(Controller):
         operation_id="CompleteTask",
         summary="Complete a task",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def complete(
         self,
@@ -373,7 +408,8 @@ class TaskCommands(Controller):
         operation_id="ReopenTask",
         summary="Reopen a done task",
         status_code=200,
-        responses=problems(400, 401, 403, 404, 409, 412),
+        responses=command(403, 404, 409, 412),
+        response_headers=COMMAND_HEADERS,
     )
     async def reopen(
         self,

@@ -14,12 +14,11 @@ import redis.exceptions
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
-from api.commands.common import problems
+from api.contract import ETAG, query
 from api.queries.common import (
     Cursor,
     Limit,
     MinPosition,
-    Page,
     decode_cursor,
     encode_cursor,
     etag,
@@ -55,6 +54,11 @@ class ProductView(msgspec.Struct):
     updated_at: datetime
 
 
+class ProductPage(msgspec.Struct):
+    items: list[ProductView]
+    next_cursor: str | None = None
+
+
 class ProductSort(StrEnum):
     SKU = "sku"
     SKU_DESC = "-sku"
@@ -76,7 +80,7 @@ class CatalogQueries(Controller):
     @get(
         operation_id="ListProducts",
         summary="The catalog: search, filter, sort, a page at a time",
-        responses=problems(401, 422, 503),
+        responses=query(),
     )
     async def list_products(
         self,
@@ -93,7 +97,7 @@ class CatalogQueries(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         min_position: MinPosition = None,
-    ) -> Page[ProductView]:
+    ) -> ProductPage:
         if min_price is not None and max_price is not None and min_price > max_price:
             raise Invalid("min_price must not exceed max_price", field="min_price")
         shape = tuple[int, str] if sort.value.lstrip("-") == "price" else tuple[str, str]
@@ -120,13 +124,14 @@ class CatalogQueries(Controller):
             rows, more = await product_rows(runtime.views, f)
             items = [ProductView(*row) for row in rows]
         next_cursor = encode_cursor([sort_value(items[-1], f.key), items[-1].sku]) if more and items else None
-        return Page(items, next_cursor)
+        return ProductPage(items, next_cursor)
 
     @get(
         "/{sku:str}",
         operation_id="GetProduct",
         summary="A product, with its available and reserved stock",
-        responses=problems(401, 404, 503),
+        responses=query(404),
+        response_headers=[ETAG],
     )
     async def get_product(
         self, request: Request[Any, Any, Any], runtime: Runtime, sku: str, min_position: MinPosition = None

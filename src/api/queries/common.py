@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Annotated, Any, Generic, TypeVar
+from datetime import datetime
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request
@@ -14,23 +15,36 @@ from litestar.params import HeaderParameter, Parameter
 from api.commands.common import is_number
 from api.problems import ServiceUnavailable
 from api.runtime import Runtime
-
-T = TypeVar("T")
+from domain.errors import Invalid
+from infra.eventstore.recorder import was_given_out
 
 MIN_POSITION = HeaderParameter(
     name="X-Min-Position",
     required=False,
     description="A `position` from a command: answer only once every view this route "
     "reads has applied it (bounded wait; 503 with Retry-After if it takes longer).",
+    schema_extra={"type": "string", "oneOf": None, "pattern": "^[0-9]{1,19}$", "examples": ["873463808"]},
 )
 MinPosition = Annotated[str | None, MIN_POSITION]
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size, at most 200")]
 Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 
 
-class Page(msgspec.Struct, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
+INSTANT = {"type": "string", "oneOf": None, "format": "date-time", "examples": ["2026-11-27T09:00:00Z"]}
+
+
+def instant(value: str | None, name: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset (`2026-11-27T09:00:00Z`), as the document declares it:
+    a bare number (which Litestar would read as a Unix time) or a time without offset is a 422."""
+    if value is None:
+        return None
+    try:
+        parsed = msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise Invalid(f"{name} must be an RFC 3339 date-time with an offset, e.g. 2026-11-27T09:00:00Z", field=name)
+    return parsed
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -86,6 +100,13 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
     return found
 
 
+async def _refuse_unknown(runtime: Runtime, position: int) -> None:
+    """A position beyond the log's end was never given out by a command: no wait can reach it."""
+    async with runtime.views.connection() as conn:
+        if not await was_given_out(conn, position):
+            raise Invalid("no command gave out this position", field="X-Min-Position")
+
+
 async def wait_for_position(
     runtime: Runtime, request: Request[Any, Any, Any], token: str | None, projections: list[str]
 ) -> None:
@@ -130,6 +151,7 @@ async def _wait(runtime: Runtime, position: int, projections: list[str]) -> None
             if not behind():
                 return
         if now >= deadline:
+            await _refuse_unknown(runtime, position)
             raise ServiceUnavailable(
                 f"the views {', '.join(sorted(behind()))} have not caught up with that position yet", retry_after=1
             )

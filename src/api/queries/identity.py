@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 
-from api.commands.common import problems
+from api.contract import ETAG, query
 from api.queries.common import MinPosition, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
@@ -41,7 +41,7 @@ class UserQueries(Controller):
     tags = ["queries"]
     dependencies = RUNTIME
 
-    @get("/v1/me", operation_id="GetMe", summary="The caller's own user", responses=problems(401, 404, 503))
+    @get("/v1/me", operation_id="GetMe", summary="The caller's own user", responses=query(404), response_headers=[ETAG])
     async def me(
         self, request: Request[Actor, Any, Any], runtime: Runtime, min_position: MinPosition = None
     ) -> Response[UserView]:
@@ -51,7 +51,8 @@ class UserQueries(Controller):
         "/v1/users/{user_id:uuid}",
         operation_id="GetUser",
         summary="A user of the directory",
-        responses=problems(401, 404, 503),
+        responses=query(404),
+        response_headers=[ETAG],
     )
     async def user(
         self, request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID, min_position: MinPosition = None

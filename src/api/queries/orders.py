@@ -11,8 +11,8 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
-from api.commands.common import problems
-from api.queries.common import Cursor, Limit, MinPosition, Page, decode_cursor, encode_cursor, etag, wait_for_position
+from api.contract import ETAG, query
+from api.queries.common import Cursor, Limit, MinPosition, decode_cursor, encode_cursor, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
@@ -51,6 +51,11 @@ class OrderSummary(msgspec.Struct):
     version: int
 
 
+class OrderPage(msgspec.Struct):
+    items: list[OrderSummary]
+    next_cursor: str | None = None
+
+
 class OrderView(OrderSummary):
     history: list[StatusChange] = []
 
@@ -67,7 +72,7 @@ class OrderQueries(Controller):
     @get(
         operation_id="ListOrders",
         summary="The caller's orders, newest first (every order for managers and admins)",
-        responses=problems(401, 422, 503),
+        responses=query(),
     )
     async def list_orders(
         self,
@@ -78,20 +83,21 @@ class OrderQueries(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         min_position: MinPosition = None,
-    ) -> Page[OrderSummary]:
+    ) -> OrderPage:
         await wait_for_position(runtime, request, min_position, READS)
         actor = request.user
         customer = customer_id if access.sees_every_order(actor) else actor.user_id
         after = decode_cursor(cursor, tuple[datetime, uuid.UUID]) if cursor else None
         rows = await order_rows(runtime.views, customer_id=customer, status=status, after=after, limit=limit + 1)
         items, more = [_summary(row) for row in rows[:limit]], len(rows) > limit
-        return Page(items, encode_cursor([items[-1].placed_at.isoformat(), str(items[-1].id)]) if more else None)
+        return OrderPage(items, encode_cursor([items[-1].placed_at.isoformat(), str(items[-1].id)]) if more else None)
 
     @get(
         "/{order_id:uuid}",
         operation_id="GetOrder",
         summary="An order, with each status it went through",
-        responses=problems(401, 404, 503),
+        responses=query(404),
+        response_headers=[ETAG],
     )
     async def get_order(
         self, request: Request[Actor, Any, Any], runtime: Runtime, order_id: uuid.UUID, min_position: MinPosition = None

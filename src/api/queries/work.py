@@ -15,12 +15,11 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
-from api.commands.common import problems
+from api.contract import ETAG, query
 from api.queries.common import (
     Cursor,
     Limit,
     MinPosition,
-    Page,
     decode_cursor,
     encode_cursor,
     etag,
@@ -69,6 +68,16 @@ class TaskView(msgspec.Struct):
     updated_at: datetime
     completed_at: datetime | None
     version: int
+
+
+class ProjectPage(msgspec.Struct):
+    items: list[ProjectView]
+    next_cursor: str | None = None
+
+
+class TaskPage(msgspec.Struct):
+    items: list[TaskView]
+    next_cursor: str | None = None
 
 
 class StatusCounts(msgspec.Struct):
@@ -130,7 +139,7 @@ class ProjectQueries(Controller):
     @get(
         operation_id="ListProjects",
         summary="The caller's projects (all of them for managers and admins)",
-        responses=problems(401, 422, 503),
+        responses=query(),
     )
     async def list_projects(
         self,
@@ -139,15 +148,23 @@ class ProjectQueries(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         min_position: MinPosition = None,
-    ) -> Page[ProjectView]:
+    ) -> ProjectPage:
         await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
         after = decode_cursor(cursor, tuple[datetime, uuid.UUID]) if cursor else None
         rows = await project_rows(runtime.views, request.user, after=after, limit=limit + 1)
         items = [ProjectView(*row) for row in rows[:limit]]
         more = len(rows) > limit
-        return Page(items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None)
+        return ProjectPage(
+            items, encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)]) if more else None
+        )
 
-    @get("/{project_id:uuid}", operation_id="GetProject", summary="A project", responses=problems(401, 404, 503))
+    @get(
+        "/{project_id:uuid}",
+        operation_id="GetProject",
+        summary="A project",
+        responses=query(404),
+        response_headers=[ETAG],
+    )
     async def get_project(
         self,
         request: Request[Actor, Any, Any],
@@ -163,7 +180,7 @@ class ProjectQueries(Controller):
         "/{project_id:uuid}/tasks",
         operation_id="ListProjectTasks",
         summary="A project's tasks: filtered, sorted, a page at a time",
-        responses=problems(401, 404, 422, 503),
+        responses=query(404),
     )
     async def list_tasks(
         self,
@@ -179,7 +196,7 @@ class ProjectQueries(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         min_position: MinPosition = None,
-    ) -> Page[TaskView]:
+    ) -> TaskPage:
         await wait_for_position(runtime, request, min_position, TASK_VIEWS)
         f = TaskFilter(
             status=status,
@@ -199,13 +216,13 @@ class ProjectQueries(Controller):
         if len(rows) > limit:
             last = rows[limit - 1]
             next_cursor = encode_cursor([msgspec.to_builtins(last[-1]), str(last[0])])
-        return Page(items, next_cursor)
+        return TaskPage(items, next_cursor)
 
     @get(
         "/{project_id:uuid}/board",
         operation_id="GetProjectBoard",
         summary="Task counts per status and per assignee (from Redis)",
-        responses=problems(401, 404, 503),
+        responses=query(404),
     )
     async def board(
         self,
@@ -244,7 +261,13 @@ class TaskQueries(Controller):
     tags = ["queries"]
     dependencies = RUNTIME
 
-    @get("/v1/tasks/{task_id:uuid}", operation_id="GetTask", summary="A task", responses=problems(401, 404, 503))
+    @get(
+        "/v1/tasks/{task_id:uuid}",
+        operation_id="GetTask",
+        summary="A task",
+        responses=query(404),
+        response_headers=[ETAG],
+    )
     async def get_task(
         self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[TaskView]:
@@ -259,7 +282,7 @@ class TaskQueries(Controller):
         "/v1/me/tasks",
         operation_id="GetMyTasks",
         summary="The caller's open assigned tasks in projects they can see, oldest first (ids from Redis, details from SQL)",
-        responses=problems(401, 422, 503),
+        responses=query(),
     )
     async def my_tasks(
         self, request: Request[Actor, Any, Any], runtime: Runtime, limit: Limit = 50, min_position: MinPosition = None

@@ -747,6 +747,15 @@ async def head_position(conn: psycopg.AsyncConnection[Any]) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+async def was_given_out(conn: psycopg.AsyncConnection[Any], position: int) -> bool:
+    """Whether the log has reached `position` (committed, gate or no gate): a command's position
+    always has, since the command answers after its commit."""
+    row = await (
+        await conn.execute("SELECT EXISTS (SELECT 1 FROM events WHERE notification_id >= %s)", (position,))
+    ).fetchone()
+    return bool(row and row[0])
+
+
 async def lags(conn: psycopg.AsyncConnection[Any], positions: Iterable[int], cap: int) -> dict[int, Lag]:
     """How far behind the head each position is, in one round trip."""
     rows = await (await conn.execute(LAGS, {"positions": list(positions), "cap": cap})).fetchall()

@@ -24,7 +24,7 @@ SEAL_COLUMNS = (
 )
 
 
-class Problem(msgspec.Struct, omit_defaults=True):
+class Breach(msgspec.Struct, omit_defaults=True):
     kind: str
     detail: str
     position: str | None = None
@@ -50,7 +50,7 @@ class Verification(msgspec.Struct):
     """What could not be checked (e.g. JetStream unreachable), which does not make `ok` false."""
     ignored_snapshots: list[SnapshotFinding] = msgspec.field(default_factory=list)
     """Snapshots that disagree with a replay of their stream: never used, and reported here."""
-    first_problem: Problem | None = None
+    first_problem: Breach | None = None
 
     def add_snapshot_findings(self, found: Sequence[Any]) -> None:
         """Folds in what checking every snapshot found (`commands.snapshots.IgnoredSnapshot`s)."""
@@ -58,7 +58,7 @@ class Verification(msgspec.Struct):
         if found and self.ok:
             first = found[0]
             self.ok = False
-            self.first_problem = Problem(
+            self.first_problem = Breach(
                 "snapshot_ignored",
                 f"the snapshot of stream {first.stream_id} at version {first.version} disagrees with a replay of its"
                 f" events ({first.detail}); it is ignored",
@@ -164,23 +164,23 @@ def _events(
         yield from cursor
 
 
-def _check_head(external: ExternalHead, trusted: set[bytes]) -> Problem | None:
+def _check_head(external: ExternalHead, trusted: set[bytes]) -> Breach | None:
     head = external.head
     try:
         key, digest, signature = (bytes.fromhex(v) for v in (head.public_key, head.seal_hash, head.signature))
     except ValueError:
         key = digest = signature = b""
     if key not in trusted:
-        return Problem("head_forged", f"the {external.source} head is not signed by a trusted seal key", seal=head.seq)
+        return Breach("head_forged", f"the {external.source} head is not signed by a trusted seal key", seal=head.seq)
     if not signature_valid(key, digest, signature):
-        return Problem("head_forged", f"the {external.source} head's signature does not match it", seal=head.seq)
+        return Breach("head_forged", f"the {external.source} head's signature does not match it", seal=head.seq)
     return None
 
 
-def _compare_head(external: ExternalHead, stored: SealHead | None, last_seq: int, sealed_to: int) -> Problem | None:
+def _compare_head(external: ExternalHead, stored: SealHead | None, last_seq: int, sealed_to: int) -> Breach | None:
     head = external.head
     if stored is None:
-        return Problem(
+        return Breach(
             "tail_cut",
             f"the {external.source} head is seal {head.seq} (through position {head.to_position}), but the log's"
             f" seals end at seal {last_seq} (position {sealed_to}): events and seals were removed from its end",
@@ -188,7 +188,7 @@ def _compare_head(external: ExternalHead, stored: SealHead | None, last_seq: int
             position=str(sealed_to),
         )
     if stored != head:
-        return Problem(
+        return Breach(
             "head_mismatch",
             f"seal {head.seq} in the database differs from the {external.source} head of that seal",
             seal=head.seq,
@@ -197,12 +197,12 @@ def _compare_head(external: ExternalHead, stored: SealHead | None, last_seq: int
     return None
 
 
-def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes, trusted: set[bytes]) -> Problem | None:
+def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes, trusted: set[bytes]) -> Breach | None:
     where = f"positions after {seal.from_position} up to {seal.to_position}"
     if seal.seq != expected_seq:
-        return Problem("seal_missing", f"seal {expected_seq} is missing (next is {seal.seq})", seal=expected_seq)
+        return Breach("seal_missing", f"seal {expected_seq} is missing (next is {seal.seq})", seal=expected_seq)
     if seal.from_position != sealed_to or seal.previous_hash != previous:
-        return Problem(
+        return Breach(
             "seal_altered",
             f"seal {seal.seq} does not chain to seal {seal.seq - 1}",
             seal=seal.seq,
@@ -212,21 +212,21 @@ def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes,
         seal.seq, seal.from_position, seal.to_position, seal.event_count, seal.merkle_root, seal.previous_hash
     )
     if recomputed != seal.seal_hash:
-        return Problem(
+        return Breach(
             "seal_altered",
             f"seal {seal.seq} was altered (its hash does not match its content)",
             seal=seal.seq,
             position=str(seal.to_position),
         )
     if seal.public_key not in trusted:
-        return Problem(
+        return Breach(
             "seal_forged",
             f"seal {seal.seq} ({where}) is signed by a key that is not a trusted seal key",
             seal=seal.seq,
             position=str(seal.from_position),
         )
     if not signature_valid(seal.public_key, seal.seal_hash, seal.signature):
-        return Problem(
+        return Breach(
             "signature_invalid",
             f"seal {seal.seq}'s signature does not match it: the seal, or an event in it ({where}),"
             " was rewritten after it was signed",
@@ -236,10 +236,10 @@ def _check_seal(seal: _Seal, expected_seq: int, sealed_to: int, previous: bytes,
     return None
 
 
-def _check_event(row: Sequence[Any]) -> Problem | None:
+def _check_event(row: Sequence[Any]) -> Breach | None:
     stored = row[-1]
     if stored is None or hash_of_row(row[1:-1]) != bytes(stored):
-        return Problem(
+        return Breach(
             "event_altered",
             f"event {row[1]} at position {row[0]} does not match its hash "
             "(its content was changed after it was written)",
@@ -249,24 +249,24 @@ def _check_event(row: Sequence[Any]) -> Problem | None:
     return None
 
 
-def _check_range(seal: _Seal, leaves: list[tuple[int, bytes]]) -> Problem | None:
+def _check_range(seal: _Seal, leaves: list[tuple[int, bytes]]) -> Breach | None:
     where = f"positions after {seal.from_position} up to {seal.to_position}"
     if len(leaves) < seal.event_count:
-        return Problem(
+        return Breach(
             "event_missing",
             f"{seal.event_count - len(leaves)} event(s) missing from seal {seal.seq} ({where})",
             seal=seal.seq,
             position=str(seal.from_position),
         )
     if len(leaves) > seal.event_count:
-        return Problem(
+        return Breach(
             "event_inserted",
             f"{len(leaves) - seal.event_count} event(s) added inside seal {seal.seq} ({where})",
             seal=seal.seq,
             position=str(seal.from_position),
         )
     if merkle_root(leaves) != seal.merkle_root:
-        return Problem(
+        return Breach(
             "order_changed",
             f"the events of seal {seal.seq} ({where}) were moved, reordered or replaced",
             seal=seal.seq,
