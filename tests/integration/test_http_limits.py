@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -170,19 +171,24 @@ def test_a_flood_of_logins_does_not_slow_the_command_routes(limited: Api) -> Non
     assert 503 in statuses, "more logins waited than the hashing queue holds, yet none was refused"
 
 
-def test_queries_waiting_for_a_position_are_bounded(limited: Api) -> None:
+def test_queries_waiting_for_a_position_are_bounded(limited: Api, settings: Settings) -> None:
     """One waiter allowed: of three requests at once, one waits (and runs out of time), the others
-    are refused at once."""
+    are refused at once. The user directory is held back (its checkpoint row locked) so that the
+    position, a real one, stays out of reach while they ask."""
     user = limited.register("Patient Person")
-    far = str(2**62)
+    with psycopg.connect(settings.database_url or "") as hold:
+        hold.execute("SELECT 1 FROM projection_checkpoints WHERE projection = 'user_directory' FOR UPDATE")
+        r = limited.post("/v1/projects", {"name": "A position to wait for"}, user)
+        assert r.status_code == 201, r.text
+        position = r.json()["position"]
 
-    def ask(_: int) -> tuple[httpx.Response, float]:
-        started = time.perf_counter()
-        r = limited.get("/v1/me", user, X_Min_Position=far)
-        return r, time.perf_counter() - started
+        def ask(_: int) -> tuple[httpx.Response, float]:
+            started = time.perf_counter()
+            r = limited.get("/v1/me", user, X_Min_Position=position)
+            return r, time.perf_counter() - started
 
-    with ThreadPoolExecutor(3) as pool:
-        answers = list(pool.map(ask, range(3)))
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(ask, range(3)))
     refused = [(r, took) for r, took in answers if "too many" in r.json()["detail"]]
     waited = [(r, took) for r, took in answers if "have not caught up" in r.json()["detail"]]
     assert len(waited) == 1 and len(refused) == 2, [r.text for r, _ in answers]
