@@ -102,8 +102,18 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if applied:
             log.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
         if args.servers_only:
-            for key, value in server_env(settings).items():
-                if key in ("CHRONICLE_DATABASE_URL", "CHRONICLE_NATS_URL", "CHRONICLE_REDIS_URL"):
+            # The owner's URL too: `chronicle migrate` and the benchmarks' scratch databases need it.
+            shown = (
+                "CHRONICLE_DATABASE_URL",
+                "CHRONICLE_MIGRATE_DATABASE_URL",
+                "CHRONICLE_NATS_URL",
+                "CHRONICLE_REDIS_URL",
+            )
+            for key, value in {
+                **server_env(settings),
+                "CHRONICLE_MIGRATE_DATABASE_URL": settings.migrate_database_url or "",
+            }.items():
+                if key in shown and value:
                     print(f"{key}={value}", flush=True)
             print("# servers running; Ctrl-C stops them", flush=True)
             stop.wait()

@@ -106,7 +106,8 @@ def scratch_env(settings: Settings, **extra: str) -> Iterator[dict[str, str]]:
         file=sys.stderr,  # stdout carries the results, as JSON
         flush=True,
     )
-    with scratch_database(settings.require_database_url(), "chronicle_bench") as url:
+    # A scratch database is made (and migrated) by the owner: the services' login may not.
+    with scratch_database(settings.migrate_database_url or settings.require_database_url(), "chronicle_bench") as url:
         migrate(url)
         yield {
             **os.environ,
