@@ -191,6 +191,7 @@ class Lane:
         self.parked = False
         self.retry_at = 0.0
         self.deferred: list[EventEnvelope] = []  # batches that came while the lane was busy
+        self.drain: asyncio.Task[None] | None = None  # applies them once it is free
 
     def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
         """From now on this lane applies events to `store`, from `checkpoint` on."""
@@ -443,10 +444,10 @@ class Projector:
         lane.deferred += batch
         if len(lane.deferred) > DEFER_MAX:
             lane.deferred.clear()
-        if lane.deferred and not any(task.get_name() == lane.role for task in self.drains):
-            task = asyncio.create_task(self._drain(lane), name=lane.role)
-            self.drains.add(task)
-            task.add_done_callback(self.drains.discard)
+        if lane.deferred and (lane.drain is None or lane.drain.done()):
+            lane.drain = asyncio.create_task(self._drain(lane), name=lane.role)
+            self.drains.add(lane.drain)
+            lane.drain.add_done_callback(self.drains.discard)
 
     async def _drain(self, lane: Lane) -> None:
         while lane.deferred:

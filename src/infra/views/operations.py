@@ -367,6 +367,15 @@ async def _shares(conn: psycopg.AsyncConnection[Any], store: ViewStore) -> list[
     return [SqlStore(conn, store.projection, store.version, part, count) for part in range(count)]
 
 
+async def _position_before(conn: psycopg.AsyncConnection[Any], position: int) -> int:
+    row = await (
+        await conn.execute(
+            "SELECT coalesce(max(notification_id), 0) FROM events WHERE notification_id < %s", (position,)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 async def _behind(conn: psycopg.AsyncConnection[Any], position: int) -> int:
     return (await lags(conn, [position], cap=CATCH_UP_LEFT + 1))[position].events
 
@@ -456,18 +465,12 @@ async def skip(settings: Settings, projection: EventConsumer, event_id: str, ope
             if letter is None:
                 raise OperationRefused(f"{projection.name} is not parked on event {event_id}")
             position, type_, part = int(letter[0]), str(letter[1]), int(letter[2])
-            previous = await (
-                await conn.execute(
-                    "SELECT coalesce(max(notification_id), 0) FROM events WHERE notification_id < %s", (position,)
-                )
-            ).fetchone()
             live, _, _ = await register(conn, projection)
             store = await open_store(conn, client, settings.namespace, projection, live)
-            if part >= 0:  # a partition parked: it is at its partition's event before this one
+            if part >= 0:  # a partition parked: other partitions' events may lie between it and this one
                 store = (await _shares(conn, store))[part]
-                previous = (await store.checkpoint(),) if await store.checkpoint() < position else None
             checkpoint = await store.checkpoint()
-            if previous is None or checkpoint != previous[0]:
+            if not (checkpoint < position if part >= 0 else checkpoint == await _position_before(conn, position)):
                 raise OperationRefused(f"{projection.name} is at {checkpoint}, not just before event {event_id}")
             async with conn.transaction():
                 await store.apply([], checkpoint, position)
