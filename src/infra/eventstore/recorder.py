@@ -372,15 +372,17 @@ class AppendNotifier:
 
     def _run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        cursor: psycopg.Cursor[Any] | None = None
         while not self._closed:
             self._pending.wait()
             if self._closed:
                 break
             self._pending.clear()
             try:
-                if conn is None or conn.closed:
+                if conn is None or cursor is None or conn.closed:
                     conn = psycopg.connect(self.url, autocommit=True)
-                conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                    cursor = conn.cursor()  # one cursor for every notification: making one costs more than sending
+                cursor.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             except psycopg.Error as e:  # a lost hint only delays readers, who also poll
                 log.warning("could not send the append notification (%s); readers will poll", e)
                 conn = None
