@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, DurationUnit, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.redis import RedisStore
 
+from api.headers import set_headers
 from commands.base import Actor
 from infra.observe.metrics import RATE_LIMIT_REFUSALS
 
@@ -131,12 +131,11 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
         }
 
     def _with_headers(self, send: Send, headers: dict[str, str]) -> Send:
+        encoded = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
+
         async def wrapped(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                mutable = MutableScopeHeaders(message)
-                for key, value in headers.items():
-                    mutable[key] = value
+                set_headers(message, encoded)
             await send(message)
 
         return wrapped
