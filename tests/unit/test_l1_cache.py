@@ -51,7 +51,7 @@ class CacheAgainstTheView(RuleBasedStateMachine):
     def held(self, key: str, value: int, since: int) -> bool:
         """Whether the view held `value` under `key` at some checkpoint at or after `since`."""
         history = self.history[key]
-        for i, (at, held) in enumerate(history):
+        for i, (_, held) in enumerate(history):
             until = history[i + 1][0] if i + 1 < len(history) else self.position + 1
             if held == value and until > since:
                 return True
