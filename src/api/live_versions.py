@@ -32,7 +32,11 @@ class LiveVersions:
     async def get(self, projection: str) -> int:
         now = time.monotonic()
         known = self._known.get(projection)
+        announced = self.cache.live.get(projection, 0) if self.cache is not None else 0
         if known is not None and now - known[0] < self.ttl:
+            if announced > known[1]:
+                self.learn(projection, announced)  # a switch announced since we looked
+                return announced
             return known[1]
         async with self.views.connection() as conn:
             row = await (

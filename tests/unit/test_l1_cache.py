@@ -211,3 +211,13 @@ def test_memory_stays_within_the_bound_under_key_spraying() -> None:
     assert cache.stats.evictions > 9_000
     assert len(cache.by_token) == len(cache.entries)  # the indexes shrink with the entries
     assert cache.get(VIEW, "k9999") is not None and cache.get(VIEW, "k0") is None
+
+
+def test_a_switch_to_a_new_version_lets_go_of_the_old_ones() -> None:
+    cache = L1(max_bytes=1 << 20)
+    cache.found()
+    cache.put(cache.ticket(), ("tasks", 1), "t", "old", 3, ["tasks:t"], 8)
+    cache.hear(Announcement("tasks", 1, 3, 4, ["tasks:u"]))
+    assert cache.get(("tasks", 1), "t") is not None
+    cache.hear(Announcement("tasks", 2, 4, 4, ALL, fresh=True))  # rebuilt and switched
+    assert cache.get(("tasks", 1), "t") is None and cache.live["tasks"] == 2

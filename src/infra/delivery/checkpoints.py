@@ -14,13 +14,9 @@ import logging
 import msgspec
 import redis.asyncio as aioredis
 
-from infra.views.l1 import L1, decode_announcements
+from infra.views.l1 import L1, channel, decode_announcements
 
 log = logging.getLogger(__name__)
-
-
-def channel(namespace: str) -> str:
-    return f"{namespace}:checkpoints"
 
 
 class CheckpointWatcher:

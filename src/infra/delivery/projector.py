@@ -52,7 +52,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infra.delivery import partitions as parts
-from infra.delivery.checkpoints import channel
 from infra.delivery.leadership import lock_key, pause, try_lock
 from infra.delivery.relay import connect_nats, ensure_stream, stream_name
 from infra.eventstore import envelope as envelopes
@@ -63,6 +62,7 @@ from infra.observe import tracing
 from infra.settings import Settings
 from infra.views import l1
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
+from infra.views.l1 import channel
 from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
 from projections.base import EventConsumer, RedisProjection, SqlProjection

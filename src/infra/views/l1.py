@@ -60,6 +60,11 @@ class Announcement(msgspec.Struct, array_like=True, frozen=True):
     fresh: bool = False
 
 
+def channel(namespace: str) -> str:
+    """The Redis channel the announcements are published on."""
+    return f"{namespace}:checkpoints"
+
+
 def encode_announcements(items: Sequence[Announcement]) -> bytes:
     return msgspec.json.encode(items)
 
@@ -130,6 +135,9 @@ class L1:
     stats: Stats = field(default_factory=Stats)
     size: int = 0
     seq: int = 0
+    live: dict[str, int] = field(default_factory=dict)
+    """The highest version of each projection a lane was announced taken up at (or switched to):
+    the live one, as versions only grow (`LiveVersions` reads it)."""
     connected: bool = False
     """False until the announcements are followed (and again whenever they are lost): nothing is
     served or kept meanwhile."""
@@ -195,6 +203,9 @@ class L1:
     def hear(self, announcement: Announcement) -> None:
         a = announcement
         view = (a.projection, a.version)
+        if a.fresh and a.version > self.live.get(a.projection, a.version - 1):
+            self.older_than(a.projection, a.version)  # switched: the older versions are not read again
+            self.live[a.projection] = a.version
         lane = (a.projection, a.version, a.part)
         head = self.heads.get(lane)
         self.heads[lane] = max(a.end, head or 0) if not a.fresh else a.end
