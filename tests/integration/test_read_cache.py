@@ -155,3 +155,23 @@ def admin_of(stack: Stack, settings: Settings) -> User:
     finally:
         write.close()
     return stack.api.relogin(user)
+
+
+def test_a_starting_process_reads_the_hottest_keys_first(stack: Stack) -> None:
+    owner = stack.owner
+    r = stack.api.post(f"/v1/projects/{stack.project}/tasks", {"title": "hot"}, owner)
+    task, at = r.json()["id"], r.json()["position"]
+    with running_api(stack.settings) as first:
+        api = Api(first)
+        assert api.get(f"/v1/tasks/{task}", owner, x_min_position=str(at)).status_code == 200
+        for _ in range(5):
+            assert api.get(f"/v1/tasks/{task}", owner).status_code == 200
+        api.http.close()
+    # It shared its hottest keys as it stopped; the next process reads them before it is asked.
+    with running_api(stack.settings) as second:
+        eventually(lambda: value(scrape(second), "chronicle_cache_bytes", cache="l1") > 0, what="a warm cache")
+        hits = value(scrape(second), "chronicle_cache_hits_total", cache="l1")
+        api = Api(second)
+        assert api.get(f"/v1/tasks/{task}", owner).json()["title"] == "hot"
+        assert value(scrape(second), "chronicle_cache_hits_total", cache="l1") - hits == 2  # the task and its project
+        api.http.close()

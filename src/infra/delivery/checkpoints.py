@@ -29,6 +29,8 @@ class CheckpointWatcher:
         self.positions: dict[tuple[str, int], int] = {}
         self.parts: dict[tuple[str, int], dict[int, int]] = {}
         self.changed = asyncio.Condition()
+        self.subscribed = asyncio.Event()
+        """Set while the announcements are followed."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -66,8 +68,10 @@ class CheckpointWatcher:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(channel(self.namespace))
                     async for message in pubsub.listen():
-                        if message.get("type") == "subscribe" and self.cache is not None:
-                            self.cache.found()  # every announcement from now on reaches us
+                        if message.get("type") == "subscribe":
+                            if self.cache is not None:
+                                self.cache.found()  # every announcement from now on reaches us
+                            self.subscribed.set()
                         if message.get("type") != "message":
                             continue
                         self._hear(message["data"])
@@ -79,6 +83,7 @@ class CheckpointWatcher:
                 log.debug("checkpoint announcements unavailable (%s); retrying", e)
                 await asyncio.sleep(1.0)
             finally:
+                self.subscribed.clear()
                 if self.cache is not None:
                     self.cache.lost()
                 await client.aclose()

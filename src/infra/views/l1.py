@@ -105,6 +105,7 @@ class Entry:
     position: int
     tokens: frozenset[str]
     size: int
+    hits: int = 0
 
 
 @dataclass
@@ -156,6 +157,7 @@ class L1:
             return None
         self.entries.move_to_end((*view, key))
         self.stats.hits += 1
+        entry.hits += 1
         return entry
 
     def put(
@@ -253,6 +255,15 @@ class L1:
         """The announcements are followed again: from now on every write is heard."""
         self.flush()
         self.connected = True
+
+    def hottest(self, n: int) -> list[tuple[str, str, int]]:
+        """The `n` entries hit most since the last call (projection, key, hits), and their counts
+        start again from zero: what a process starting next should read first."""
+        top = sorted(self.entries.items(), key=lambda item: item[1].hits, reverse=True)[:n]
+        found = [(projection, key, entry.hits) for (projection, _, key), entry in top if entry.hits]
+        for entry in self.entries.values():
+            entry.hits = 0
+        return found
 
     def _remove(self, full: tuple[str, int, str]) -> None:
         entry = self.entries.pop(full, None)
