@@ -11,27 +11,26 @@ import asyncio
 import contextlib
 import logging
 
+import msgspec
 import redis.asyncio as aioredis
+
+from infra.views.l1 import L1, channel, decode_announcements
 
 log = logging.getLogger(__name__)
 
 
-def channel(namespace: str) -> str:
-    return f"{namespace}:checkpoints"
-
-
-def announcement(projection: str, version: int, position: int, part: int | None = None, partitions: int = 1) -> str:
-    """One line of an announcement; a message carries one line per checkpoint a batch moved. A
-    partition's line names it (`3/4`)."""
-    return f"{projection} {version} {position}" + ("" if part is None else f" {part}/{partitions}")
-
-
 class CheckpointWatcher:
-    def __init__(self, redis_url: str, namespace: str) -> None:
-        self.redis_url, self.namespace = redis_url, namespace
+    """Follows the announcements (`infra.views.l1.Announcement`, a JSON list per message) for the
+    read-your-writes waits and for the process's cache, if it has one: the cache serves nothing
+    until the channel is subscribed, and is emptied whenever the subscription is lost."""
+
+    def __init__(self, redis_url: str, namespace: str, cache: L1 | None = None) -> None:
+        self.redis_url, self.namespace, self.cache = redis_url, namespace, cache
         self.positions: dict[tuple[str, int], int] = {}
         self.parts: dict[tuple[str, int], dict[int, int]] = {}
         self.changed = asyncio.Condition()
+        self.subscribed = asyncio.Event()
+        """Set while the announcements are followed."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -69,15 +68,13 @@ class CheckpointWatcher:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(channel(self.namespace))
                     async for message in pubsub.listen():
+                        if message.get("type") == "subscribe":
+                            if self.cache is not None:
+                                self.cache.found()  # every announcement from now on reaches us
+                            self.subscribed.set()
                         if message.get("type") != "message":
                             continue
-                        for line in message["data"].decode().splitlines():
-                            name, version, position, *part = line.split()
-                            if part:
-                                index, partitions = part[0].split("/")
-                                self.learn_part(name, int(version), int(position), int(index), int(partitions))
-                            else:
-                                self.learn(name, int(version), int(position))
+                        self._hear(message["data"])
                         async with self.changed:
                             self.changed.notify_all()
             except asyncio.CancelledError:
@@ -86,4 +83,23 @@ class CheckpointWatcher:
                 log.debug("checkpoint announcements unavailable (%s); retrying", e)
                 await asyncio.sleep(1.0)
             finally:
+                self.subscribed.clear()
+                if self.cache is not None:
+                    self.cache.lost()
                 await client.aclose()
+
+    def _hear(self, data: bytes) -> None:
+        try:
+            announcements = decode_announcements(data)
+        except msgspec.DecodeError as e:  # not ours: the cache cannot know what it missed
+            log.warning("unreadable checkpoint announcement (%s); emptying the cache", e)
+            if self.cache is not None:
+                self.cache.flush()
+            return
+        for a in announcements:
+            if self.cache is not None:
+                self.cache.hear(a)
+            if a.part >= 0:
+                self.learn_part(a.projection, a.version, a.end, a.part, a.partitions)
+            else:
+                self.learn(a.projection, a.version, a.end)
