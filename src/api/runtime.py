@@ -88,7 +88,9 @@ class Runtime:
         self.hashing += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.hash_executor, functools.partial(fn, *args, **kwargs))
+            # In a copy of the caller's context, so its log lines carry the request's correlation id.
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            return await loop.run_in_executor(self.hash_executor, call)
         finally:
             self.hashing -= 1
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.commands.core import AsyncScript
@@ -360,12 +359,6 @@ async def listing_page(
     at, ranged, found = msgspec.json.decode(raw, type=page)
     products = [p for p in found if f.keeps(p)]
     return Listing(products[: f.limit], ranged > f.limit, found, listing, at)
-
-
-async def cached_product(redis: aioredis.Redis, prefix: str, sku: str) -> bytes | str | None:
-    """The product's JSON (as `as_json` wrote it), or None."""
-    raw: bytes | str | None = await redis.hget(f"{prefix}product:{sku}", "json")
-    return raw
 
 
 async def product_rows(views: AsyncConnectionPool[AsyncConnection[Any]], f: CatalogFilter) -> tuple[Rows, bool]:

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import msgspec
+from litestar.exceptions import HTTPException
 
 from api.commands.common import is_number
 from api.runtime import Runtime
@@ -34,8 +35,12 @@ _BYTES = CACHE_BYTES.labels("l1")
 
 
 def position_of(token: str | None) -> int | None:
-    """The `X-Min-Position` as a number (a malformed one is refused by `wait_for_position`)."""
-    return int(token) if token is not None and is_number(token) else None
+    """The `X-Min-Position` as a number; a malformed one is a 400, hit or miss."""
+    if token is None:
+        return None
+    if not is_number(token):
+        raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
+    return int(token)
 
 
 def lookup(cache: L1, view: ViewId, key: str, min_position: int | None) -> Entry | None:
@@ -52,24 +57,25 @@ def keep(cache: L1, ticket: int, view: ViewId, key: str, value: Any, position: i
     _BYTES.set(cache.size)
 
 
-def _live(name: str) -> str:
-    """The live version and checkpoint of SQL view `name`, as two columns of a statement."""
-    live = f"(SELECT live_version FROM projections WHERE projection = '{name}')"
-    return f"{live}, {version_position(repr(name), live)}"
+def _live(parameter: str) -> str:
+    """The live version and checkpoint of the SQL view named by `%(parameter)s`, as two columns."""
+    live = f"(SELECT live_version FROM projections WHERE projection = %({parameter})s)"
+    return f"{live}, {version_position(f'%({parameter})s', live)}"
 
 
+_NAMES = {"tasks": TaskList.name, "projects": ProjectCatalog.name, "users": UserDirectory.name}
 _T = ", ".join(f"t.{c.strip()}" for c in TASK_COLUMNS.split(","))
 _TASK_AND_PROJECT = (
-    f"SELECT {_T}, {PROJECT_COLUMNS}, {_live(TaskList.name)}, {_live(ProjectCatalog.name)}"
+    f"SELECT {_T}, {PROJECT_COLUMNS}, {_live('tasks')}, {_live('projects')}"
     " FROM (SELECT %(id)s::uuid AS id) x LEFT JOIN work_views.tasks t ON t.id = x.id"
     " LEFT JOIN work_views.projects p ON p.id = t.project_id"
 )
 _PROJECT = (
-    f"SELECT {PROJECT_COLUMNS}, {_live(ProjectCatalog.name)}"
+    f"SELECT {PROJECT_COLUMNS}, {_live('projects')}"
     " FROM (SELECT %(id)s::uuid AS id) x LEFT JOIN work_views.projects p ON p.id = x.id"
 )
 _USER = (
-    f"SELECT {', '.join(f'u.{c.strip()}' for c in USER_COLUMNS.split(','))}, {_live(UserDirectory.name)}"
+    f"SELECT {', '.join(f'u.{c.strip()}' for c in USER_COLUMNS.split(','))}, {_live('users')}"
     " FROM (SELECT %(id)s::uuid AS id) x LEFT JOIN identity_views.users u ON u.id = x.id"
 )
 
@@ -113,11 +119,16 @@ async def read_task(runtime: Runtime, actor: Actor, task_id: uuid.UUID, task: ty
     see it."""
     ticket = runtime.cache.ticket()
     async with runtime.views.connection() as conn:
-        row = await (await conn.execute(_TASK_AND_PROJECT, {"id": task_id})).fetchone()
+        row = await (await conn.execute(_TASK_AND_PROJECT, {"id": task_id, **_NAMES})).fetchone()
     t, p = len(task.__struct_fields__), len(project.__struct_fields__)
-    if row is None or row[0] is None or row[t] is None:
+    if row is None or row[0] is None:
         raise NotFound(f"task {task_id} not found")
-    found, owner = task(*row[:t]), project(*row[t : t + p])
+    found = task(*row[:t])
+    if row[t] is None:  # its project not in project_catalog yet: only staff see every project
+        if access.sees_every_project(actor):
+            return found
+        raise NotFound(f"task {task_id} not found")
+    owner = project(*row[t : t + p])
     task_version, task_at, project_version, project_at = row[t + p :]
     _learn(runtime, TaskList.name, task_version)
     _learn(runtime, ProjectCatalog.name, project_version)
@@ -140,7 +151,7 @@ async def read_task(runtime: Runtime, actor: Actor, task_id: uuid.UUID, task: ty
 async def read_project(runtime: Runtime, actor: Actor, project_id: uuid.UUID, project: type[Any]) -> Any:
     ticket = runtime.cache.ticket()
     async with runtime.views.connection() as conn:
-        row = await (await conn.execute(_PROJECT, {"id": project_id})).fetchone()
+        row = await (await conn.execute(_PROJECT, {"id": project_id, **_NAMES})).fetchone()
     if row is None or row[0] is None:
         raise NotFound(f"project {project_id} not found")
     width = len(project.__struct_fields__)
@@ -171,7 +182,7 @@ async def cached_user(runtime: Runtime, user_id: uuid.UUID, min_position: int | 
 async def read_user(runtime: Runtime, user_id: uuid.UUID, user: type[Any]) -> Any | None:
     ticket = runtime.cache.ticket()
     async with runtime.views.connection() as conn:
-        row = await (await conn.execute(_USER, {"id": user_id})).fetchone()
+        row = await (await conn.execute(_USER, {"id": user_id, **_NAMES})).fetchone()
     if row is None or row[0] is None:
         return None
     width = len(user.__struct_fields__)
@@ -212,9 +223,10 @@ async def read_board(runtime: Runtime, actor: Actor, project_id: uuid.UUID) -> d
         at, raw_members, raw = await pipe.execute()
     members = sorted(_text(m) for m in raw_members)
     counts = {_text(k): int(v) for k, v in raw.items()}
-    value = (counts, members)
-    tokens = [f"board:{project_id}", f"members:{project_id}"]
-    keep(runtime.cache, ticket, (TaskBoard.name, version), f"board:{project_id}", value, int(at or 0), tokens)
+    if members:  # a project has members from its creation: none is no project, not kept
+        tokens = [f"board:{project_id}", f"members:{project_id}"]
+        view = (TaskBoard.name, version)
+        keep(runtime.cache, ticket, view, f"board:{project_id}", (counts, members), int(at or 0), tokens)
     _board_visible(actor, project_id, members)
     return counts
 

@@ -34,6 +34,8 @@ SHARE_EVERY_S = 30.0
 SHARED = 100
 """How many of its hottest entries a process adds each time."""
 KEPT = 2000
+DECAY = 0.9
+"""Each share multiplies the counts before it by this."""
 WARM = 256
 _READER = Actor(uuid.UUID(int=0), frozenset({Role.ADMIN}))
 
@@ -48,6 +50,7 @@ async def share(runtime: Runtime) -> None:
         return
     key = hot_key(runtime.settings.namespace)
     async with runtime.redis.pipeline(transaction=False) as pipe:
+        pipe.zunionstore(key, {key: DECAY})  # yesterday's hot keys fade
         for projection, entry, hits in hottest:
             pipe.zincrby(key, hits, f"{projection} {entry}")
         pipe.zremrangebyrank(key, 0, -KEPT - 1)

@@ -91,6 +91,7 @@ MEMBERS = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s 
 BALANCE_S = 2.0  # how often a process compares its share of the lanes with the other members'
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
+OUTBOX = 1000  # announcements waiting to be sent; past it, lanes fold theirs into their next
 DEFER_MAX = 20_000  # events kept for a busy lane; past it, the lane reads them from the log
 
 
@@ -228,6 +229,11 @@ class Lane:
         self.announced, self.tokens, self.fresh = self.checkpoint, set(), False
         return found
 
+    @property
+    def dirty(self) -> bool:
+        """Led, with something its last announcement did not say (or that was never sent)."""
+        return self.leading and (self.fresh or self.tokens != set() or self.announced != self.checkpoint)
+
     def unsent(self, announcement: l1.Announcement) -> None:
         """An announcement that could not be sent: the next one covers its move too."""
         self.announced = min(self.announced, announcement.start)
@@ -288,7 +294,7 @@ class Projector:
         self.redis: aioredis.Redis | None = None
         self.last_message = dict.fromkeys(self.feeds, time.monotonic())
         self.drains: set[asyncio.Task[None]] = set()
-        self._announcing = asyncio.Lock()
+        self._outbox: asyncio.Queue[list[tuple[Lane, l1.Announcement]]] = asyncio.Queue(maxsize=OUTBOX)
 
     def _lanes_of(self, consumer: EventConsumer) -> list[Lane]:
         if not consumer.partitioned or self.partitions == 1:
@@ -317,6 +323,7 @@ class Projector:
                 self._balance(stop),
                 *(self._tend(lane, stop) for lane in self.lanes),
                 observed.watch_projections(self.url, self._leading, stop),
+                self._publish(stop),
             )
         finally:
             for task in list(self.drains):
@@ -610,8 +617,10 @@ class Projector:
         assert lane.store is not None
         started = time.perf_counter()
         try:
-            await lane.store.apply(events, lane.checkpoint, events[-1].position)
-            lane.touched(lane.store.touched)
+            try:
+                await lane.store.apply(events, lane.checkpoint, events[-1].position)
+            finally:  # a batch that failed half-way may have written: announcing too much is harmless
+                lane.touched(lane.store.touched)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as batch_error:
@@ -619,8 +628,10 @@ class Projector:
                 await self._park(lane, events[0], batch_error)
             for event in events:  # find the one that fails; keep what precedes it
                 try:
-                    await lane.store.apply([event], lane.checkpoint, event.position)
-                    lane.touched(lane.store.touched)
+                    try:
+                        await lane.store.apply([event], lane.checkpoint, event.position)
+                    finally:
+                        lane.touched(lane.store.touched)
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as e:
@@ -685,7 +696,7 @@ class Projector:
                 log.warning("%s: %s: %s; trying again in 1s", lane.role, type(e).__name__, e)
                 await self._release(lane)
                 lane.retry_at = time.monotonic() + 1.0
-        if moved:
+        if moved or lane.dirty:  # moved, taken up, or an announcement that could not be sent
             await self._announce([lane])
 
     async def _take(self, lane: Lane) -> None:
@@ -779,11 +790,26 @@ class Projector:
         folded into the lane's next."""
         if not lanes or self.redis is None:
             return
-        async with self._announcing:
-            made = [(lane, lane.announcement()) for lane in lanes]
+        made = [(lane, lane.announcement()) for lane in lanes]
+        try:
+            self._outbox.put_nowait(made)
+        except asyncio.QueueFull:  # Redis is slow or away: the lanes' next announcements say it
+            for lane, unsent in made:
+                lane.unsent(unsent)
+
+    async def _publish(self, stop: asyncio.Event) -> None:
+        """Sends the announcements one at a time, in the order made (so a lane's arrive in order),
+        apart from the lanes' work: a slow Redis delays the announcements, never the views. One
+        that cannot be sent is folded into its lanes' next (their upkeep sends it)."""
+        assert self.redis is not None
+        while not stop.is_set():
+            try:
+                made = await asyncio.wait_for(self._outbox.get(), timeout=TEND_S)
+            except TimeoutError:
+                continue
             try:
                 await self.redis.publish(channel(self.namespace), l1.encode_announcements([a for _, a in made]))
-            except Exception as e:  # queries also read the checkpoint from the store
+            except Exception as e:  # queries also read the checkpoints from the stores
                 log.debug("projector: could not announce checkpoints (%s)", e)
                 for lane, unsent in made:
                     lane.unsent(unsent)

@@ -25,6 +25,7 @@ Single-threaded by design: one event loop per API worker owns it (no locks).
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,12 +38,16 @@ ViewId = tuple[str, int]
 """A projection's name and a version of its view."""
 ALL = None
 """An announcement's `tokens` when a batch touched too many to name: the whole view."""
-MAX_TOKENS = 512
+MAX_TOKENS = 2048
 """A batch that touched more tokens than this is announced as touching everything."""
-LOG_SIZE = 4096
-"""How many recent drops `put` can look back over; an older ticket is refused."""
-ENTRY_OVERHEAD = 256
-"""Bytes charged to an entry beyond its value's (its key, tokens and bookkeeping)."""
+LOG_TOKENS = 65_536
+"""How many tokens of recent drops `put` can look back over (the log's bound); an older ticket is
+refused."""
+VALUE_FACTOR = 4
+"""Bytes of Python objects per byte of an entry's JSON (measured for tasks and products: 3-4)."""
+ENTRY_OVERHEAD = 400
+TOKEN_OVERHEAD = 250
+"""Bytes charged per entry and per token it depends on, for its bookkeeping and index entries."""
 
 
 class Announcement(msgspec.Struct, array_like=True, frozen=True):
@@ -61,8 +66,9 @@ class Announcement(msgspec.Struct, array_like=True, frozen=True):
 
 
 def channel(namespace: str) -> str:
-    """The Redis channel the announcements are published on."""
-    return f"{namespace}:checkpoints"
+    """The Redis channel the announcements are published on (`v2`: JSON announcements with the
+    tokens touched, unreadable to the API processes of the releases before)."""
+    return f"{namespace}:checkpoints:v2"
 
 
 def encode_announcements(items: Sequence[Announcement]) -> bytes:
@@ -90,29 +96,29 @@ def sql_statement_tokens(sql: str) -> list[str]:
     return [f"{name}:*" for name in _TABLE.findall(sql)]
 
 
-def _matches(tokens: frozenset[str], touched: frozenset[str] | None) -> bool:
-    if touched is None:
-        return True
-    if not tokens.isdisjoint(touched):
-        return True
-    tables = {t[:-1] for t in touched if t.endswith(":*")}
-    return bool(tables) and any(t.split(":", 1)[0] + ":" in tables for t in tokens)
-
-
 @dataclass
 class Entry:
     value: Any
     position: int
     tokens: frozenset[str]
     size: int
+    generation: int
     hits: int = 0
 
 
 @dataclass
 class _Drop:
     seq: int
-    view: ViewId | None  # None: every view
-    tokens: frozenset[str] | None  # None: the whole view
+    view: ViewId
+    tokens: frozenset[str]
+    tables: frozenset[str]  # the tables a `<table>:*` token names
+
+    def touches(self, view: ViewId, tokens: frozenset[str]) -> bool:
+        if view != self.view:
+            return False
+        if not tokens.isdisjoint(self.tokens):
+            return True
+        return bool(self.tables) and any(t.split(":", 1)[0] in self.tables for t in tokens)
 
 
 @dataclass
@@ -136,13 +142,19 @@ class L1:
     stats: Stats = field(default_factory=Stats)
     size: int = 0
     seq: int = 0
+    generations: dict[ViewId, int] = field(default_factory=dict)
+    """A view's entries of an older generation than this are gone (a flush of one view is O(1))."""
+    flushed_at: dict[ViewId, int] = field(default_factory=dict)
+    """The `seq` of each view's last flush: a read ticketed before it is not kept."""
     live: dict[str, int] = field(default_factory=dict)
     """The highest version of each projection a lane was announced taken up at (or switched to):
     the live one, as versions only grow (`LiveVersions` reads it)."""
     connected: bool = False
     """False until the announcements are followed (and again whenever they are lost): nothing is
     served or kept meanwhile."""
-    _log: deque[_Drop] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
+    _log: deque[_Drop] = field(default_factory=deque)
+    _logged: int = 0  # tokens in the log
+    _forgotten: int = 0  # the seq of the newest drop let go of
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -152,6 +164,9 @@ class L1:
 
     def get(self, view: ViewId, key: str, min_position: int | None = None) -> Entry | None:
         entry = self.entries.get((*view, key)) if self.connected else None
+        if entry is not None and entry.generation != self.generations.get(view, 0):
+            self._remove((*view, key))  # its view was flushed
+            entry = None
         if entry is None or (min_position is not None and entry.position < min_position):
             self.stats.misses += 1
             return None
@@ -166,15 +181,16 @@ class L1:
         """Keeps a value read (with the view's checkpoint `position`) since `ticket`, unless an
         announcement heard since then may have changed it. True if kept."""
         deps = frozenset(tokens)
-        if not self.connected or not self._unchanged_since(ticket, view, deps):
+        if not self.max_bytes or not self.connected or not self._unchanged_since(ticket, view, deps):
             self.stats.refused += 1
             return False
         full = (*view, key)
         old = self.entries.get(full)
-        if old is not None and old.position > position:
+        if old is not None and old.generation == self.generations.get(view, 0) and old.position > position:
             return False  # a newer answer is kept already
         self._remove(full)
-        entry = Entry(value, position, deps, size + ENTRY_OVERHEAD + 16 * len(deps))
+        charge = VALUE_FACTOR * size + ENTRY_OVERHEAD + TOKEN_OVERHEAD * len(deps)
+        entry = Entry(value, position, deps, charge, self.generations.get(view, 0))
         if entry.size > self.max_bytes:
             return False
         self.entries[full] = entry
@@ -191,34 +207,44 @@ class L1:
     def _unchanged_since(self, ticket: int, view: ViewId, tokens: frozenset[str]) -> bool:
         if ticket == self.seq:
             return True
-        if not self._log or self._log[0].seq > ticket + 1:
-            return False  # the log no longer reaches back to the ticket
+        if ticket < self._forgotten or ticket < self.flushed_at.get(view, -1):
+            return False  # flushed since, or the log no longer reaches back to the ticket
         for drop in reversed(self._log):
             if drop.seq <= ticket:
                 break
-            if (drop.view is None or drop.view == view) and _matches(tokens, drop.tokens):
+            if drop.touches(view, tokens):
                 return False
         return True
 
     # -- what the announcements say --------------------------------------------------------------
 
-    def hear(self, announcement: Announcement) -> None:
-        a = announcement
-        view = (a.projection, a.version)
-        if a.fresh and a.version > self.live.get(a.projection, a.version - 1):
-            self.older_than(a.projection, a.version)  # switched: the older versions are not read again
-            self.live[a.projection] = a.version
-        lane = (a.projection, a.version, a.part)
+    def hear(self, announced: Announcement) -> None:
+        if not self.max_bytes:
+            return  # off
+        view = (announced.projection, announced.version)
+        if announced.fresh and announced.version > self.live.get(announced.projection, announced.version - 1):
+            self.older_than(announced.projection, announced.version)  # switched: older versions are not read again
+            self.live[announced.projection] = announced.version
+        lane = (announced.projection, announced.version, announced.part)
         head = self.heads.get(lane)
-        self.heads[lane] = max(a.end, head or 0) if not a.fresh else a.end
-        if a.fresh or a.tokens is ALL or (head is not None and a.start != head and a.end > head):
+        self.heads[lane] = max(announced.end, head or 0) if not announced.fresh else announced.end
+        lost = head is not None and announced.start != head and announced.end > head
+        if announced.fresh or announced.tokens is ALL or lost:
             self.flush(view)  # taken afresh, too much to name, or announcements in between were lost
             return
-        self._drop(view, frozenset(a.tokens))
+        self._drop(view, frozenset(announced.tokens))
 
     def _drop(self, view: ViewId, tokens: frozenset[str]) -> None:
+        if not tokens:
+            return
         self.seq += 1
-        self._log.append(_Drop(self.seq, view, tokens))
+        tables = frozenset(t[:-2] for t in tokens if t.endswith(":*"))
+        self._log.append(_Drop(self.seq, view, tokens, tables))
+        self._logged += len(tokens)
+        while self._logged > LOG_TOKENS and len(self._log) > 1:
+            oldest = self._log.popleft()
+            self._logged -= len(oldest.tokens)
+            self._forgotten = oldest.seq
         for token in tokens:
             index, name = (self.by_table, token[:-2]) if token.endswith(":*") else (self.by_token, token)
             keys = index.get((*view, name))
@@ -226,25 +252,27 @@ class L1:
                 self._remove((*view, key))
 
     def flush(self, view: ViewId | None = None) -> None:
-        """Empties one view (every version of its projection if `view` names version -1), or
-        everything."""
+        """Empties one view (in O(1): its entries are let go of as they are met), or everything."""
         self.seq += 1
         self.stats.flushes += 1
-        self._log.append(_Drop(self.seq, view, None))
         if view is None:
             self.entries.clear()
             self.by_token.clear()
             self.by_table.clear()
             self.heads.clear()
+            self.generations.clear()
+            self.flushed_at.clear()
+            self._log.clear()
+            self._logged, self._forgotten = 0, self.seq
             self.size = 0
             return
-        for full in [k for k in self.entries if k[0] == view[0] and view[1] in (-1, k[1])]:
-            self._remove(full)
+        self.generations[view] = self.generations.get(view, 0) + 1
+        self.flushed_at[view] = self.seq
 
     def older_than(self, projection: str, version: int) -> None:
         """A rebuild switched `projection` to `version`: the versions before it are not read again."""
-        for full in [k for k in self.entries if k[0] == projection and k[1] < version]:
-            self._remove(full)
+        for view in {(p, v) for p, v, _ in self.entries if p == projection and v < version}:
+            self.flush(view)
 
     def lost(self) -> None:
         """The announcements stopped (or have not started): nothing cached can be trusted."""
@@ -259,7 +287,8 @@ class L1:
     def hottest(self, n: int) -> list[tuple[str, str, int]]:
         """The `n` entries hit most since the last call (projection, key, hits), and their counts
         start again from zero: what a process starting next should read first."""
-        top = sorted(self.entries.items(), key=lambda item: item[1].hits, reverse=True)[:n]
+        live = ((k, e) for k, e in self.entries.items() if e.generation == self.generations.get((k[0], k[1]), 0))
+        top = heapq.nlargest(n, live, key=lambda item: item[1].hits)
         found = [(projection, key, entry.hits) for (projection, _, key), entry in top if entry.hits]
         for entry in self.entries.values():
             entry.hits = 0
