@@ -25,7 +25,7 @@ from api.explorer import TEMPLATES, explorer_routers
 from api.explorer.common import explorer_aware
 from api.headers import cors, security_headers
 from api.health import HealthController
-from api.limits import STORE, auth_limit, command_limit, rate_limit_store
+from api.limits import STORE, auth_limit, command_limit, count_ahead, is_command, rate_limit_store
 from api.observe import MetricsController, middleware
 from api.problems import EXCEPTION_HANDLERS
 from api.queries import warm
@@ -56,7 +56,7 @@ async def is_auth_route(request: Request[Any, Any, Any]) -> bool:
 
 async def is_command_route(request: Request[Any, Any, Any]) -> bool:
     """Every route that changes something, apart from /v1/auth (limited per address instead)."""
-    return request.method not in ("GET", "HEAD", "OPTIONS") and not request.url.path.startswith("/v1/auth/")
+    return is_command(request.method, request.url.path)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         stores={STORE: limits_store},
         cors_config=cors(settings),
         logging_config=None,  # infra.observe.logs configured logging; Litestar's default would replace it
-        state=State({"jwt_auth": auth}),
+        # The per-user limit is counted in the access check's Redis round trip (api.limits.CountAhead).
+        state=State({"jwt_auth": auth, "count_ahead": count_ahead(by_user, limits_store)}),
         lifespan=[lifespan],
         exception_handlers=explorer_aware(EXCEPTION_HANDLERS),
         request_max_body_size=MAX_BODY,

@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecuritySch
 from litestar.security.jwt import JWTAuth, Token
 
 from api.access import AccessCheck
+from api.limits import CountAhead
 from commands.base import Actor
 from commands.identity import LoginResult
 from domain.identity import Role
@@ -86,7 +87,10 @@ async def _actor_of(token: Token, connection: ASGIConnection[Any, Any, Any, Any]
     except ValueError:
         raise NotAuthorizedException("the access token is malformed") from None
     access: AccessCheck = connection.app.state.runtime.access
-    return await access.actor(user_id, session_of(token))
+    ahead: CountAhead | None = connection.app.state.get("count_ahead")
+    method = str(connection.scope.get("method", ""))  # a websocket has none
+    count = None if ahead is None else ahead.of(connection.scope, method, connection.url.path, user_id)
+    return await access.actor(user_id, session_of(token), count)
 
 
 TOKEN_URL = "/v1/auth/token"

@@ -18,16 +18,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import DURATION_VALUES, DurationUnit, RateLimitConfig, RateLimitMiddleware
 from litestar.stores.redis import RedisStore
 
+from api.headers import set_headers
 from commands.base import Actor
 from infra.observe.metrics import RATE_LIMIT_REFUSALS
 
@@ -40,13 +41,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STORE = "rate_limit"
 
-_HIT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
-return {n, ttl}
+
+def hit_script(key: str, window_ms: str) -> str:
+    """Lua that counts a request in the fixed window `key` (a KEYS[i]) of `window_ms` (an ARGV[j])
+    milliseconds, leaving the count in `n` and the milliseconds left in `ttl`."""
+    return f"""
+local n = redis.call('INCR', {key})
+if n == 1 then redis.call('PEXPIRE', {key}, {window_ms}) end
+local ttl = redis.call('PTTL', {key})
+if ttl < 0 then redis.call('PEXPIRE', {key}, {window_ms}); ttl = tonumber({window_ms}) end
 """
+
+
+_HIT = hit_script("KEYS[1]", "ARGV[1]") + "return {n, ttl}\n"
+COUNTED_AHEAD = "chronicle.counted_ahead"
+"""The scope key under which a limit already counted for this request (by `CountAhead`) leaves its
+`Window`, by the limit's name."""
 
 
 class CountingRedisStore(RedisStore):
@@ -81,7 +91,10 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
         app = scope["litestar_app"]
         request: Request[Any, Any, Any] = app.request_class(scope)
         if await self.should_check_request(request=request):
-            window = await self._count(self.cache_key_from_request(request), app)
+            counted: dict[str, Window] = scope.get(COUNTED_AHEAD) or {}  # type: ignore[assignment]  # not an ASGI key
+            window = counted.get(self._name)
+            if window is None:
+                window = await self._count(self.cache_key_from_request(request), app)
             if window is not None:
                 headers = self.headers_of(window)
                 if window.count > self.max_requests:
@@ -118,15 +131,57 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
         }
 
     def _with_headers(self, send: Send, headers: dict[str, str]) -> Send:
+        encoded = [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
+
         async def wrapped(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                mutable = MutableScopeHeaders(message)
-                for key, value in headers.items():
-                    mutable[key] = value
+                set_headers(message, encoded)
             await send(message)
 
         return wrapped
+
+
+@dataclass(frozen=True)
+class CountAhead:
+    """The per-user command limit, counted in the same Redis round trip as the access check of the
+    request (api.access): the same key, window and script as `SharedRateLimitMiddleware` would
+    use, one round trip fewer. The middleware then finds the count in the scope (`COUNTED_AHEAD`)
+    and decides as always; if the access check could not count (Redis did not answer, or the route
+    is not one this limit applies to), the middleware counts by itself."""
+
+    name: str
+    key_prefix: str
+    window_s: int
+
+    def of(self, scope: Any, method: str, path: str, user_id: uuid.UUID) -> RequestCount | None:
+        """What the access check of this request should count, if this limit applies to it."""
+        if not is_command(method, path) or self.name in scope.get(COUNTED_AHEAD, ()):
+            return None
+        # The key `SharedRateLimitMiddleware` counts under: its store's prefix, `cache_key_from_request`.
+        return RequestCount(f"{self.key_prefix}{self.name}:{identifier_of(user_id)}", self.window_s, self.name, scope)
+
+
+@dataclass(frozen=True)
+class RequestCount:
+    """One request's count in a limit's window (`api.access.Count`), left in its scope when counted."""
+
+    key: str
+    window_s: int
+    name: str
+    scope: Any
+
+    def counted(self, count: int, reset_in: float) -> None:
+        self.scope.setdefault(COUNTED_AHEAD, {})[self.name] = Window(count, reset_in)
+
+
+def is_command(method: str, path: str) -> bool:
+    """Every route that changes something, apart from /v1/auth (limited per address instead)."""
+    return method not in ("GET", "HEAD", "OPTIONS") and not path.startswith("/v1/auth/")
+
+
+def count_ahead(config: NamedRateLimitConfig, store: CountingRedisStore) -> CountAhead:
+    unit = config.rate_limit[0]
+    return CountAhead(config.store_name, store.prefix, DURATION_VALUES[unit])
 
 
 @dataclass
@@ -144,7 +199,12 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 def user_of(request: Request[Any, Any, Any]) -> str:
     user = request.scope.get("user")
-    return str(user.user_id) if isinstance(user, Actor) else f"address:{client_address(request)}"
+    return identifier_of(user.user_id) if isinstance(user, Actor) else f"address:{client_address(request)}"
+
+
+def identifier_of(user_id: uuid.UUID) -> str:
+    """A signed-in user's identifier in the per-user limit's keys."""
+    return str(user_id)
 
 
 def _limit(name: str, unit: DurationUnit, count: int, identify: Any) -> NamedRateLimitConfig:

@@ -104,6 +104,28 @@ def test_commands_are_limited_per_user_and_other_users_go_on(limited: Api) -> No
     assert limited.post("/v1/projects", {"name": "Calm"}, calm).status_code == 201
 
 
+def test_a_command_is_counted_once_in_its_users_window(limited: Api) -> None:
+    """The access check counts the request in the per-user window, in its own Redis round trip, and
+    the limit's middleware decides on that count: counted twice, a user's first command would find
+    two gone from its window; not counted, none."""
+    user = limited.register("Counted Once")
+
+    def first_two_in_one_window() -> tuple[int, int]:
+        first = limited.post("/v1/projects", {"name": "One"}, user)
+        second = limited.post("/v1/projects", {"name": "Two"}, user)
+        assert first.status_code == 201 and second.status_code == 201, (first.text, second.text)
+        remaining = int(first.headers["RateLimit-Remaining"]), int(second.headers["RateLimit-Remaining"])
+        # The window is a second long: a second command in a fresh window starts over.
+        assert remaining[1] < remaining[0], "the window ended between the two commands; again"
+        return remaining
+
+    assert limited.post("/v1/projects", {"name": "Zero"}, user).headers["RateLimit-Remaining"] == str(
+        COMMANDS_PER_SECOND - 1
+    )
+    first, second = eventually(first_two_in_one_window, what="two commands in one window", timeout=10)
+    assert first - second == 1
+
+
 def test_a_rate_limit_counts_exactly_across_processes(settings: Settings) -> None:
     """Two clients (as two workers would be) hitting one window at once: every count is given once."""
 

@@ -110,15 +110,16 @@ async def run_command(
     hashing: bool = False,
     **kwargs: Any,
 ) -> Response[CommandAccepted]:
-    """Runs one command in a worker thread, in its own span, counted by outcome (ok, conflict,
-    rejected, idempotent_replay, error)."""
+    """Runs one command in a worker thread, counted by outcome (ok, conflict, rejected,
+    idempotent_replay, error). The command and its outcome are attributes of the request's span,
+    which covers validation, load, decide and append (a span of its own would cost more than
+    the rest of the tracing of a request)."""
     started = time.perf_counter()
     outcome = "error"
     try:
-        with tracing.span(f"command {command}", attributes={"chronicle.command": command}):
-            response = await _run_command(
-                request, runtime, command, handler, args, kwargs, status, idempotency_key, hashing
-            )
+        response = await _run_command(
+            request, runtime, command, handler, args, kwargs, status, idempotency_key, hashing
+        )
         outcome = "idempotent_replay" if "Idempotent-Replayed" in response.headers else "ok"
         return response
     except (Conflict, PreconditionFailed):
@@ -130,6 +131,7 @@ async def run_command(
     finally:
         COMMANDS.labels(command, outcome).inc()
         COMMAND_SECONDS.observe(time.perf_counter() - started)
+        tracing.annotate({"chronicle.command": command, "chronicle.command.outcome": outcome})
 
 
 async def _run_command(

@@ -108,6 +108,17 @@ def span(
     return _span(name, parent, links_to(links), kind, attributes)
 
 
+def annotate(attributes: dict[str, Any]) -> None:
+    """Adds attributes to the current span (the request's, in the API), if it is recorded. Cheaper
+    than a child span (creating, ending and exporting one costs about 60 µs here), so the write
+    path annotates the request span instead of opening spans of its own."""
+    if not _enabled:
+        return
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(attributes)
+
+
 def traceparent() -> str | None:
     """The current span as a W3C `traceparent` header value (None outside any sampled span)."""
     if not _enabled:
