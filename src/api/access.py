@@ -13,6 +13,7 @@ each, not a wait for Redis each.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -57,8 +58,11 @@ TIMEOUT_S = 1.0
 
 class AccessCheck:
     def __init__(self, redis_url: str, namespace: str, identity: IdentityApplication, run: Run) -> None:
+        # No socket timeout: redis-py would wrap every send in `asyncio.wait_for` (a task per
+        # command, about a twentieth of a cached query's time); each check is bounded as a whole
+        # by `asyncio.timeout` instead, which costs a timer.
         self.redis = aioredis.from_url(
-            redis_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
+            redis_url, socket_timeout=None, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
         )
         self.namespace = namespace
         self.identity = identity
@@ -79,14 +83,15 @@ class AccessCheck:
         if answered:
             keys = [user_key(self.namespace, user_id), session_key(self.namespace, session_id)]
             try:
-                if count is None:
-                    raw_user, raw_session = await self.redis.mget(keys)
-                else:
-                    raw_user, raw_session, n, ttl_ms = await self.read_and_count(
-                        keys=[*keys, count.key], args=[count.window_s * 1000]
-                    )
-                    count.counted(int(n), int(ttl_ms) / 1000)
-            except RedisError as e:
+                async with asyncio.timeout(TIMEOUT_S):
+                    if count is None:
+                        raw_user, raw_session = await self.redis.mget(keys)
+                    else:
+                        raw_user, raw_session, n, ttl_ms = await self.read_and_count(
+                            keys=[*keys, count.key], args=[count.window_s * 1000]
+                        )
+                        count.counted(int(n), int(ttl_ms) / 1000)
+            except (RedisError, TimeoutError) as e:
                 answered = False
                 self._skip_redis_until = time.monotonic() + SKIP_REDIS_S
                 log.warning("access checks read the event store for %.0f s: Redis did not answer (%s)", SKIP_REDIS_S, e)
@@ -112,7 +117,8 @@ class AccessCheck:
     async def _fill(self, states: list[UserAccess | SessionAccess]) -> None:
         """Offers states read from the event store; a fill that fails only means another read later."""
         try:
-            for state in states:
-                await self.store(keys=[key_of(self.namespace, state)], args=store_args(state, replace_hold=False))
-        except RedisError as e:
+            async with asyncio.timeout(TIMEOUT_S):
+                for state in states:
+                    await self.store(keys=[key_of(self.namespace, state)], args=store_args(state, replace_hold=False))
+        except (RedisError, TimeoutError) as e:
             log.debug("could not fill access states: %s", e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,6 +29,7 @@ class LiveVersions:
         self.views, self.namespace, self.cache = views, namespace, cache
         self.projections: dict[str, Projection] = {p.name: p for p in all_projections()}
         self._known: dict[str, tuple[float, int]] = {}
+        self._reading: set[str] = set()
 
     async def get(self, projection: str) -> int:
         now = time.monotonic()
@@ -38,6 +40,21 @@ class LiveVersions:
                 self.learn(projection, announced)  # a switch announced since we looked
                 return announced
             return known[1]
+        if known is not None and projection in self._reading:
+            return max(known[1], announced)  # another request is reading it now: one read, not one each
+        self._reading.add(projection)
+        try:
+            return await self._read(projection)
+        except psycopg.OperationalError:
+            if known is None:
+                raise
+            # PostgreSQL away: the last version known stands (a switch needs PostgreSQL too, and
+            # would be announced); what needs PostgreSQL now answers 503 on its own read.
+            return max(known[1], announced)
+        finally:
+            self._reading.discard(projection)
+
+    async def _read(self, projection: str) -> int:
         async with self.views.connection() as conn:
             row = await (
                 await conn.execute("SELECT live_version FROM projections WHERE projection = %s", (projection,))
