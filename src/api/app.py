@@ -28,6 +28,7 @@ from api.health import HealthController
 from api.limits import STORE, auth_limit, command_limit, rate_limit_store
 from api.observe import MetricsController, middleware
 from api.problems import EXCEPTION_HANDLERS
+from api.queries import warm
 from api.queries.catalog import CatalogQueries
 from api.queries.identity import UserQueries
 from api.queries.orders import OrderQueries
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with limits_store, runtime_lifespan(app, settings):
+        async with limits_store, runtime_lifespan(app, settings), warm.warming(app.state.runtime):
             yield
 
     auth = jwt_auth(settings)

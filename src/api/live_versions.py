@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from infra.settings import LIVE_VERSION_CACHE_S
+from infra.views.l1 import L1
 from infra.views.redisstore import redis_prefix
 from projections import all_projections
 from projections.base import Projection
@@ -21,15 +22,21 @@ class LiveVersions:
 
     ttl = LIVE_VERSION_CACHE_S
 
-    def __init__(self, views: AsyncConnectionPool[AsyncConnection[Any]], namespace: str) -> None:
-        self.views, self.namespace = views, namespace
+    def __init__(
+        self, views: AsyncConnectionPool[AsyncConnection[Any]], namespace: str, cache: L1 | None = None
+    ) -> None:
+        self.views, self.namespace, self.cache = views, namespace, cache
         self.projections: dict[str, Projection] = {p.name: p for p in all_projections()}
         self._known: dict[str, tuple[float, int]] = {}
 
     async def get(self, projection: str) -> int:
         now = time.monotonic()
         known = self._known.get(projection)
+        announced = self.cache.live.get(projection, 0) if self.cache is not None else 0
         if known is not None and now - known[0] < self.ttl:
+            if announced > known[1]:
+                self.learn(projection, announced)  # a switch announced since we looked
+                return announced
             return known[1]
         async with self.views.connection() as conn:
             row = await (
@@ -45,6 +52,8 @@ class LiveVersions:
         switch and ends after another request learned of it cannot bring the old version back."""
         known = self._known.get(projection)
         self._known[projection] = (time.monotonic(), max(version, known[1]) if known else version)
+        if known is not None and version > known[1] and self.cache is not None:
+            self.cache.older_than(projection, version)  # switched: the old version is not read again
 
     async def prefix(self, projection: str) -> str:
         """The key prefix of a Redis projection's live version."""

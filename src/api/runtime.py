@@ -33,6 +33,7 @@ from infra.bootstrap import Chronicle, bootstrap
 from infra.delivery.checkpoints import CheckpointWatcher
 from infra.delivery.relay import connect_nats
 from infra.settings import Settings
+from infra.views.l1 import L1
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class Runtime:
     views: AsyncConnectionPool[AsyncConnection[Any]]
     checkpoints: CheckpointWatcher
     hash_executor: ThreadPoolExecutor
+    cache: L1
     nats: NATS | None = None
     live_versions: LiveVersions = field(init=False)
     guard: AuthGuard = field(init=False)
@@ -57,7 +59,7 @@ class Runtime:
     health_cache: Any = None
 
     def __post_init__(self) -> None:
-        self.live_versions = LiveVersions(self.views, self.settings.namespace)
+        self.live_versions = LiveVersions(self.views, self.settings.namespace, self.cache)
         self.guard = AuthGuard(self.redis, self.settings)
         self.access = AccessCheck(
             self.settings.redis_url or "", self.settings.namespace, self.chronicle.identity, self.run
@@ -87,7 +89,9 @@ class Runtime:
         self.hashing += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.hash_executor, functools.partial(fn, *args, **kwargs))
+            # In a copy of the caller's context, so its log lines carry the request's correlation id.
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            return await loop.run_in_executor(self.hash_executor, call)
         finally:
             self.hashing -= 1
 
@@ -133,9 +137,10 @@ async def runtime_lifespan(app: Litestar, settings: Settings) -> AsyncIterator[N
         name="chronicle-queries",
     )
     await views.open(wait=True, timeout=30)
-    watcher = CheckpointWatcher(settings.redis_url or "", settings.namespace)
+    cache = L1(settings.l1_cache_mb * 1024 * 1024)
+    watcher = CheckpointWatcher(settings.redis_url or "", settings.namespace, cache)
     watcher.start()
-    runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher, hash_executor)
+    runtime = Runtime(settings, chronicle, redis_client, executor, views, watcher, hash_executor, cache)
     app.state.runtime = runtime
     nats_task = asyncio.create_task(keep_nats(runtime, settings.nats_url or ""))
     purge_task = asyncio.create_task(purge_idempotency_keys(runtime))

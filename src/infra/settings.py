@@ -39,6 +39,8 @@ class Settings:
     command_threads: int = 8
     query_pool_size: int = 10
     min_position_wait_ms: int = 2000
+    l1_cache_mb: int = 64
+    """Each API worker's in-process cache of read-model answers (infra.views.l1); 0 turns it off."""
     order_payment_timeout_s: int = 900
     idle_in_transaction_timeout_ms: int = 5000
     log_level: str = "INFO"
@@ -111,6 +113,7 @@ class Settings:
             command_threads=_int(env, "CHRONICLE_COMMAND_THREADS", 8, low=1, high=256),
             query_pool_size=_int(env, "CHRONICLE_QUERY_POOL_SIZE", 10, low=1, high=1000),
             min_position_wait_ms=_int(env, "CHRONICLE_MIN_POSITION_WAIT_MS", 2000, low=0, high=60_000),
+            l1_cache_mb=_int(env, "CHRONICLE_L1_CACHE_MB", 64, low=0, high=64 * 1024),
             order_payment_timeout_s=_int(env, "CHRONICLE_ORDER_PAYMENT_TIMEOUT_S", 900, low=1, high=30 * 24 * 3600),
             stream_replicas=_int(env, "CHRONICLE_STREAM_REPLICAS", 1, low=1, high=5),
             stream_max_age_days=_int(env, "CHRONICLE_STREAM_MAX_AGE_DAYS", 30, low=0, high=36_500),

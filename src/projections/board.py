@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
-
-import redis.asyncio as aioredis
 
 from domain.work import Project, Task
 from infra.eventstore.envelope import EventEnvelope
@@ -85,21 +82,3 @@ class TaskBoard(RedisProjection):
 
 # -- queries ------------------------------------------------------------------------------------------
 # `prefix` is the live version's key prefix (the API's LiveVersions knows it).
-
-
-async def board_counts(
-    redis: aioredis.Redis, prefix: str, project_id: uuid.UUID, member: uuid.UUID | None
-) -> dict[str, int] | None:
-    """The project's board by field (`total`, `status:<status>`, `assignee:<id or UNASSIGNED>:<status>`),
-    or None if there is no such project, or `member` (None: whoever asks sees every project) is not
-    one of its members. One round trip: the view keeps the members beside the counts."""
-    async with redis.pipeline(transaction=False) as pipe:
-        if member is None:
-            pipe.exists(f"{prefix}members:{project_id}")
-        else:
-            pipe.sismember(f"{prefix}members:{project_id}", str(member))
-        pipe.hgetall(f"{prefix}board:{project_id}")
-        visible, raw = await pipe.execute()
-    if not visible:
-        return None
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}

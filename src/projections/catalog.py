@@ -14,10 +14,10 @@ JSON, so a page is one script call returning one JSON array.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from redis.commands.core import AsyncScript
@@ -296,9 +296,9 @@ class CatalogFilter(msgspec.Struct):
         )
 
 
-# KEYS[1]: a listing (sorted set); ARGV: the product key prefix, the range (low, high), how many,
-# and 1 for descending. Returns how many members the range held and the products' JSON (kept in
-# each hash), as one JSON array: [count, [product, ...]].
+# KEYS[1]: a listing (sorted set), KEYS[2]: the view's checkpoint; ARGV: the product key prefix, the
+# range (low, high), how many, and 1 for descending. Returns the checkpoint, how many members the
+# range held and the products' JSON (kept in each hash), as one JSON array: [at, count, [product, ...]].
 PAGE = """
 local members
 if ARGV[5] == '1' then
@@ -311,17 +311,32 @@ for _, member in ipairs(members) do
   local json = redis.call('HGET', ARGV[1] .. string.match(member, '[^\1]*$'), 'json')
   if json then found[#found + 1] = json end
 end
-return '[' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
+local at = redis.call('GET', KEYS[2]) or '0'
+return '[' .. at .. ',' .. #members .. ',[' .. table.concat(found, ',') .. ']]'
 """
+
+
+@dataclass
+class Listing(Generic[P]):
+    """A page of a listing as read, with what a cache of it depends on."""
+
+    items: list[P]
+    more: bool
+    read: list[P]
+    """Every product the range held (the filters may keep fewer): a change to any can change the page."""
+    listing: str
+    """The sorted set read, relative to the view."""
+    position: int
+    """The view's checkpoint, read in the same script."""
 
 
 async def listing_page(
     scripts: Callable[[str], AsyncScript], prefix: str, f: CatalogFilter, product: type[P]
-) -> tuple[list[P], bool]:
+) -> Listing[P]:
     """A page of the listing and whether another follows: one lexicographic range of the right sorted
     set and the products in it, in one script call. `scripts` registers a Lua source once per
     process (`Runtime.script`)."""
-    zset = f"{prefix}{'instock' if f.in_stock else 'by'}:{f.key}"
+    listing = f"{'instock' if f.in_stock else 'by'}:{f.key}"
     low, high = "-", "+"
     if f.key == "price":
         if f.min_price is not None:
@@ -336,17 +351,14 @@ async def listing_page(
             high = "(" + member if high == "+" else "(" + min(high[1:], member)
         else:
             low = "(" + member if low == "-" or member >= low[1:] else low
-    raw = await scripts(PAGE)(keys=[zset], args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)])
-    page: Any = tuple[int, list[product]]  # type: ignore[valid-type]  # the caller's type, for msgspec at run time
-    ranged, found = msgspec.json.decode(raw, type=page)
+    raw = await scripts(PAGE)(
+        keys=[prefix + listing, prefix + "checkpoint"],
+        args=[f"{prefix}product:", low, high, f.limit + 1, int(f.descending)],
+    )
+    page: Any = tuple[int, int, list[product]]  # type: ignore[valid-type]  # the caller's type, for msgspec at run time
+    at, ranged, found = msgspec.json.decode(raw, type=page)
     products = [p for p in found if f.keeps(p)]
-    return products[: f.limit], ranged > f.limit
-
-
-async def cached_product(redis: aioredis.Redis, prefix: str, sku: str) -> bytes | str | None:
-    """The product's JSON (as `as_json` wrote it), or None."""
-    raw: bytes | str | None = await redis.hget(f"{prefix}product:{sku}", "json")
-    return raw
+    return Listing(products[: f.limit], ranged > f.limit, found, listing, at)
 
 
 async def product_rows(views: AsyncConnectionPool[AsyncConnection[Any]], f: CatalogFilter) -> tuple[Rows, bool]:

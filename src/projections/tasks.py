@@ -183,21 +183,6 @@ async def task_rows(
     return rows
 
 
-async def task_row(
-    views: AsyncConnectionPool[AsyncConnection[Any]], task_id: uuid.UUID, actor: Actor
-) -> tuple[Any, ...] | None:
-    """The task's TASK_COLUMNS, or None if there is no such task or `actor` may not see its project."""
-    async with views.connection() as conn:
-        row: tuple[Any, ...] | None = await (
-            await conn.execute(
-                f"SELECT {TASK_COLUMNS} FROM work_views.tasks t WHERE t.id = %(id)s AND "
-                + VISIBLE.format(project="t.project_id"),
-                {"id": task_id, **visibility(actor)},
-            )
-        ).fetchone()
-    return row
-
-
 async def visible_tasks_in_order(
     views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[uuid.UUID], actor: Actor, limit: int
 ) -> tuple[int, Rows]:

@@ -3,12 +3,6 @@ user stays, with no name and no email, marked erased."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
-
 from domain.identity import User
 from infra.eventstore.envelope import EventEnvelope
 from projections.base import SqlProjection, SqlView, when
@@ -75,12 +69,3 @@ class UserDirectory(SqlProjection):
 # is part of the OpenAPI document: a generic `Page[T]` is named after T's module).
 
 USER_COLUMNS = "id, name, roles, registered_at, version, email, erased"
-
-
-async def user_row(views: AsyncConnectionPool[AsyncConnection[Any]], user_id: uuid.UUID) -> tuple[Any, ...] | None:
-    """The user's USER_COLUMNS, or None."""
-    async with views.connection() as conn:
-        row: tuple[Any, ...] | None = await (
-            await conn.execute(f"SELECT {USER_COLUMNS} FROM identity_views.users WHERE id = %s", (user_id,))
-        ).fetchone()
-    return row

@@ -180,14 +180,19 @@ def test_a_changed_projection_rebuilds_into_its_new_view(stack: tuple[Settings, 
     owner = api.register("Cody Changed")
     project = api.project(owner, "Code change")
     task = api.task(owner, project, title="quiet title")
-    api.post(f"/v1/tasks/{task}/edit", {"title": "still quiet"}, owner)
+    edited = api.post(f"/v1/tasks/{task}/edit", {"title": "still quiet"}, owner).json()["position"]
     wait_caught_up(settings)
+    # Read, so the API process's cache (infra.views.l1) holds the task as the old version has it.
+    assert api.get(f"/v1/tasks/{task}", owner, x_min_position=str(edited)).json()["title"] == "still quiet"
     compared = asyncio.run(rebuild(settings, ShoutingTaskList(), switch=True, force=False))
     assert not compared.switched and any("tasks" in d for d in compared.differences)
     forced = asyncio.run(rebuild(settings, ShoutingTaskList(), switch=True, force=True))
     assert forced.switched and forced.new_version == 2
-    got = api.get(f"/v1/tasks/{task}", owner)
-    assert got.status_code == 200 and got.json()["title"] == "STILL QUIET"
+    # The switch is announced as it commits: within moments every answer is the new version's.
+    eventually(lambda: api.get(f"/v1/tasks/{task}", owner).json()["title"] == "STILL QUIET", what="v2", timeout=5)
+    for _ in range(5):
+        got = api.get(f"/v1/tasks/{task}", owner)
+        assert got.status_code == 200 and got.json()["title"] == "STILL QUIET"
 
 
 def test_a_second_rebuild_of_the_same_projection_refuses(stack: tuple[Settings, Api]) -> None:

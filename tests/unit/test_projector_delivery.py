@@ -37,6 +37,7 @@ class RecordingStore:
     def __init__(self, consumer: EventConsumer) -> None:
         self.projection, self.version = consumer, 1
         self.position = 0
+        self.touched: set[str] | None = None
         self.applied: list[int] = []
         self.fail_next = False
 

@@ -15,6 +15,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from api.contract import ETAG, query
+from api.queries import cached
 from api.queries.common import (
     Cursor,
     Limit,
@@ -31,8 +32,6 @@ from projections.catalog import (
     CatalogCache,
     CatalogFilter,
     ProductCatalog,
-    cached_product,
-    listing_page,
     name_key,
     product_row,
     product_rows,
@@ -66,6 +65,9 @@ class ProductSort(StrEnum):
     NAME_DESC = "-name"
     PRICE = "price"
     PRICE_DESC = "-price"
+
+
+_PRODUCT = msgspec.json.Decoder(ProductView)
 
 
 def sort_value(product: ProductView, sort: str) -> Any:
@@ -114,9 +116,11 @@ class CatalogQueries(Controller):
         items, more = None, False
         if f.redis_can_serve:
             try:
-                await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-                prefix = await runtime.live_versions.prefix(CatalogCache.name)
-                items, more = await listing_page(runtime.script, prefix, f, ProductView)
+                page = await cached.cached_page(runtime, f, cached.position_of(min_position))
+                if page is None:
+                    await wait_for_position(runtime, request, min_position, [CatalogCache.name])
+                    page = await cached.read_page(runtime, f, ProductView)
+                items, more = page
             except redis.exceptions.RedisError:
                 items = None  # the SQL view answers instead
         if items is None:
@@ -142,10 +146,11 @@ class CatalogQueries(Controller):
             raise NotFound(f"product {sku} not found") from None
         product = None
         try:
-            await wait_for_position(runtime, request, min_position, [CatalogCache.name])
-            prefix = await runtime.live_versions.prefix(CatalogCache.name)
-            raw = await cached_product(runtime.redis, prefix, sku)
-            product = msgspec.json.decode(raw, type=ProductView) if raw else None
+            raw = await cached.cached_product(runtime, sku, cached.position_of(min_position))
+            if raw is None:
+                await wait_for_position(runtime, request, min_position, [CatalogCache.name])
+                raw = await cached.read_product(runtime, sku)
+            product = _PRODUCT.decode(raw) if raw else None
         except redis.exceptions.RedisError:
             await wait_for_position(runtime, request, min_position, [ProductCatalog.name])
             row = await product_row(runtime.views, sku)

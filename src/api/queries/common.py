@@ -17,6 +17,7 @@ from api.problems import ServiceUnavailable
 from api.runtime import Runtime
 from domain.errors import Invalid
 from infra.eventstore.recorder import was_given_out
+from infra.views.sqlstore import version_position
 
 MIN_POSITION = HeaderParameter(
     name="X-Min-Position",
@@ -80,10 +81,8 @@ async def live_checkpoints(runtime: Runtime, names: list[str]) -> dict[str, tupl
     async with runtime.views.connection() as conn:
         rows = await (
             await conn.execute(
-                "SELECT p.projection, p.kind, p.live_version, coalesce(c.position, t.notification_id, 0) FROM projections p"
-                # kept by partitions: the lowest of theirs (every event at or below it is applied)
-                " LEFT JOIN LATERAL (SELECT coalesce(min(position) FILTER (WHERE part >= 0), min(position)) AS position"
-                " FROM projection_checkpoints c WHERE c.projection = p.projection AND c.version = p.live_version) c ON true"
+                "SELECT p.projection, p.kind, p.live_version,"
+                f" coalesce({version_position('p.projection', 'p.live_version')}, t.notification_id, 0) FROM projections p"
                 " LEFT JOIN tracking t ON t.application_name = p.projection AND p.kind = 'process'"
                 " WHERE p.projection = ANY(%s)",
                 (names,),

@@ -10,12 +10,13 @@ import msgspec
 from litestar import Controller, Request, Response, get
 
 from api.contract import ETAG, query
+from api.queries import cached
 from api.queries.common import MinPosition, etag, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
 from domain.errors import NotFound
-from projections.users import UserDirectory, user_row
+from projections.users import UserDirectory
 
 READS = [UserDirectory.name]
 
@@ -30,11 +31,6 @@ class UserView(msgspec.Struct, omit_defaults=True):
     version: int
     email: str | None = None
     erased: bool = False
-
-
-async def load_user(runtime: Runtime, user_id: uuid.UUID) -> UserView | None:
-    row = await user_row(runtime.views, user_id)
-    return None if row is None else UserView(*row)
 
 
 class UserQueries(Controller):
@@ -63,8 +59,10 @@ class UserQueries(Controller):
     async def _user(
         request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID, min_position: str | None
     ) -> Response[UserView]:
-        await wait_for_position(runtime, request, min_position, READS)
-        user = await load_user(runtime, user_id)
+        user = await cached.cached_user(runtime, user_id, cached.position_of(min_position))
+        if user is None:
+            await wait_for_position(runtime, request, min_position, READS)
+            user = await cached.read_user(runtime, user_id, UserView)
         if user is None:
             raise NotFound(f"user {user_id} not found")
         if not access.sees_email_of(request.user, user_id):

@@ -16,6 +16,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from api.contract import ETAG, query
+from api.queries import cached
 from api.queries.common import (
     Cursor,
     Limit,
@@ -27,13 +28,12 @@ from api.queries.common import (
 )
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
-from domain import access
 from domain.errors import Invalid, NotFound
 from domain.work import Priority, TaskStatus
-from projections.board import UNASSIGNED, TaskBoard, board_counts
+from projections.board import UNASSIGNED, TaskBoard
 from projections.my_tasks import MyTasks, open_task_ids
 from projections.projects import ProjectCatalog, project_row, project_rows
-from projections.tasks import TaskFilter, TaskList, task_row, task_rows, visible_tasks_in_order
+from projections.tasks import TaskFilter, TaskList, task_rows, visible_tasks_in_order
 
 PROJECT_VIEWS = [ProjectCatalog.name]
 TASK_VIEWS = [ProjectCatalog.name, TaskList.name]
@@ -172,8 +172,12 @@ class ProjectQueries(Controller):
         project_id: uuid.UUID,
         min_position: MinPosition = None,
     ) -> Response[ProjectView]:
-        await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
-        project = await visible_project(runtime, request.user, project_id)
+        project = await cached.project_entry(runtime, project_id, cached.position_of(min_position))
+        if project is None:
+            await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
+            project = await cached.read_project(runtime, request.user, project_id, ProjectView)
+        elif not cached.visible(request.user, project):
+            raise NotFound(f"project {project_id} not found")
         return Response(project, headers=etag(project.version))
 
     @get(
@@ -231,14 +235,11 @@ class ProjectQueries(Controller):
         project_id: uuid.UUID,
         min_position: MinPosition = None,
     ) -> Board:
-        """One Redis round trip: the board view keeps the project's members beside its counts."""
-        await wait_for_position(runtime, request, min_position, [TaskBoard.name])
-        prefix = await runtime.live_versions.prefix(TaskBoard.name)
-        actor = request.user
-        member = None if access.sees_every_project(actor) else actor.user_id
-        counts = await board_counts(runtime.redis, prefix, project_id, member)
+        """One Redis round trip on a miss: the board view keeps the project's members beside its counts."""
+        counts = await cached.cached_board(runtime, request.user, project_id, cached.position_of(min_position))
         if counts is None:
-            raise NotFound(f"project {project_id} not found")
+            await wait_for_position(runtime, request, min_position, [TaskBoard.name])
+            counts = await cached.read_board(runtime, request.user, project_id)
         return _board(project_id, counts)
 
 
@@ -271,11 +272,10 @@ class TaskQueries(Controller):
     async def get_task(
         self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[TaskView]:
-        await wait_for_position(runtime, request, min_position, TASK_VIEWS)
-        row = await task_row(runtime.views, task_id, request.user)
-        if row is None:
-            raise NotFound(f"task {task_id} not found")
-        task = TaskView(*row)
+        task = await cached.cached_task(runtime, request.user, task_id, cached.position_of(min_position))
+        if task is None:
+            await wait_for_position(runtime, request, min_position, TASK_VIEWS)
+            task = await cached.read_task(runtime, request.user, task_id, TaskView, ProjectView)
         return Response(task, headers=etag(task.version))
 
     @get(

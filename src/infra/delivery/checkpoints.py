@@ -1,8 +1,12 @@
-"""Read-your-writes without polling the database: projectors announce each checkpoint they commit
-on a Redis channel; each API process follows it and wakes the queries waiting for a position.
+"""Read-your-writes without polling the database, and an exact cache: projectors announce each
+checkpoint they commit, with what its batch touched, on a Redis channel; each API process follows
+it, wakes the queries waiting for a position and drops what its cache (infra.views.l1) holds of
+what was touched.
 
-The announcements are only hints: a waiting query also reads the checkpoints from the stores
-every 200 ms, so a lost announcement (or Redis away) delays an answer, never falsifies it.
+For read-your-writes the announcements are only hints: a waiting query also reads the checkpoints
+from the stores every 200 ms, so a lost announcement delays an answer, never falsifies it. The
+cache trusts them only while the channel is followed: it is emptied whenever the subscription is
+lost or stops answering its PINGs (`DEAD_S`), and a projector re-sends what it could not send.
 """
 
 from __future__ import annotations
@@ -10,28 +14,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
+import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from infra.views.l1 import L1, channel, decode_announcements
 
 log = logging.getLogger(__name__)
-
-
-def channel(namespace: str) -> str:
-    return f"{namespace}:checkpoints"
-
-
-def announcement(projection: str, version: int, position: int, part: int | None = None, partitions: int = 1) -> str:
-    """One line of an announcement; a message carries one line per checkpoint a batch moved. A
-    partition's line names it (`3/4`)."""
-    return f"{projection} {version} {position}" + ("" if part is None else f" {part}/{partitions}")
+PING_S = 1.0
+DEAD_S = 3.0
 
 
 class CheckpointWatcher:
-    def __init__(self, redis_url: str, namespace: str) -> None:
-        self.redis_url, self.namespace = redis_url, namespace
+    """Follows the announcements (`infra.views.l1.Announcement`, a JSON list per message) for the
+    read-your-writes waits and for the process's cache, if it has one: the cache serves nothing
+    until the channel is subscribed, and is emptied whenever the subscription is lost."""
+
+    def __init__(self, redis_url: str, namespace: str, cache: L1 | None = None) -> None:
+        self.redis_url, self.namespace, self.cache = redis_url, namespace, cache
         self.positions: dict[tuple[str, int], int] = {}
         self.parts: dict[tuple[str, int], dict[int, int]] = {}
         self.changed = asyncio.Condition()
+        self.subscribed = asyncio.Event()
+        """Set while the announcements are followed."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -68,22 +75,58 @@ class CheckpointWatcher:
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(channel(self.namespace))
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        for line in message["data"].decode().splitlines():
-                            name, version, position, *part = line.split()
-                            if part:
-                                index, partitions = part[0].split("/")
-                                self.learn_part(name, int(version), int(position), int(index), int(partitions))
-                            else:
-                                self.learn(name, int(version), int(position))
-                        async with self.changed:
-                            self.changed.notify_all()
+                    await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis away: queries fall back to reading the stores
+                self._lost()  # before waiting: nothing cached may be served while announcements are missed
                 log.debug("checkpoint announcements unavailable (%s); retrying", e)
                 await asyncio.sleep(1.0)
             finally:
+                self._lost()
                 await client.aclose()
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Reads the channel, and PINGs it when it is quiet: a connection that stops answering (a
+        host gone without a reset, a dropped route) is given up after `DEAD_S`, as if it closed."""
+        heard = pinged = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=PING_S)
+            now = time.monotonic()
+            if message is None:
+                if now - heard > DEAD_S:
+                    raise ConnectionError(f"the checkpoints channel has not answered for {DEAD_S:.0f} s")
+                if now - pinged >= PING_S:
+                    await pubsub.ping()
+                    pinged = now
+                continue
+            heard = now
+            if message["type"] == "subscribe":
+                if self.cache is not None:
+                    self.cache.found()  # every announcement from now on reaches us
+                self.subscribed.set()
+            elif message["type"] == "message":
+                self._hear(message["data"])
+                async with self.changed:
+                    self.changed.notify_all()
+
+    def _lost(self) -> None:
+        self.subscribed.clear()
+        if self.cache is not None and self.cache.connected:
+            self.cache.lost()
+
+    def _hear(self, data: bytes) -> None:
+        try:
+            announcements = decode_announcements(data)
+        except msgspec.DecodeError as e:  # not ours: the cache cannot know what it missed
+            log.warning("unreadable checkpoint announcement (%s); emptying the cache", e)
+            if self.cache is not None:
+                self.cache.flush()
+            return
+        for a in announcements:
+            if self.cache is not None:
+                self.cache.hear(a)
+            if a.part >= 0:
+                self.learn_part(a.projection, a.version, a.end, a.part, a.partitions)
+            else:
+                self.learn(a.projection, a.version, a.end)

@@ -52,7 +52,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infra.delivery import partitions as parts
-from infra.delivery.checkpoints import announcement, channel
 from infra.delivery.leadership import lock_key, pause, try_lock
 from infra.delivery.relay import connect_nats, ensure_stream, stream_name
 from infra.eventstore import envelope as envelopes
@@ -61,7 +60,9 @@ from infra.eventstore.recorder import GATE
 from infra.observe import delivery as observed
 from infra.observe import tracing
 from infra.settings import Settings
+from infra.views import l1
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
+from infra.views.l1 import channel
 from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
 from projections.base import EventConsumer, RedisProjection, SqlProjection
@@ -90,6 +91,7 @@ MEMBERS = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s 
 BALANCE_S = 2.0  # how often a process compares its share of the lanes with the other members'
 TEND_S = 0.5  # how often each lane checks its lock, its state and (when quiet) the log's head
 QUIET_S = 1.0  # no message for this long: lanes compare their checkpoints with the log's head
+OUTBOX = 1000  # announcements waiting to be sent; past it, lanes fold theirs into their next
 DEFER_MAX = 20_000  # events kept for a busy lane; past it, the lane reads them from the log
 
 
@@ -192,10 +194,51 @@ class Lane:
         self.retry_at = 0.0
         self.deferred: list[EventEnvelope] = []  # batches that came while the lane was busy
         self.drain: asyncio.Task[None] | None = None  # applies them once it is free
+        # What the next announcement says: from where, what was touched since (None: too much to
+        # name), and whether the lane was taken up since the last one.
+        self.announced = 0
+        self.tokens: set[str] | None = set()
+        self.fresh = True
 
     def lead(self, store: ViewStore, log: EventLog, version: int, checkpoint: int, parked: bool = False) -> None:
         """From now on this lane applies events to `store`, from `checkpoint` on."""
         self.store, self.log, self.version, self.checkpoint, self.parked = store, log, version, checkpoint, parked
+        self.announced, self.tokens, self.fresh = checkpoint, set(), True
+
+    def touched(self, tokens: set[str] | None) -> None:
+        """Notes what a batch applied to the view touched, for the next announcement."""
+        if self.tokens is None or tokens is None or len(self.tokens) + len(tokens) > l1.MAX_TOKENS:
+            self.tokens = None
+        else:
+            self.tokens |= tokens
+
+    def announcement(self) -> l1.Announcement:
+        """The announcement of the checkpoint's move since the last one (and the lane's state reset
+        for the next: `unsent` puts it back if this one cannot be sent)."""
+        tokens = None if self.tokens is None else sorted(self.tokens)
+        found = l1.Announcement(
+            self.consumer.name,
+            self.version,
+            self.announced,
+            self.checkpoint,
+            tokens,
+            -1 if self.part is None else self.part,
+            self.partitions,
+            self.fresh,
+        )
+        self.announced, self.tokens, self.fresh = self.checkpoint, set(), False
+        return found
+
+    @property
+    def dirty(self) -> bool:
+        """Led, with something its last announcement did not say (or that was never sent)."""
+        return self.leading and (self.fresh or self.tokens != set() or self.announced != self.checkpoint)
+
+    def unsent(self, announcement: l1.Announcement) -> None:
+        """An announcement that could not be sent: the next one covers its move too."""
+        self.announced = min(self.announced, announcement.start)
+        self.touched(None if announcement.tokens is None else set(announcement.tokens))
+        self.fresh = self.fresh or announcement.fresh
 
     @property
     def leading(self) -> bool:
@@ -251,6 +294,7 @@ class Projector:
         self.redis: aioredis.Redis | None = None
         self.last_message = dict.fromkeys(self.feeds, time.monotonic())
         self.drains: set[asyncio.Task[None]] = set()
+        self._outbox: asyncio.Queue[list[tuple[Lane, l1.Announcement]]] = asyncio.Queue(maxsize=OUTBOX)
 
     def _lanes_of(self, consumer: EventConsumer) -> list[Lane]:
         if not consumer.partitioned or self.partitions == 1:
@@ -279,6 +323,7 @@ class Projector:
                 self._balance(stop),
                 *(self._tend(lane, stop) for lane in self.lanes),
                 observed.watch_projections(self.url, self._leading, stop),
+                self._publish(stop),
             )
         finally:
             for task in list(self.drains):
@@ -572,7 +617,10 @@ class Projector:
         assert lane.store is not None
         started = time.perf_counter()
         try:
-            await lane.store.apply(events, lane.checkpoint, events[-1].position)
+            try:
+                await lane.store.apply(events, lane.checkpoint, events[-1].position)
+            finally:  # a batch that failed half-way may have written: announcing too much is harmless
+                lane.touched(lane.store.touched)
         except INFRASTRUCTURE_ERRORS:
             raise
         except Exception as batch_error:
@@ -580,7 +628,10 @@ class Projector:
                 await self._park(lane, events[0], batch_error)
             for event in events:  # find the one that fails; keep what precedes it
                 try:
-                    await lane.store.apply([event], lane.checkpoint, event.position)
+                    try:
+                        await lane.store.apply([event], lane.checkpoint, event.position)
+                    finally:
+                        lane.touched(lane.store.touched)
                 except INFRASTRUCTURE_ERRORS:
                     raise
                 except Exception as e:
@@ -632,6 +683,9 @@ class Projector:
                 if lane.conn is None:
                     if time.monotonic() >= lane.retry_at:
                         await self._take(lane)
+                        # Taken up: say so at once (the API processes' caches let go of the view,
+                        # which may have changed while no one announced it), moved or not.
+                        moved = lane.leading
                 elif await self._must_let_go(lane):
                     await self._release(lane)
                 elif not lane.parked and time.monotonic() - self.last_message[lane.part] >= QUIET_S:
@@ -642,7 +696,7 @@ class Projector:
                 log.warning("%s: %s: %s; trying again in 1s", lane.role, type(e).__name__, e)
                 await self._release(lane)
                 lane.retry_at = time.monotonic() + 1.0
-        if moved:
+        if moved or lane.dirty:  # moved, taken up, or an announcement that could not be sent
             await self._announce([lane])
 
     async def _take(self, lane: Lane) -> None:
@@ -729,18 +783,36 @@ class Projector:
                 await conn.close()
 
     async def _announce(self, lanes: list[Lane]) -> None:
-        """Tells waiting queries (read-your-writes) which checkpoints are committed, in one message;
-        only a hint (queries also read the checkpoints from the stores)."""
+        """Tells the API processes which checkpoints are committed and what their batches touched,
+        in one message: read-your-writes waits are woken by it (they also read the stores), and
+        each process's cache (infra.views.l1) drops what it names. Sent one at a time, in the
+        order made, so that a lane's announcements arrive in order; one that cannot be sent is
+        folded into the lane's next."""
         if not lanes or self.redis is None:
             return
-        message = "\n".join(
-            announcement(lane.consumer.name, lane.version, lane.checkpoint, lane.part, lane.partitions)
-            for lane in lanes
-        )
+        made = [(lane, lane.announcement()) for lane in lanes]
         try:
-            await self.redis.publish(channel(self.namespace), message)
-        except Exception as e:  # queries also read the checkpoint from the store
-            log.debug("projector: could not announce checkpoints (%s)", e)
+            self._outbox.put_nowait(made)
+        except asyncio.QueueFull:  # Redis is slow or away: the lanes' next announcements say it
+            for lane, unsent in made:
+                lane.unsent(unsent)
+
+    async def _publish(self, stop: asyncio.Event) -> None:
+        """Sends the announcements one at a time, in the order made (so a lane's arrive in order),
+        apart from the lanes' work: a slow Redis delays the announcements, never the views. One
+        that cannot be sent is folded into its lanes' next (their upkeep sends it)."""
+        assert self.redis is not None
+        while not stop.is_set():
+            try:
+                made = await asyncio.wait_for(self._outbox.get(), timeout=TEND_S)
+            except TimeoutError:
+                continue
+            try:
+                await self.redis.publish(channel(self.namespace), l1.encode_announcements([a for _, a in made]))
+            except Exception as e:  # queries also read the checkpoints from the stores
+                log.debug("projector: could not announce checkpoints (%s)", e)
+                for lane, unsent in made:
+                    lane.unsent(unsent)
 
 
 async def run_projections(settings: Settings, projections: Sequence[EventConsumer], stop: asyncio.Event) -> None:

@@ -40,6 +40,13 @@ POOL_WAITING = Gauge(
 )
 CACHE_HITS = Counter("chronicle_cache_hits_total", "Lookups answered by a cache", ["cache"])
 CACHE_MISSES = Counter("chronicle_cache_misses_total", "Lookups a cache could not answer", ["cache"])
+CACHE_EVICTIONS = Counter("chronicle_cache_evictions_total", "Entries a full cache let go of", ["cache"])
+CACHE_BYTES = Gauge(
+    "chronicle_cache_bytes",
+    "Bytes a cache holds (the largest of the API's workers)",
+    ["cache"],
+    multiprocess_mode="livemax",
+)
 RATE_LIMIT_REFUSALS = Counter("chronicle_rate_limit_refusals_total", "Requests refused with 429", ["limit"])
 
 RELAY_PUBLISHED = Counter("chronicle_relay_published_events_total", "Events the relay published to JetStream")

@@ -58,6 +58,10 @@ class ViewStore(Protocol):
 
     async def checkpoint(self) -> int: ...
 
+    touched: set[str] | None
+    """What the last `apply` may have changed, as tokens of the API processes' caches
+    (infra.views.l1); None: anything."""
+
     async def apply(self, envelopes: Sequence[EventEnvelope], expected: int, new: int) -> None: ...
 
     async def fingerprint(self) -> Fingerprint:

@@ -12,6 +12,7 @@ seconds later, once no process can still be reading it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -28,12 +29,14 @@ from infra.delivery.leadership import lock_key
 from infra.delivery.projector import register
 from infra.eventstore.recorder import head_position, lags
 from infra.settings import LIVE_VERSION_CACHE_S, Settings
+from infra.views import l1
 from infra.views.base import ViewStore
 from infra.views.rebuild import Progress, open_store, replay
 from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
 from projections.base import EventConsumer, ProcessManager, SqlProjection
 
+log = logging.getLogger(__name__)
 GRACE_S = 2 * LIVE_VERSION_CACHE_S  # how long the old version outlives a switch: queries may read it until then
 CATCH_UP_LEFT = 1000  # events still to apply before the live projector is paused for the comparison
 
@@ -346,6 +349,7 @@ async def _rebuild(
                     differences=report.differences,
                     forced=bool(report.differences),
                 )
+            await _announce_switch(client, settings.namespace, projection.name, new, position)
         report.paused_seconds = time.monotonic() - paused_at
     report.seconds = time.monotonic() - started
     report.events = await _count(conn, position)
@@ -356,6 +360,17 @@ async def _rebuild(
         await target.drop()
         await _log(conn, operator, "rebuild.compare", projection.name, version=new, differences=report.differences)
     return report
+
+
+async def _announce_switch(client: aioredis.Redis, namespace: str, projection: str, version: int, at: int) -> None:
+    """Tells the API processes at once that queries read `version` now: their caches let go of
+    the old one (they would also learn it within LIVE_VERSION_CACHE_S, and from the projector
+    taking the new version up)."""
+    switched = l1.Announcement(projection, version, at, at, l1.ALL, fresh=True)
+    try:
+        await client.publish(l1.channel(namespace), l1.encode_announcements([switched]))
+    except Exception as e:  # only sooner than the other two ways
+        log.warning("could not announce the switch of %s to v%d: %s", projection, version, e)
 
 
 async def _shares(conn: psycopg.AsyncConnection[Any], store: ViewStore) -> list[ViewStore]:

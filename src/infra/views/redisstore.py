@@ -149,6 +149,8 @@ class RedisStore:
         self.client, self.projection, self.version = client, projection, version
         self.prefix = redis_prefix(namespace, projection, version)
         self.checkpoint_key = self.prefix + "checkpoint"
+        self.touched: set[str] | None = set()
+        """The keys (relative to the view) the last `apply` wrote: the tokens of infra.views.l1."""
         self.script = client.register_script(APPLY_BATCH)
 
     async def prepare(self) -> None:
@@ -177,6 +179,7 @@ class RedisStore:
         for envelope in handled:
             self.projection.apply(envelope, view)
         keys, ops = view.encoded()
+        self.touched = set(view.pending)
         try:
             await self.script(keys=[self.checkpoint_key, *keys], args=[str(expected), str(new), ops])
         except aioredis.ResponseError as e:

@@ -15,7 +15,18 @@ from infra.delivery.partitions import partition_of
 from infra.eventstore.envelope import EventEnvelope
 from infra.eventstore.personal import is_token, reveal
 from infra.views.base import Fingerprint, StaleCheckpoint
+from infra.views.l1 import sql_statement_tokens, sql_tokens
 from projections.base import SqlProjection
+
+
+def version_position(projection: str, version: str) -> str:
+    """SQL for a view version's checkpoint, given SQL expressions for its projection's name and
+    its version: kept by partitions, the lowest of theirs (every event at or below it is applied);
+    kept whole, its own; NULL before it has one. The one place this rule is written."""
+    return (
+        "(SELECT coalesce(min(c.position) FILTER (WHERE c.part >= 0), min(c.position)) FROM projection_checkpoints c"
+        f" WHERE c.projection = {projection} AND c.version = {version})"
+    )
 
 
 def table_names(projection: SqlProjection, version: int) -> dict[str, str]:
@@ -37,6 +48,7 @@ class BufferedSqlView:
         self.tables, self.keys = tables, keys
         self.rows: dict[tuple[str, tuple[Any, ...]], _RowOp] = {}
         self.raw: list[tuple[str, Sequence[Any]]] = []
+        self.raw_tokens: set[str] = set()
 
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         key = (table, tuple(row[c] for c in self.keys[table]))
@@ -68,6 +80,14 @@ class BufferedSqlView:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.raw.append((sql.format_map(self.tables), params))
+        self.raw_tokens.update(sql_statement_tokens(sql))
+
+    def tokens(self) -> set[str]:
+        """What this batch may have changed, for the API processes' caches (infra.views.l1)."""
+        found = set(self.raw_tokens)
+        for table, key in self.rows:
+            found.update(sql_tokens(table, key))
+        return found
 
     def statements(self) -> list[tuple[str, list[Sequence[Any]]]]:
         """Deletes, inserts, updates (each grouped by shape), then raw statements in order."""
@@ -135,6 +155,8 @@ class SqlStore:
         self.conn, self.projection, self.version = conn, projection, version
         self.part, self.partitions = part, partitions
         self.tables = table_names(projection, version)
+        self.touched: set[str] | None = set()
+        """The tokens the last `apply` touched (see `BufferedSqlView.tokens`)."""
 
     async def prepare(self) -> None:
         """Creates the version's tables if they are missing. Another process may prepare the same
@@ -203,8 +225,7 @@ class SqlStore:
             await self.conn.execute(
                 "SELECT position FROM projection_checkpoints WHERE projection = %s AND version = %s AND part = %s"
                 if self.part >= 0
-                else "SELECT coalesce(min(position) FILTER (WHERE part >= 0), min(position)) FROM projection_checkpoints"
-                " WHERE projection = %s AND version = %s",
+                else "SELECT " + version_position("%s", "%s"),
                 (self.projection.name, self.version, self.part)
                 if self.part >= 0
                 else (self.projection.name, self.version),
@@ -226,6 +247,7 @@ class SqlStore:
         # view (most batches, for a view that handles few event types) moves the checkpoint in one
         # statement, atomic on its own on this autocommit connection.
         statements = view.statements()
+        self.touched = view.tokens()
         try:
             if not statements:
                 await self.conn.execute(_ADVANCE, (new, self.projection.name, self.version, self.part, expected))

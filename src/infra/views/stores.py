@@ -23,6 +23,7 @@ class TrackingStore:
 
     def __init__(self, conn: psycopg.AsyncConnection[Any], projection: ProcessManager) -> None:
         self.conn, self.projection, self.version = conn, projection, projection.version
+        self.touched: set[str] | None = set()  # no view: nothing a cache holds
 
     async def prepare(self) -> None:
         return None
