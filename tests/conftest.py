@@ -113,8 +113,10 @@ def chronicle_app(settings: Settings) -> Iterator[Any]:
     app.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def admin(api: Api, chronicle_app: Any) -> User:
+    """An admin for the module's tests (making one hashes a password three times). The tests act as it;
+    none acts on it. Module-scoped, not session: its access token must outlive a module, not the run."""
     from commands.base import Context
     from domain.identity import Role
 

@@ -47,6 +47,10 @@ RUNS = {
     "manager": "examples,coverage,stateful",
     "auditor": "examples,coverage,stateful",
 }
+# Logout ends the very session whose token a run sends: the examples phase called it early, and every
+# later request of the member, manager and auditor runs was a 401, so those runs tested nothing but the
+# auth wall. They leave it out (the anonymous run still takes it; test_http_identity logs out for real).
+SESSION_ENDING = ["Logout"]
 ROLES: dict[str, Role | None] = {"member": None, "manager": Role.MANAGER, "auditor": Role.AUDITOR}
 
 
@@ -80,7 +84,7 @@ def _command(base: str, headers: dict[str, str], public: list[str], phases: str,
     args += ["--checks", CHECKS, "--phases", phases, "--max-examples", "3", "--workers", "1", "--no-shrink"]
     args += ["--seed", "20261127", "--report-dir", str(report)]
     if headers:
-        args += ["--exclude-operation-id-regex", f"^({'|'.join(public)})$"]
+        args += ["--exclude-operation-id-regex", f"^({'|'.join([*public, *SESSION_ENDING])})$"]
     for name, value in headers.items():
         args += ["--header", f"{name}: {value}"]
     return args
@@ -125,3 +129,5 @@ def test_every_operation_keeps_the_documented_contract(fuzzed: dict[str, Run], c
     tested = re.search(r"Tested: (\d+)", run.output)
     assert selected and tested and int(tested[1]) == int(selected[1]) > 0, run.output[-3_000:]
     assert "✅ Stateful" in run.output, run.output[-3_000:]
+    if caller != "anonymous":  # the caller's token held for the whole run: no operation answered only 401
+        assert "401 Unauthorized (" not in run.output, run.output[-6_000:]

@@ -31,14 +31,16 @@ AUDIT_ROUTES = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def auditor(api: Api, admin: User) -> User:
+    """The module's auditor and manager are readers: the tests act as them, never on them (each test's
+    history is its own), and counts of the auditor's accesses are taken before and after."""
     user = api.register("Audrey Auditor")
     assert api.post(f"/v1/users/{user.id}/roles", {"role": "auditor"}, admin).status_code == 200
     return api.relogin(user)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def manager(api: Api, admin: User) -> User:
     user = api.register("Manny Manager")
     granted = api.post(f"/v1/users/{user.id}/roles", {"role": "manager"}, admin)

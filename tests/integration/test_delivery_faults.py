@@ -130,8 +130,10 @@ def _chaos(
     actions: list[str],
     rng: random.Random,
 ) -> list[str]:
-    done = []
-    while workload.is_alive():
+    done: list[str] = []
+    # On until the workload ends, and then on until every fault has struck at least once (and three in
+    # all): a workload that finished quickly used to leave some fault untried, and the test to fail.
+    while workload.is_alive() or not set(actions) <= set(done) or len(done) < 3:
         time.sleep(rng.uniform(0.3, 0.8))
         action = rng.choice(actions)
         match action:

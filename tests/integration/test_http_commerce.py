@@ -17,11 +17,19 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.usefixtures("pipeline")
 
 
-@pytest.fixture
-def shop(api: Api, admin: User) -> dict[str, User]:
-    manager, alice, bob = (api.register(n) for n in ("Mara Manager", "Alice Buyer", "Bob Buyer"))
+@pytest.fixture(scope="module")
+def manager(api: Api, admin: User) -> User:
+    """The module's catalog keeper: each test makes products of its own (new SKUs) as it."""
+    manager = api.register("Mara Manager")
     assert api.post(f"/v1/users/{manager.id}/roles", {"role": "manager"}, admin).status_code == 200
-    return {"manager": api.relogin(manager), "alice": alice, "bob": bob, "admin": admin}
+    return api.relogin(manager)
+
+
+@pytest.fixture
+def shop(api: Api, admin: User, manager: User) -> dict[str, User]:
+    """Buyers of the test's own (their order lists are checked whole), and the module's staff."""
+    alice, bob = (api.register(n) for n in ("Alice Buyer", "Bob Buyer"))
+    return {"manager": manager, "alice": alice, "bob": bob, "admin": admin}
 
 
 def test_managers_keep_the_catalog_and_members_read_it(api: Api, shop: dict[str, User]) -> None:

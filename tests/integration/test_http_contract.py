@@ -9,10 +9,12 @@ import pytest
 
 from tests.integration.http import Api, User, assert_problem
 
-GUARDED = ["/v1/audit/events", f"/v1/users/{uuid.uuid4()}/roles", "/v1/projects", "/v1/me"]
+USER = uuid.uuid4()
+GUARDED = ["/v1/audit/events", f"/v1/users/{USER}/roles", "/v1/projects", "/v1/me"]
+"""Named without the random id: the test workers (pytest-xdist) must collect the same test names."""
 
 
-@pytest.mark.parametrize("path", GUARDED)
+@pytest.mark.parametrize("path", GUARDED, ids=lambda path: path.replace(str(USER), "{user_id}"))
 def test_options_on_a_guarded_path_answers_its_methods_without_a_token(api: Api, path: str) -> None:
     r = api.http.options(path)
     assert r.status_code == 204 and "OPTIONS" in r.headers["allow"], r.text

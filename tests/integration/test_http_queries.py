@@ -20,11 +20,18 @@ def _wait(api: Api, r: Any) -> dict[str, str]:
     return {"x_min_position": r.json()["position"]}
 
 
-@pytest.fixture
-def world(api: Api, admin: User) -> dict[str, Any]:
-    owner, member, outsider, manager = (api.register(n) for n in ("Owen Owner", "Mia Member", "Oscar Out", "Max Mgr"))
+@pytest.fixture(scope="module")
+def manager(api: Api, admin: User) -> User:
+    """Staff who only read (as the admin does): one for the module."""
+    manager = api.register("Max Mgr")
     assert api.post(f"/v1/users/{manager.id}/roles", {"role": "manager"}, admin).status_code == 200
-    manager = api.relogin(manager)
+    return api.relogin(manager)
+
+
+@pytest.fixture
+def world(api: Api, admin: User, manager: User) -> dict[str, Any]:
+    """The test's own owner, member and outsider, and a project and task of theirs."""
+    owner, member, outsider = (api.register(n) for n in ("Owen Owner", "Mia Member", "Oscar Out"))
     project = api.project(owner, "Visible", member)
     r = api.post(
         f"/v1/projects/{project}/tasks",

@@ -38,7 +38,8 @@ def stack(fresh_database_url: str, settings: Settings) -> Iterator[tuple[Setting
     )
     # Reads wait for their position longer than the default 2 s: a rebuild pauses the live projector
     # for its final catch-up and switch, and a slow machine must not turn that pause into a 503.
-    with running_api(own, CHRONICLE_MIN_POSITION_WAIT_MS="15000") as base, running(own, "relay", "projector"):
+    # The relay and projector start first: they come up while the API does, not after it answers.
+    with running(own, "relay", "projector"), running_api(own, CHRONICLE_MIN_POSITION_WAIT_MS="15000") as base:
         wait_active(own, *all_roles())
         client = Api(base)
         yield own, client
