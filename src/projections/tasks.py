@@ -184,10 +184,11 @@ async def task_rows(
 
 
 async def visible_tasks_in_order(
-    views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[uuid.UUID], actor: Actor, limit: int
+    views: AsyncConnectionPool[AsyncConnection[Any]], ids: list[str], actor: Actor, limit: int
 ) -> tuple[int, Rows]:
-    """How many of `ids` exist in projects `actor` may see, and TASK_COLUMNS of the first `limit` of
-    them, in the order of `ids`. One statement."""
+    """How many of `ids` (task ids as text) exist in projects `actor` may see, and TASK_COLUMNS of
+    the first `limit` of them, in the order of `ids`. One statement; the ids travel as one array
+    literal, not one parameter value each."""
     async with views.connection() as conn:
         rows: Rows = await (
             await conn.execute(
@@ -195,7 +196,7 @@ async def visible_tasks_in_order(
                 " JOIN work_views.tasks t USING (id) WHERE "
                 + VISIBLE.format(project="t.project_id")
                 + " ORDER BY x.ord LIMIT %(limit)s",
-                {"ids": ids, "limit": limit, **visibility(actor)},
+                {"ids": "{" + ",".join(ids) + "}", "limit": limit, **visibility(actor)},
             )
         ).fetchall()
     return (int(rows[0][-1]) if rows else 0), [row[:-1] for row in rows]
