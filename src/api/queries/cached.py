@@ -14,15 +14,13 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar.exceptions import HTTPException
 
-from api.commands.common import is_number
 from api.runtime import Runtime
 from commands.base import Actor
 from domain import access
 from domain.errors import NotFound
 from infra.observe.metrics import CACHE_BYTES, CACHE_EVICTIONS, CACHE_HITS, CACHE_MISSES
-from infra.views.l1 import L1, Entry, ViewId
+from infra.views.l1 import L1, ViewId
 from infra.views.sqlstore import version_position
 from projections.board import TaskBoard
 from projections.catalog import CatalogCache, CatalogFilter, listing_page
@@ -34,24 +32,19 @@ _HITS, _MISSES, _EVICTIONS = CACHE_HITS.labels("l1"), CACHE_MISSES.labels("l1"),
 _BYTES = CACHE_BYTES.labels("l1")
 
 
-def position_of(token: str | None) -> int | None:
-    """The `X-Min-Position` as a number; a malformed one is a 400, hit or miss."""
-    if token is None:
-        return None
-    if not is_number(token):
-        raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
-    return int(token)
-
-
-def lookup(cache: L1, view: ViewId, key: str, min_position: int | None) -> Entry | None:
-    entry = cache.get(view, key, min_position)
+async def _hit(runtime: Runtime, projection: str, key: str, min_position: int | None) -> Any | None:
+    """What the cache holds under `key` of `projection`'s live version (at or after `min_position`),
+    or None."""
+    view = (projection, await runtime.live_versions.get(projection))
+    entry = runtime.cache.get(view, key, min_position)
     (_HITS if entry is not None else _MISSES).inc()
-    return entry
+    return None if entry is None else entry.value
 
 
 def keep(cache: L1, ticket: int, view: ViewId, key: str, value: Any, position: int, tokens: list[str]) -> None:
     evicted = cache.stats.evictions
-    cache.put(ticket, view, key, value, position, tokens, len(msgspec.json.encode(value)))
+    size = len(value) if isinstance(value, bytes) else len(msgspec.json.encode(value))
+    cache.put(ticket, view, key, value, position, tokens, size)
     if cache.stats.evictions != evicted:
         _EVICTIONS.inc(cache.stats.evictions - evicted)
     _BYTES.set(cache.size)
@@ -89,9 +82,7 @@ def visible(actor: Actor, project: Any) -> bool:
 
 async def project_entry(runtime: Runtime, project_id: uuid.UUID, min_position: int | None) -> Any | None:
     """The project (any caller's: apply `visible`), or None if the cache cannot say."""
-    version = await runtime.live_versions.get(ProjectCatalog.name)
-    entry = lookup(runtime.cache, (ProjectCatalog.name, version), f"project:{project_id}", min_position)
-    return None if entry is None else entry.value
+    return await _hit(runtime, ProjectCatalog.name, f"project:{project_id}", min_position)
 
 
 def _keep_project(runtime: Runtime, ticket: int, project: Any, version: int, position: int) -> None:
@@ -102,16 +93,15 @@ def _keep_project(runtime: Runtime, ticket: int, project: Any, version: int, pos
 async def cached_task(runtime: Runtime, actor: Actor, task_id: uuid.UUID, min_position: int | None) -> Any | None:
     """The task if the cache has it and its project (None: read the views); NotFound when
     `actor` may not see it."""
-    version = await runtime.live_versions.get(TaskList.name)
-    entry = lookup(runtime.cache, (TaskList.name, version), f"task:{task_id}", min_position)
-    if entry is None:
+    task = await _hit(runtime, TaskList.name, f"task:{task_id}", min_position)
+    if task is None:
         return None
-    project = await project_entry(runtime, entry.value.project_id, min_position)
+    project = await project_entry(runtime, task.project_id, min_position)
     if project is None:
         return None
     if not visible(actor, project):
         raise NotFound(f"task {task_id} not found")
-    return entry.value
+    return task
 
 
 async def read_task(runtime: Runtime, actor: Actor, task_id: uuid.UUID, task: type[Any], project: type[Any]) -> Any:
@@ -174,9 +164,7 @@ def _learn(runtime: Runtime, projection: str, version: int | None) -> None:
 
 
 async def cached_user(runtime: Runtime, user_id: uuid.UUID, min_position: int | None) -> Any | None:
-    version = await runtime.live_versions.get(UserDirectory.name)
-    entry = lookup(runtime.cache, (UserDirectory.name, version), f"user:{user_id}", min_position)
-    return None if entry is None else entry.value
+    return await _hit(runtime, UserDirectory.name, f"user:{user_id}", min_position)
 
 
 async def read_user(runtime: Runtime, user_id: uuid.UUID, user: type[Any]) -> Any | None:
@@ -202,11 +190,10 @@ async def cached_board(
 ) -> dict[str, int] | None:
     """The board's counts if the cache has them (None: read the view); NotFound when `actor` may
     not see the project, or it does not exist."""
-    version = await runtime.live_versions.get(TaskBoard.name)
-    entry = lookup(runtime.cache, (TaskBoard.name, version), f"board:{project_id}", min_position)
-    if entry is None:
+    board = await _hit(runtime, TaskBoard.name, f"board:{project_id}", min_position)
+    if board is None:
         return None
-    counts, members = entry.value
+    counts, members = board
     _board_visible(actor, project_id, members)
     return dict(counts)
 
@@ -238,9 +225,8 @@ def _board_visible(actor: Actor, project_id: uuid.UUID, members: list[str]) -> N
 
 
 async def cached_product(runtime: Runtime, sku: str, min_position: int | None) -> bytes | None:
-    version = await runtime.live_versions.get(CatalogCache.name)
-    entry = lookup(runtime.cache, (CatalogCache.name, version), f"product:{sku}", min_position)
-    return None if entry is None else entry.value
+    found: bytes | None = await _hit(runtime, CatalogCache.name, f"product:{sku}", min_position)
+    return found
 
 
 async def read_product(runtime: Runtime, sku: str) -> bytes | None:
@@ -267,9 +253,8 @@ async def cached_page(runtime: Runtime, f: CatalogFilter, min_position: int | No
     """A first page of a listing if the cache has it (later pages are read from the view only)."""
     if f.after is not None:
         return None
-    version = await runtime.live_versions.get(CatalogCache.name)
-    entry = lookup(runtime.cache, (CatalogCache.name, version), _page_key(f), min_position)
-    return None if entry is None else entry.value
+    page: tuple[list[Any], bool] | None = await _hit(runtime, CatalogCache.name, _page_key(f), min_position)
+    return page
 
 
 async def read_page(runtime: Runtime, f: CatalogFilter, product: type[Any]) -> tuple[list[Any], bool]:

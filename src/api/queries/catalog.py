@@ -23,6 +23,7 @@ from api.queries.common import (
     decode_cursor,
     encode_cursor,
     etag,
+    position_of,
     wait_for_position,
 )
 from api.runtime import RUNTIME, Runtime
@@ -116,7 +117,7 @@ class CatalogQueries(Controller):
         items, more = None, False
         if f.redis_can_serve:
             try:
-                page = await cached.cached_page(runtime, f, cached.position_of(min_position))
+                page = await cached.cached_page(runtime, f, position_of(min_position))
                 if page is None:
                     await wait_for_position(runtime, request, min_position, [CatalogCache.name])
                     page = await cached.read_page(runtime, f, ProductView)
@@ -146,7 +147,7 @@ class CatalogQueries(Controller):
             raise NotFound(f"product {sku} not found") from None
         product = None
         try:
-            raw = await cached.cached_product(runtime, sku, cached.position_of(min_position))
+            raw = await cached.cached_product(runtime, sku, position_of(min_position))
             if raw is None:
                 await wait_for_position(runtime, request, min_position, [CatalogCache.name])
                 raw = await cached.read_product(runtime, sku)

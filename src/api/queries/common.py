@@ -106,6 +106,15 @@ async def _refuse_unknown(runtime: Runtime, position: int) -> None:
             raise Invalid("no command gave out this position", field="X-Min-Position")
 
 
+def position_of(token: str | None) -> int | None:
+    """The `X-Min-Position` as a number (None without one); a malformed one is a 400."""
+    if token is None:
+        return None
+    if not is_number(token):
+        raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
+    return int(token)
+
+
 async def wait_for_position(
     runtime: Runtime, request: Request[Any, Any, Any], token: str | None, projections: list[str]
 ) -> None:
@@ -113,11 +122,9 @@ async def wait_for_position(
     projectors' checkpoint announcements, and reading the stores after 50 ms and every 200 ms
     besides (an announcement is only a hint). At most `min_position_max_waiters` requests of this
     process wait at once; one more is a 503 at once."""
-    if token is None:
+    position = position_of(token)
+    if position is None:
         return
-    if not is_number(token):
-        raise HTTPException(status_code=400, detail="X-Min-Position must be a position token from a command")
-    position = int(token)
     if runtime.position_waiters >= runtime.settings.min_position_max_waiters:
         raise ServiceUnavailable("too many requests are waiting for their views already; retry shortly", retry_after=1)
     runtime.position_waiters += 1

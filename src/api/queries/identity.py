@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, get
 
 from api.contract import ETAG, query
 from api.queries import cached
-from api.queries.common import MinPosition, etag, wait_for_position
+from api.queries.common import MinPosition, etag, position_of, wait_for_position
 from api.runtime import RUNTIME, Runtime
 from commands.base import Actor
 from domain import access
@@ -59,7 +59,7 @@ class UserQueries(Controller):
     async def _user(
         request: Request[Actor, Any, Any], runtime: Runtime, user_id: uuid.UUID, min_position: str | None
     ) -> Response[UserView]:
-        user = await cached.cached_user(runtime, user_id, cached.position_of(min_position))
+        user = await cached.cached_user(runtime, user_id, position_of(min_position))
         if user is None:
             await wait_for_position(runtime, request, min_position, READS)
             user = await cached.read_user(runtime, user_id, UserView)

@@ -24,6 +24,7 @@ from api.queries.common import (
     decode_cursor,
     encode_cursor,
     etag,
+    position_of,
     wait_for_position,
 )
 from api.runtime import RUNTIME, Runtime
@@ -172,7 +173,7 @@ class ProjectQueries(Controller):
         project_id: uuid.UUID,
         min_position: MinPosition = None,
     ) -> Response[ProjectView]:
-        project = await cached.project_entry(runtime, project_id, cached.position_of(min_position))
+        project = await cached.project_entry(runtime, project_id, position_of(min_position))
         if project is None:
             await wait_for_position(runtime, request, min_position, PROJECT_VIEWS)
             project = await cached.read_project(runtime, request.user, project_id, ProjectView)
@@ -236,7 +237,7 @@ class ProjectQueries(Controller):
         min_position: MinPosition = None,
     ) -> Board:
         """One Redis round trip on a miss: the board view keeps the project's members beside its counts."""
-        counts = await cached.cached_board(runtime, request.user, project_id, cached.position_of(min_position))
+        counts = await cached.cached_board(runtime, request.user, project_id, position_of(min_position))
         if counts is None:
             await wait_for_position(runtime, request, min_position, [TaskBoard.name])
             counts = await cached.read_board(runtime, request.user, project_id)
@@ -272,7 +273,7 @@ class TaskQueries(Controller):
     async def get_task(
         self, request: Request[Actor, Any, Any], runtime: Runtime, task_id: uuid.UUID, min_position: MinPosition = None
     ) -> Response[TaskView]:
-        task = await cached.cached_task(runtime, request.user, task_id, cached.position_of(min_position))
+        task = await cached.cached_task(runtime, request.user, task_id, position_of(min_position))
         if task is None:
             await wait_for_position(runtime, request, min_position, TASK_VIEWS)
             task = await cached.read_task(runtime, request.user, task_id, TaskView, ProjectView)

@@ -62,7 +62,6 @@ from infra.observe import tracing
 from infra.settings import Settings
 from infra.views import l1
 from infra.views.base import Parked, StaleCheckpoint, ViewStore
-from infra.views.l1 import channel
 from infra.views.sqlstore import SqlStore
 from infra.views.stores import store_for
 from projections.base import EventConsumer, RedisProjection, SqlProjection
@@ -808,7 +807,7 @@ class Projector:
             except TimeoutError:
                 continue
             try:
-                await self.redis.publish(channel(self.namespace), l1.encode_announcements([a for _, a in made]))
+                await self.redis.publish(l1.channel(self.namespace), l1.encode_announcements([a for _, a in made]))
             except Exception as e:  # queries also read the checkpoints from the stores
                 log.debug("projector: could not announce checkpoints (%s)", e)
                 for lane, unsent in made:

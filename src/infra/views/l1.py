@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,11 +124,7 @@ class _Drop:
 
 @dataclass
 class Stats:
-    hits: int = 0
-    misses: int = 0
     evictions: int = 0
-    refused: int = 0
-    flushes: int = 0
 
 
 @dataclass
@@ -169,10 +165,8 @@ class L1:
             self._remove((*view, key))  # its view was flushed
             entry = None
         if entry is None or (min_position is not None and entry.position < min_position):
-            self.stats.misses += 1
             return None
         self.entries.move_to_end((*view, key))
-        self.stats.hits += 1
         entry.hits += 1
         return entry
 
@@ -183,7 +177,6 @@ class L1:
         announcement heard since then may have changed it. True if kept."""
         deps = frozenset(tokens)
         if not self.max_bytes or not self.connected or not self._unchanged_since(ticket, view, deps):
-            self.stats.refused += 1
             return False
         full = (*view, key)
         old = self.entries.get(full)
@@ -255,7 +248,6 @@ class L1:
     def flush(self, view: ViewId | None = None) -> None:
         """Empties one view (in O(1): its entries are let go of as they are met), or everything."""
         self.seq += 1
-        self.stats.flushes += 1
         if view is None:
             self.entries.clear()
             self.by_token.clear()
@@ -307,8 +299,3 @@ class L1:
                     keys.discard(full[2])
                     if not keys:
                         del index[(full[0], full[1], name)]
-
-
-def tokens_of(mapping: Mapping[str, Iterable[Any]]) -> list[str]:
-    """Tokens of an entry that depends on some rows of some tables (`{"projects": [id]}`)."""
-    return [f"{table}:{value}" for table, values in mapping.items() for value in values]
